@@ -1,0 +1,91 @@
+"""`python -m core <command>`: the headless entry point the GUI also uses."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, get_args, get_origin
+
+from .schema import GROUPS, TrainConfig, all_fields
+
+
+def _add_schema_options(parser: argparse.ArgumentParser) -> None:
+    """One --option per schema field, grouped as in the GUI, with the field's help text."""
+    groups = {g: parser.add_argument_group(title) for g, title in GROUPS.items()}
+    for f in all_fields():
+        ann = f["annotation"]
+        kw: dict[str, Any] = {"dest": f"opt_{f['name']}", "default": None}
+        default = f["default"]
+        extra = f" (default: {default!r})" if default not in ("", [], None) else ""
+        if ann is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        elif get_origin(ann) is list:
+            kw["nargs"] = "*"
+            kw["metavar"] = "TEXT"
+        elif "choices" in f:
+            kw["choices"] = f["choices"]
+        else:
+            kw["metavar"] = "VALUE"
+        groups[f["group"]].add_argument(f"--{f['name']}", help=f["help"] + extra, **kw)
+
+
+def _train_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser("train", help="Train a LoRA (headless).", description="Train a LoRA. Values come from the "
+                       "--config TOML, then --option flags, then --set key=value (later wins).",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--config", help="TOML config file (keys as in sd-scripts).")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="Override one key (repeatable).")
+    p.add_argument("--resume", action="store_true", help="Continue the run in <output_dir>/<output_name> from its saved state.")
+    p.add_argument("--overwrite", action="store_true", help="Start the run again even if its run folder exists.")
+    p.add_argument("--print-config", action="store_true", help="Print the effective config as TOML and exit.")
+    _add_schema_options(p)
+    return p
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from .config_io import ConfigError, apply_overrides, read_toml, to_toml, validate
+
+    try:
+        data = read_toml(args.config) if args.config else {}
+        for name in TrainConfig.model_fields:
+            v = getattr(args, f"opt_{name}")
+            if v is not None:
+                data[name] = v
+        cfg = validate(apply_overrides(data, args.set))
+    except ConfigError as e:
+        print("Config error:", file=sys.stderr)
+        for line in e.lines:
+            print(f"  {line}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        print(to_toml(cfg, grouped=True))
+        return 0
+    from .train.trainer import Trainer
+
+    return Trainer(cfg, resume=args.resume, overwrite=args.overwrite, echo=lambda m: print(m, flush=True)).train()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m core", description="LoRA Workshop: train and use LoRAs for Stable Diffusion.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _train_parser(sub).set_defaults(func=_run_train)
+    try:
+        from . import convert_config
+
+        p = sub.add_parser("convert-config", help="Convert a kohya_ss .json or sd-scripts .toml config to ours.")
+        convert_config.add_arguments(p)
+        p.set_defaults(func=convert_config.run)
+    except ImportError:
+        pass
+    try:
+        from . import doctor
+
+        p = sub.add_parser("doctor", help="Check this installation (GPU, libraries, disk).")
+        p.set_defaults(func=lambda a: doctor.main([]))
+    except ImportError:
+        pass
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)

@@ -1,0 +1,83 @@
+"""Latent caching: encode each image once (in memory or on disk), keyed so any change re-encodes it."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .dataset import ImageItem, load_image
+
+CACHE_VERSION = "1"
+
+
+def vae_fingerprint(vae: torch.nn.Module) -> str:
+    h = hashlib.sha1(CACHE_VERSION.encode())
+    h.update(repr(sorted(dict(vae.config).items())).encode())
+    for name, p in list(vae.state_dict().items())[:4] + list(vae.state_dict().items())[-4:]:
+        h.update(name.encode())
+        h.update(p.detach().float().cpu().numpy().tobytes()[:4096])
+    return h.hexdigest()[:16]
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def cache_key(item: ImageItem, flip: bool, vae_fp: str) -> str:
+    pl = item.placement
+    text = f"{file_digest(item.path)}|{pl.bucket}|{pl.resized}|{pl.crop_left_top}|{flip}|{vae_fp}"
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+@torch.no_grad()
+def encode(vae, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Pixels in [-1, 1] (B, 3, H, W) -> scaled latents, in fp32."""
+    dist = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist
+    z = dist.sample(generator=generator) if generator is not None else dist.mean
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    return ((z.float() - shift) * vae.config.scaling_factor).cpu()
+
+
+class LatentCache:
+    """Latents of every (image, flip) the run uses, computed once."""
+
+    def __init__(self, vae, disk_dir: Path | None):
+        self.vae = vae
+        self.disk_dir = disk_dir
+        self.fp = vae_fingerprint(vae)
+        self.mem: dict[tuple[int, bool], torch.Tensor] = {}
+        self.hits = 0
+
+    def _seed(self, key: str) -> torch.Generator:
+        return torch.Generator().manual_seed(int(key[:12], 16))
+
+    def build(self, items: list[ImageItem], needed: list[tuple[int, bool]],
+              progress: Callable[[int, int], None] | None = None) -> None:
+        from safetensors.torch import load_file, save_file
+
+        for n, (idx, flip) in enumerate(needed):
+            item = items[idx]
+            key = cache_key(item, flip, self.fp)
+            path = self.disk_dir / f"{key}.safetensors" if self.disk_dir else None
+            if path is not None and path.is_file():
+                self.mem[(idx, flip)] = load_file(path)["latent"]
+                self.hits += 1
+            else:
+                z = encode(self.vae, load_image(item, flip)[None], self._seed(key))[0]
+                self.mem[(idx, flip)] = z
+                if path is not None:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = path.with_suffix(".tmp")
+                    save_file({"latent": z.contiguous()}, tmp)
+                    tmp.replace(path)
+            if progress:
+                progress(n + 1, len(needed))
+
+    def get(self, idx: int, flip: bool) -> torch.Tensor:
+        return self.mem[(idx, flip)]

@@ -1,0 +1,81 @@
+"""Header metadata of a saved LoRA: kohya's `ss_*` keys and ModelSpec 1.0.1 (`modelspec.*`)."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from ..schema import TrainConfig
+
+
+def build_metadata(cfg: TrainConfig, family, *, epoch: int, step: int, num_epochs: int, num_images: int,
+                   dataset_dirs: dict, tag_frequency: dict, started_at: float, base_model_name: str) -> dict[str, str]:
+    now = dt.datetime.now(dt.timezone.utc)
+    w, h = cfg.resolution_wh
+    network_args: dict[str, Any] = {}
+    if cfg.conv_dim:
+        network_args.update(conv_dim=str(cfg.conv_dim), conv_alpha=str(cfg.conv_alpha))
+    if cfg.use_dora:
+        network_args["dora_wd"] = "True"
+    if cfg.lora_ff or cfg.lora_proj:
+        network_args["targets"] = ",".join(["attn"] + (["ff"] if cfg.lora_ff else []) + (["proj"] if cfg.lora_proj else []))
+    meta = {
+        "ss_network_module": "networks.lora",
+        "ss_network_dim": cfg.network_dim,
+        "ss_network_alpha": cfg.network_alpha,
+        "ss_network_dropout": cfg.network_dropout,
+        "ss_network_args": json.dumps(network_args),
+        "ss_base_model_version": family.ss_base_model_version,
+        "ss_v2": family.name == "sd2",
+        "ss_sd_model_name": base_model_name,
+        "ss_output_name": cfg.output_name,
+        "ss_resolution": f"({w}, {h})",
+        "ss_num_train_images": num_images,
+        "ss_num_epochs": num_epochs,
+        "ss_epoch": epoch,
+        "ss_steps": step,
+        "ss_max_train_steps": cfg.max_train_steps,
+        "ss_learning_rate": cfg.learning_rate,
+        "ss_unet_lr": cfg.effective_unet_lr,
+        "ss_text_encoder_lr": cfg.effective_text_encoder_lr,
+        "ss_network_train_unet_only": cfg.network_train_unet_only,
+        "ss_optimizer": cfg.optimizer_type + (f"({' '.join(cfg.optimizer_args)})" if cfg.optimizer_args else ""),
+        "ss_lr_scheduler": cfg.lr_scheduler,
+        "ss_lr_warmup_steps": cfg.lr_warmup_steps,
+        "ss_batch_size_per_device": cfg.train_batch_size,
+        "ss_gradient_accumulation_steps": cfg.gradient_accumulation_steps,
+        "ss_mixed_precision": cfg.mixed_precision,
+        "ss_max_grad_norm": cfg.max_grad_norm,
+        "ss_seed": cfg.seed,
+        "ss_clip_skip": cfg.clip_skip,
+        "ss_noise_offset": cfg.noise_offset,
+        "ss_min_snr_gamma": cfg.min_snr_gamma,
+        "ss_shuffle_caption": cfg.shuffle_caption,
+        "ss_keep_tokens": cfg.keep_tokens,
+        "ss_caption_dropout_rate": cfg.caption_dropout_rate,
+        "ss_flip_aug": cfg.flip_aug,
+        "ss_enable_bucket": cfg.enable_bucket,
+        "ss_min_bucket_reso": cfg.min_bucket_reso,
+        "ss_max_bucket_reso": cfg.max_bucket_reso,
+        "ss_bucket_no_upscale": cfg.bucket_no_upscale,
+        "ss_cache_latents": cfg.cache_latents,
+        "ss_gradient_checkpointing": cfg.gradient_checkpointing,
+        "ss_prior_loss_weight": cfg.prior_loss_weight,
+        "ss_v_parameterization": cfg.v_parameterization,
+        "ss_dataset_dirs": json.dumps(dataset_dirs, ensure_ascii=False),
+        "ss_tag_frequency": json.dumps(tag_frequency, ensure_ascii=False),
+        "ss_training_comment": cfg.training_comment,
+        "ss_training_started_at": started_at,
+        "ss_training_finished_at": now.timestamp(),
+        "modelspec.sai_model_spec": "1.0.1",
+        "modelspec.architecture": family.modelspec_architecture,
+        "modelspec.implementation": "https://github.com/huggingface/diffusers",
+        "modelspec.title": cfg.output_name + (f" (epoch {epoch})" if epoch < num_epochs else ""),
+        "modelspec.description": cfg.training_comment or f"LoRA trained with LoRA Workshop on {base_model_name}",
+        "modelspec.date": now.replace(microsecond=0).isoformat(),
+        "modelspec.resolution": f"{w}x{h}",
+        "modelspec.prediction_type": "v" if cfg.v_parameterization else "epsilon",
+    }
+    if cfg.trigger_word:
+        meta["modelspec.trigger_phrase"] = cfg.trigger_word
+    return {k: str(v) for k, v in meta.items()}

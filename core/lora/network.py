@@ -1,0 +1,104 @@
+"""Which layers get a LoRA, and putting it there with peft."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+ADAPTER = "default"
+UNET_ATTN = ("to_q", "to_k", "to_v", "to_out.0")
+UNET_FF = ("ff.net.0.proj", "ff.net.2")
+UNET_PROJ = ("proj_in", "proj_out")
+UNET_CONV = re.compile(r".*(resnets\.\d+\.(conv1|conv2|conv_shortcut)|downsamplers\.0\.conv|upsamplers\.0\.conv)$")
+TE_LAYERS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj", "mlp.fc1", "mlp.fc2")
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    dim: int
+    alpha: float
+    dropout: float = 0.0
+    ff: bool = False
+    proj: bool = False
+    conv_dim: int = 0
+    conv_alpha: float = 1.0
+    dora: bool = False
+
+    @classmethod
+    def from_config(cls, cfg) -> "NetworkSpec":
+        return cls(cfg.network_dim, cfg.network_alpha, cfg.network_dropout, cfg.lora_ff, cfg.lora_proj,
+                   cfg.conv_dim, cfg.conv_alpha, cfg.use_dora)
+
+
+def _ends_with(name: str, suffixes: tuple[str, ...]) -> bool:
+    return any(name == s or name.endswith("." + s) for s in suffixes)
+
+
+def unet_targets(unet: nn.Module, spec: NetworkSpec) -> tuple[list[str], list[str]]:
+    """(linear-like module names at network_dim, conv module names at conv_dim)."""
+    suffixes = UNET_ATTN + (UNET_FF if spec.ff else ()) + (UNET_PROJ if spec.proj else ())
+    main, conv = [], []
+    for name, mod in unet.named_modules():
+        if not isinstance(mod, (nn.Linear, nn.Conv2d)):
+            continue
+        if _ends_with(name, suffixes) and (".attentions." in name or name.startswith("attentions")):
+            main.append(name)
+        elif spec.conv_dim > 0 and isinstance(mod, nn.Conv2d) and UNET_CONV.match(name):
+            conv.append(name)
+    return main, conv
+
+
+def text_encoder_targets(te: nn.Module) -> list[str]:
+    return [n for n, m in te.named_modules() if isinstance(m, nn.Linear) and _ends_with(n, TE_LAYERS)]
+
+
+def lora_config(spec: NetworkSpec, main: list[str], conv: list[str]):
+    from peft import LoraConfig
+
+    rank_pattern = {re.escape(n): spec.conv_dim for n in conv}
+    alpha_pattern = {re.escape(n): spec.conv_alpha for n in conv}
+    return LoraConfig(
+        r=spec.dim, lora_alpha=spec.alpha, lora_dropout=spec.dropout, target_modules=main + conv,
+        rank_pattern=rank_pattern, alpha_pattern=alpha_pattern, use_dora=spec.dora, init_lora_weights=True,
+    )
+
+
+def inject(model: nn.Module, spec: NetworkSpec, targets: tuple[list[str], list[str]]) -> list[nn.Parameter]:
+    """Add LoRA layers to `model` in place (peft's own API) and return the trainable parameters, in fp32."""
+    from peft import inject_adapter_in_model
+
+    main, conv = targets
+    if not main and not conv:
+        raise ValueError(f"No layers to train were found in {type(model).__name__}.")
+    inject_adapter_in_model(lora_config(spec, main, conv), model, adapter_name=ADAPTER)
+    params = []
+    for name, p in model.named_parameters():
+        if "lora_" in name:
+            p.data = p.data.float()  # LoRA weights stay fp32 whatever the base precision
+            p.requires_grad_(True)
+            params.append(p)
+        else:
+            p.requires_grad_(False)
+    return params
+
+
+def module_alphas(spec: NetworkSpec, conv: list[str]) -> dict[str, tuple[int, float]]:
+    """(rank, alpha) of every conv module that differs from the network default."""
+    return {n: (spec.conv_dim, spec.conv_alpha) for n in conv}
+
+
+def peft_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    from peft import get_peft_model_state_dict
+
+    return get_peft_model_state_dict(model, adapter_name=ADAPTER)
+
+
+def load_peft_state_dict(model: nn.Module, sd: dict[str, torch.Tensor]) -> None:
+    from peft import set_peft_model_state_dict
+
+    result = set_peft_model_state_dict(model, sd, adapter_name=ADAPTER)
+    unexpected = getattr(result, "unexpected_keys", None) or []
+    if unexpected:
+        raise ValueError(f"LoRA state does not match this network ({len(unexpected)} unexpected keys, e.g. {unexpected[0]})")

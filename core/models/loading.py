@@ -1,0 +1,210 @@
+"""Load a base model from a diffusers folder, a single-file checkpoint or a hub repo id.
+
+Everything goes through diffusers' own loaders; this module decides which one, finds the
+family, ships the configs single-file loading needs (so it works offline) and turns every
+failure into a message that says what to do.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .base import Components, ModelFamily
+from .sd15 import SD2, SD15
+from .sdxl import SDXL
+
+FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (SD15(), SD2(), SDXL())}
+CONFIG_ROOT = Path(__file__).parent / "configs"
+HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+SINGLE_FILE_EXTS = {".safetensors", ".ckpt", ".pt", ".pth", ".bin"}
+
+
+class ModelLoadError(ValueError):
+    """The base model could not be loaded; the message says why and what to do."""
+
+
+def get_family(name: str) -> ModelFamily:
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise ModelLoadError(
+            f"Model family '{name}' is not supported. Supported: {', '.join(FAMILIES)}.") from None
+
+
+def source_kind(model: str) -> str:
+    """'folder', 'file' or 'hub' for what the user typed."""
+    if not model:
+        raise ModelLoadError(
+            "No base model chosen: set pretrained_model_name_or_path to a diffusers folder, a .safetensors "
+            "checkpoint or a Hugging Face repo id.")
+    p = Path(model).expanduser()
+    if p.is_dir():
+        return "folder"
+    if p.is_file():
+        return "file"
+    if p.suffix.lower() in SINGLE_FILE_EXTS or os.sep in model or (os.altsep and os.altsep in model and not HUB_ID.match(model)):
+        raise ModelLoadError(f"Base model file not found: {p}. Check the path (and that the drive is connected).")
+    if HUB_ID.match(model):
+        return "hub"
+    raise ModelLoadError(
+        f"'{model}' is neither an existing file or folder nor a Hugging Face repo id (owner/name).")
+
+
+def detect_family(model: str, requested: str = "auto") -> tuple[str, bool]:
+    """Return (family name, v-prediction guess) for a local folder or file."""
+    kind = source_kind(model)
+    if kind == "folder":
+        fam = detect_folder_family(Path(model))
+        v_pred = _folder_prediction_type(Path(model)) == "v_prediction"
+    else:
+        from . import detect
+
+        res = detect.inspect_model_file(model)
+        fam, v_pred = res.family, bool(res.is_v_pred_guess)
+    if fam not in FAMILIES:
+        raise ModelLoadError(
+            f"{model} looks like a {fam} model. This version trains {', '.join(f.title for f in FAMILIES.values())}.")
+    if requested != "auto" and requested != fam:
+        if {requested, fam} <= {"sd15", "sd2"}:
+            return requested, v_pred
+        raise ModelLoadError(
+            f"model_family is '{requested}' but {model} is an {FAMILIES[fam].title} model. "
+            f"Set model_family = \"auto\" or \"{fam}\".")
+    return fam, v_pred
+
+
+def detect_folder_family(folder: Path) -> str:
+    """Family of a diffusers folder, from model_index.json (and the text encoder's width for SD2)."""
+    import json
+
+    index = folder / "model_index.json"
+    if not index.is_file():
+        if (folder / "config.json").is_file():
+            raise ModelLoadError(f"{folder} holds a single model part (a config.json without model_index.json), "
+                                 "not a whole pipeline. Choose the pipeline's top folder.")
+        raise ModelLoadError(f"{folder} is not a diffusers model folder (no model_index.json). Choose the folder "
+                             "that holds model_index.json, or a single .safetensors checkpoint file.")
+    cls = json.loads(index.read_text(encoding="utf-8")).get("_class_name", "")
+    if "XL" in cls:
+        return "sdxl"
+    if cls.startswith("StableDiffusion"):
+        te = folder / "text_encoder" / "config.json"
+        if te.is_file() and json.loads(te.read_text(encoding="utf-8")).get("hidden_size") == 1024:
+            return "sd2"
+        return "sd15"
+    raise ModelLoadError(f"{folder} is a {cls or 'unknown'} model; this version trains SD1.5, SD2 and SDXL.")
+
+
+def _folder_prediction_type(folder: Path) -> str:
+    import json
+
+    cfg = folder / "scheduler" / "scheduler_config.json"
+    if cfg.is_file():
+        return json.loads(cfg.read_text(encoding="utf-8")).get("prediction_type", "epsilon")
+    return "epsilon"
+
+
+def download(repo_id: str, progress: Callable[[str], None] | None = None) -> str:
+    """Fetch a diffusers repo from the hub (with a progress bar) or take it from the local cache."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    patterns = ["*.json", "*.txt", "tokenizer*/*", "unet/*.safetensors", "vae/*.safetensors",
+                "text_encoder*/*.safetensors"]
+    ignore = ["*.fp16.safetensors", "*non_ema*", "*.ckpt", "*.bin", "*.onnx*", "*.msgpack"]
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    if progress:
+        progress(f"Downloading {repo_id} from the Hugging Face hub (or using the local copy)")
+    try:
+        return snapshot_download(repo_id, allow_patterns=patterns, ignore_patterns=ignore, local_files_only=offline)
+    except GatedRepoError:
+        raise ModelLoadError(
+            f"{repo_id} is a gated model: accept its licence on huggingface.co/{repo_id} with your account, then "
+            "set your access token (Settings tab, or the HF_TOKEN environment variable).") from None
+    except RepositoryNotFoundError:
+        raise ModelLoadError(
+            f"{repo_id} was not found on the Hugging Face hub (or it is private: set your access token).") from None
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as e:
+        raise ModelLoadError(
+            f"Could not get {repo_id}: the hub cannot be reached from here ({type(e).__name__}) and no complete "
+            f"copy is in the local cache. Download it on a computer with internet (for example "
+            f"`hf download {repo_id}`), or download a single-file .safetensors checkpoint and set "
+            "pretrained_model_name_or_path to its path.") from None
+
+
+def shipped_config_dir(family: str) -> Path:
+    folder = CONFIG_ROOT / family
+    if not (folder / "model_index.json").is_file():
+        raise ModelLoadError(f"The configs for single-file {family} checkpoints are missing from {CONFIG_ROOT}: reinstall.")
+    return folder
+
+
+def load_pipeline(
+    model: str,
+    *,
+    family: str = "auto",
+    vae: str = "",
+    base_config_dir: str = "",
+    dtype: torch.dtype = torch.float32,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[Any, ModelFamily]:
+    """Load a diffusers pipeline for `model` and return it with its family."""
+    kind = source_kind(model)
+    if kind == "hub":
+        model = download(model, progress)
+        kind = "folder"
+    fam_name, _ = detect_family(model, family)
+    fam = FAMILIES[fam_name]
+    cls = fam.pipeline_class()
+    if progress:
+        progress(f"Loading {fam.title} model from {model}")
+    try:
+        if kind == "folder":
+            pipe = cls.from_pretrained(model, dtype=dtype, local_files_only=True, safety_checker=None)
+        else:
+            config = base_config_dir or str(shipped_config_dir(fam_name))
+            pipe = cls.from_single_file(model, config=config, dtype=dtype, local_files_only=True)
+    except ModelLoadError:
+        raise
+    except Exception as e:  # diffusers raises many types; say which file and why
+        raise ModelLoadError(
+            f"Could not load {model} as a {fam.title} model: {type(e).__name__}: {str(e).splitlines()[0][:400]}. "
+            "If the file is incomplete, download it again.") from e
+    if vae:
+        pipe.vae = load_vae(vae, fam_name, base_config_dir, dtype)
+    return pipe, fam
+
+
+def load_vae(vae: str, family: str, base_config_dir: str = "", dtype: torch.dtype = torch.float32):
+    from diffusers import AutoencoderKL
+
+    p = Path(vae).expanduser()
+    try:
+        if p.is_dir():
+            sub = "vae" if (p / "vae" / "config.json").is_file() else None
+            return AutoencoderKL.from_pretrained(p, subfolder=sub, dtype=dtype, local_files_only=True)
+        if p.is_file():
+            config = base_config_dir or str(shipped_config_dir(family))
+            return AutoencoderKL.from_single_file(p, config=config, subfolder="vae", dtype=dtype,
+                                                  local_files_only=True)
+    except Exception as e:
+        raise ModelLoadError(f"Could not load the VAE {p}: {type(e).__name__}: {str(e).splitlines()[0][:300]}") from e
+    raise ModelLoadError(f"VAE not found: {p}")
+
+
+def load_components(
+    model: str,
+    *,
+    family: str = "auto",
+    vae: str = "",
+    base_config_dir: str = "",
+    v_parameterization: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> Components:
+    """Load a base model for training (fp32 on the CPU; the trainer moves and casts parts)."""
+    pipe, fam = load_pipeline(model, family=family, vae=vae, base_config_dir=base_config_dir, progress=progress)
+    return fam.components(pipe, model, v_parameterization)

@@ -1,0 +1,34 @@
+"""Stable Diffusion XL: two text encoders and size/crop conditioning."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .base import Components, ModelFamily, TextCond
+
+
+class SDXL(ModelFamily):
+    name = "sdxl"
+    title = "Stable Diffusion XL"
+    pipeline_class_name = "StableDiffusionXLPipeline"
+    ss_base_model_version = "sdxl_base_v1-0"
+    modelspec_architecture = "stable-diffusion-xl-v1-base/lora"
+    te_lora_prefixes = ("lora_te1", "lora_te2")
+    default_resolution = 1024
+    vae_needs_fp32 = True  # the original SDXL VAE overflows in fp16 (black/NaN images)
+
+    def encode_text(self, comps: Components, captions: list[str], clip_skip: int) -> TextCond:
+        hidden, pooled = [], None
+        for te, ids in zip(comps.text_encoders, self.tokenize(comps, captions)):
+            out = te(ids.to(te.device), output_hidden_states=True)
+            hidden.append(out.hidden_states[-2])  # SDXL always uses the penultimate layer
+            if out[0].ndim == 2:  # the projection model returns the pooled text embedding first
+                pooled = out[0]
+        return TextCond(torch.cat(hidden, dim=-1), pooled)
+
+    def added_cond(self, comps: Components, cond: TextCond, meta: list[dict[str, Any]], dtype: torch.dtype) -> dict:
+        """time_ids from each image's original size, crop offset and bucket size."""
+        rows = [list(m["original_size"]) + list(m["crop_top_left"]) + list(m["target_size"]) for m in meta]
+        time_ids = torch.tensor(rows, dtype=dtype, device=cond.hidden_states.device)
+        return {"text_embeds": cond.pooled.to(dtype), "time_ids": time_ids}

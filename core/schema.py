@@ -1,0 +1,290 @@
+"""The one declaration of every training parameter.
+
+Each field is declared once with :func:`param`: type, default, range or choices, plain-words
+help, group and basic/advanced level. The CLI (``--help``, ``--set``), TOML configs, presets
+and the GUI form are all derived from :class:`TrainConfig`. Key names follow kohya's
+sd-scripts wherever the concept is the same.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+GROUPS: dict[str, str] = {
+    "model": "Base model",
+    "data": "Dataset and captions",
+    "output": "Output and saving",
+    "network": "LoRA network",
+    "optim": "Learning rate and optimizer",
+    "train": "Training length and batches",
+    "quality": "Loss and noise",
+    "memory": "Speed and memory",
+    "sample": "Sample images",
+}
+
+
+def param(default: Any, *, help: str, group: str, basic: bool = False, **kw: Any) -> Any:
+    """Declare one parameter: its default, help text, GUI group and level, plus pydantic limits."""
+    assert group in GROUPS, group
+    return Field(default, description=help, json_schema_extra={"group": group, "basic": basic}, **kw)
+
+
+OptimizerName = Literal["AdamW", "AdamW8bit", "Lion", "Lion8bit", "Prodigy", "Adafactor", "SGD"]
+SchedulerName = Literal[
+    "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial"
+]
+SamplerName = Literal["euler", "euler_a", "ddim", "dpmsolver++", "dpm++2m_karras", "pndm", "lms", "heun"]
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # ---------------------------------------------------------------- model
+    pretrained_model_name_or_path: str = param(
+        "", group="model", basic=True,
+        help="Base model: a diffusers folder, a single-file .safetensors checkpoint, or a Hugging Face "
+             "repo id such as stable-diffusion-v1-5/stable-diffusion-v1-5.")
+    model_family: Literal["auto", "sd15", "sd2", "sdxl"] = param(
+        "auto", group="model",
+        help="Model family. 'auto' detects SD1.5, SD2 or SDXL from the model files.")
+    v_parameterization: bool = param(
+        False, group="model",
+        help="The base model predicts v (SD2.x 768-v models and v-pred finetunes). Leave off for SD1.5 and SDXL.")
+    vae: str = param(
+        "", group="model",
+        help="Optional separate VAE (.safetensors file or diffusers folder) to use instead of the model's own.")
+    base_config_dir: str = param(
+        "", group="model",
+        help="Optional diffusers config folder for a single-file checkpoint whose architecture differs from "
+             "the standard one. Normally left empty: the standard configs ship with the program.")
+    clip_skip: int = param(
+        1, group="model", ge=1, le=4,
+        help="Use the output of the N-th last text-encoder layer (2 is common for anime SD1.5 models).")
+
+    # ----------------------------------------------------------------- data
+    train_data_dir: str = param(
+        "", group="data", basic=True,
+        help="Folder that holds one sub-folder per concept, named '<repeats>_<name>', e.g. 10_zqx dog.")
+    reg_data_dir: str = param(
+        "", group="data",
+        help="Optional folder of regularization (class) images, same '<repeats>_<class>' layout.")
+    prior_loss_weight: float = param(
+        1.0, group="data", ge=0.0, le=10.0, help="Loss weight of regularization images.")
+    trigger_word: str = param(
+        "", group="data", basic=True,
+        help="Word that calls up what the LoRA learns (e.g. zqx). Prepended to every caption that lacks it.")
+    caption_extension: str = param(
+        ".txt", group="data", help="Extension of the caption file next to each image.")
+    resolution: str = param(
+        "512", group="data", basic=True,
+        help="Training resolution: one number (512) or width,height (1024,768). SD1.5: 512, SDXL: 1024.")
+    shuffle_caption: bool = param(
+        False, group="data", help="Shuffle comma-separated tags in captions each time an image is used.")
+    keep_tokens: int = param(
+        0, group="data", ge=0, le=32,
+        help="Keep the first N comma-separated tags in place when shuffling (e.g. 1 keeps the trigger word first).")
+    caption_dropout_rate: float = param(
+        0.0, group="data", ge=0.0, le=1.0, help="Fraction of steps trained with an empty caption.")
+    flip_aug: bool = param(
+        False, group="data",
+        help="Randomly mirror images left-right. Do not use for asymmetric subjects (text, logos, one-sided hair).")
+    enable_bucket: bool = param(
+        True, group="data", help="Aspect-ratio bucketing: train each image near its own aspect ratio instead of cropping to a square.")
+    min_bucket_reso: int = param(256, group="data", ge=32, le=4096, help="Smallest bucket side in pixels.")
+    max_bucket_reso: int = param(1024, group="data", ge=32, le=8192, help="Largest bucket side in pixels.")
+    bucket_reso_steps: int = param(64, group="data", ge=8, le=256, help="Bucket sides are multiples of this.")
+    bucket_no_upscale: bool = param(
+        False, group="data", help="Do not upscale images smaller than the training resolution; give them a smaller bucket.")
+
+    # --------------------------------------------------------------- output
+    output_dir: str = param("outputs", group="output", basic=True, help="Folder for LoRA files and run folders.")
+    output_name: str = param(
+        "my_lora", group="output", basic=True, pattern=r"^[^/\\:*?\"<>|]+$",
+        help="File name of the LoRA (without extension); the run folder gets the same name.")
+    save_precision: Literal["fp16", "bf16", "float"] = param(
+        "fp16", group="output", help="Precision of the saved LoRA weights. fp16 is what everyone uses.")
+    save_every_n_epochs: int = param(
+        0, group="output", ge=0, help="Also save a LoRA every N epochs (0 = only at the end).")
+    save_every_n_steps: int = param(
+        0, group="output", ge=0, help="Also save a LoRA every N steps (0 = off).")
+    save_state_every_n_steps: int = param(
+        50, group="output", ge=1,
+        help="Save resumable state every N steps, so a crash or kill loses at most N steps.")
+    export_diffusers_format: bool = param(
+        False, group="output",
+        help="Additionally write <name>.diffusers.safetensors in the diffusers/peft key format.")
+    training_comment: str = param("", group="output", help="Free text stored in the LoRA's metadata.")
+
+    # -------------------------------------------------------------- network
+    network_dim: int = param(
+        16, group="network", basic=True, ge=1, le=1024,
+        help="LoRA rank: capacity of the LoRA. 8-32 for characters, 32-64 for styles. Higher = bigger file.")
+    network_alpha: float = param(
+        8.0, group="network", basic=True, gt=0.0, le=1024,
+        help="LoRA alpha: the change is scaled by alpha/rank. Half the rank is a common choice.")
+    network_dropout: float = param(0.0, group="network", ge=0.0, le=0.5, help="Dropout on LoRA layers.")
+    lora_ff: bool = param(
+        False, group="network", help="Also train the UNet's feed-forward layers (more capacity, bigger file).")
+    lora_proj: bool = param(
+        False, group="network", help="Also train the UNet's attention projection in/out layers (proj_in, proj_out).")
+    conv_dim: int = param(
+        0, group="network", ge=0, le=512,
+        help="Rank for the UNet's convolution layers (LoCon style). 0 = convolutions are not trained.")
+    conv_alpha: float = param(1.0, group="network", gt=0.0, le=512, help="Alpha for the convolution layers.")
+    use_dora: bool = param(False, group="network", help="Use DoRA (weight-decomposed LoRA).")
+    network_train_unet_only: bool = param(
+        False, group="network", basic=True, help="Train only the UNet, not the text encoder(s). Saves memory; usual for SDXL.")
+    network_train_text_encoder_only: bool = param(
+        False, group="network", help="Train only the text encoder(s).")
+
+    # ---------------------------------------------------------------- optim
+    learning_rate: float = param(
+        1e-4, group="optim", basic=True, gt=0.0, le=10.0,
+        help="Base learning rate. 1e-4 is a safe start for AdamW; use 1.0 with Prodigy.")
+    unet_lr: Optional[float] = param(None, group="optim", gt=0.0, le=10.0, help="UNet learning rate (default: learning_rate).")
+    text_encoder_lr: Optional[float] = param(
+        None, group="optim", gt=0.0, le=10.0, help="Text encoder learning rate (default: learning_rate). Often lower, e.g. 5e-5.")
+    optimizer_type: OptimizerName = param(
+        "AdamW", group="optim", basic=True,
+        help="AdamW: reliable. AdamW8bit: less VRAM (needs an NVIDIA GPU). Prodigy: finds the LR itself (set LR 1.0).")
+    optimizer_args: list[str] = param(
+        [], group="optim", help="Extra optimizer arguments as key=value, e.g. weight_decay=0.01 betas=0.9,0.99.")
+    lr_scheduler: SchedulerName = param("constant", group="optim", help="How the learning rate changes over the run.")
+    lr_warmup_steps: int = param(0, group="optim", ge=0, help="Steps over which the LR ramps up from 0.")
+    lr_scheduler_num_cycles: int = param(1, group="optim", ge=1, help="Restarts for cosine_with_restarts.")
+    lr_scheduler_power: float = param(1.0, group="optim", gt=0.0, help="Power for the polynomial scheduler.")
+    max_grad_norm: float = param(1.0, group="optim", ge=0.0, help="Clip gradients to this norm (0 = no clipping).")
+
+    # ---------------------------------------------------------------- train
+    train_batch_size: int = param(1, group="train", basic=True, ge=1, le=256, help="Images per step.")
+    max_train_epochs: int = param(
+        10, group="train", basic=True, ge=0, le=100000, help="Number of passes over the dataset (with repeats).")
+    max_train_steps: int = param(
+        0, group="train", ge=0, help="Stop after this many steps instead (0 = use max_train_epochs).")
+    gradient_accumulation_steps: int = param(
+        1, group="train", ge=1, le=1024, help="Accumulate gradients over N batches per optimizer step.")
+    seed: int = param(42, group="train", basic=True, ge=0, help="Random seed: the same seed and settings give the same LoRA.")
+
+    # -------------------------------------------------------------- quality
+    min_snr_gamma: float = param(
+        0.0, group="quality", ge=0.0, le=100.0,
+        help="Min-SNR loss weighting (5 is typical) for faster, steadier training. 0 = off.")
+    noise_offset: float = param(
+        0.0, group="quality", ge=0.0, le=1.0,
+        help="Noise offset (0.05-0.1) lets the model learn very dark or very bright images.")
+
+    # --------------------------------------------------------------- memory
+    mixed_precision: Literal["no", "fp16", "bf16"] = param(
+        "fp16", group="memory", basic=True,
+        help="Compute precision on GPU. bf16 on RTX 30xx and newer, fp16 otherwise. CPU always uses fp32.")
+    gradient_checkpointing: bool = param(
+        False, group="memory", help="Trade speed for much less VRAM. Recommended for SDXL on 8-16 GB.")
+    cache_latents: bool = param(
+        True, group="memory", help="Encode images once before training, then move the VAE off the GPU.")
+    cache_latents_to_disk: bool = param(
+        False, group="memory", help="Keep cached latents on disk so later runs reuse them.")
+    cache_text_encoder_outputs: bool = param(
+        False, group="memory",
+        help="Encode captions once (only when the text encoder is not trained and captions do not change).")
+    cache_dir: str = param(
+        "", group="memory", help="Where on-disk caches go (default: <output_dir>/cache).")
+    sdpa: bool = param(True, group="memory", help="Use PyTorch's scaled-dot-product attention.")
+
+    # --------------------------------------------------------------- sample
+    sample_prompts: list[str] = param(
+        [], group="sample", basic=True,
+        help="Prompts for sample images, one per line, kohya syntax: 'zqx dog --n blurry --w 512 --h 512 --d 1 --s 20 --l 7'.")
+    sample_every_n_steps: int = param(0, group="sample", ge=0, help="Make samples every N steps (0 = off).")
+    sample_every_n_epochs: int = param(
+        1, group="sample", basic=True, ge=0, help="Make samples every N epochs (0 = off).")
+    sample_sampler: SamplerName = param("euler_a", group="sample", help="Sampler used for sample images.")
+    sample_at_first: bool = param(False, group="sample", help="Also make samples before training starts.")
+
+    # ------------------------------------------------------------ validators
+    @field_validator("resolution", mode="before")
+    @classmethod
+    def _resolution(cls, v: Any) -> str:
+        if isinstance(v, (int, float)):
+            v = str(int(v))
+        if isinstance(v, (list, tuple)):
+            v = ",".join(str(int(x)) for x in v)
+        parts = [p.strip() for p in str(v).replace("x", ",").split(",") if p.strip()]
+        if len(parts) not in (1, 2) or not all(p.isdigit() for p in parts):
+            raise ValueError("use one number like 512 or width,height like 1024,768")
+        nums = [int(p) for p in parts]
+        if not all(32 <= n <= 8192 for n in nums):
+            raise ValueError("each side must be between 32 and 8192 pixels")
+        return ",".join(parts)
+
+    @field_validator("sample_prompts", "optimizer_args", mode="before")
+    @classmethod
+    def _lines(cls, v: Any) -> list[str]:
+        if isinstance(v, str):
+            v = v.splitlines()
+        return [str(x).strip() for x in (v or []) if str(x).strip() and not str(x).strip().startswith("#")]
+
+    @field_validator("caption_extension")
+    @classmethod
+    def _ext(cls, v: str) -> str:
+        return v if v.startswith(".") else "." + v
+
+    @model_validator(mode="after")
+    def _cross(self) -> "TrainConfig":
+        if self.network_train_unet_only and self.network_train_text_encoder_only:
+            raise ValueError(
+                "network_train_unet_only and network_train_text_encoder_only are both on: choose one")
+        if self.min_bucket_reso > self.max_bucket_reso:
+            raise ValueError("min_bucket_reso is larger than max_bucket_reso")
+        return self
+
+    # -------------------------------------------------------------- helpers
+    @property
+    def resolution_wh(self) -> tuple[int, int]:
+        parts = [int(p) for p in self.resolution.split(",")]
+        return (parts[0], parts[-1])
+
+    @property
+    def effective_unet_lr(self) -> float:
+        return self.unet_lr if self.unet_lr is not None else self.learning_rate
+
+    @property
+    def effective_text_encoder_lr(self) -> float:
+        return self.text_encoder_lr if self.text_encoder_lr is not None else self.learning_rate
+
+    @property
+    def train_unet(self) -> bool:
+        return not self.network_train_text_encoder_only
+
+    @property
+    def train_text_encoder(self) -> bool:
+        return not self.network_train_unet_only
+
+
+def field_meta(name: str) -> dict[str, Any]:
+    """Help, group, level, default and limits of one parameter, for the CLI and the GUI."""
+    f = TrainConfig.model_fields[name]
+    extra = f.json_schema_extra or {}
+    meta: dict[str, Any] = {
+        "name": name, "help": f.description or "", "group": extra.get("group", "model"),
+        "basic": bool(extra.get("basic")), "default": f.default, "annotation": f.annotation,
+    }
+    for m in f.metadata:
+        for attr in ("ge", "gt", "le", "lt", "pattern"):
+            if getattr(m, attr, None) is not None:
+                meta[attr] = getattr(m, attr)
+    choices = literal_choices(f.annotation)
+    if choices:
+        meta["choices"] = choices
+    return meta
+
+
+def literal_choices(annotation: Any) -> list[Any] | None:
+    from typing import get_args, get_origin
+    if get_origin(annotation) is Literal:
+        return list(get_args(annotation))
+    return None
+
+
+def all_fields() -> list[dict[str, Any]]:
+    return [field_meta(n) for n in TrainConfig.model_fields]

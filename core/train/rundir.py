@@ -1,0 +1,71 @@
+"""The run directory: the trainer's side of the contract in docs/architecture.md."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from ..config_io import atomic_write_text
+
+CONTROL_REQUESTS = ("stop", "sample", "save")
+
+
+class RunDir:
+    def __init__(self, output_dir: str | Path, output_name: str):
+        self.output_dir = Path(output_dir)
+        self.path = self.output_dir / output_name
+        self.samples = self.path / "samples"
+        self.state = self.path / "state"
+        self.control = self.path / "control"
+        self.events_file = self.path / "events.jsonl"
+        self.status_file = self.path / "status.json"
+        self.log_file = self.path / "train.log"
+        self.config_file = self.path / "config.toml"
+        self._status: dict[str, Any] = {}
+
+    def create(self) -> None:
+        for d in (self.path, self.samples, self.state, self.control):
+            d.mkdir(parents=True, exist_ok=True)
+
+    # ------------------------------------------------------------- events
+    def event(self, type_: str, **fields: Any) -> dict[str, Any]:
+        ev = {"type": type_, "time": round(time.time(), 3), **fields}
+        line = json.dumps(ev, ensure_ascii=False, default=str) + "\n"
+        with open(self.events_file, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+        return ev
+
+    def log(self, message: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        with open(self.log_file, "a", encoding="utf-8") as f:
+            f.write(f"{stamp} {message}\n")
+
+    # ------------------------------------------------------------- status
+    def set_status(self, **fields: Any) -> None:
+        if not self._status:
+            self._status = {"pid": os.getpid(), "started_at": time.time(), "exit_code": None}
+        self._status.update(fields, updated_at=time.time())
+        atomic_write_text(self.status_file, json.dumps(self._status, indent=1))
+
+    # ------------------------------------------------------------ control
+    def take_request(self, name: str) -> bool:
+        """True once if someone asked for `name` (a file in control/); the request is consumed."""
+        f = self.control / name
+        if f.exists():
+            try:
+                f.unlink()
+            except OSError:
+                pass
+            return True
+        return False
+
+    def clear_requests(self) -> None:
+        for name in CONTROL_REQUESTS:
+            (self.control / name).unlink(missing_ok=True)
+
+    # ------------------------------------------------------------- names
+    def lora_path(self, suffix: str = "") -> Path:
+        return self.output_dir / f"{self.path.name}{suffix}.safetensors"

@@ -1,0 +1,569 @@
+"""The training loop: SD1.5 / SDXL LoRA training, headless, with events, samples and resume."""
+from __future__ import annotations
+
+import math
+import random
+import signal
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+from ..config_io import ConfigError, save_config
+from ..data.buckets import BucketChooser
+from ..data.dataset import DatasetError, TrainingSet, load_image, load_items, process_caption, sdxl_meta
+from ..data.latents import LatentCache, encode
+from ..lora import network as net
+from ..lora.kohya_format import SAVE_DTYPES, save_lora, to_diffusers, to_kohya
+from ..lora.metadata import build_metadata
+from ..models.base import TextCond
+from ..models.loading import ModelLoadError, load_components
+from ..schema import TrainConfig
+from .optim import OptimizerError, make_optimizer, make_scheduler
+from .rundir import RunDir
+from .state import find_state, load_state, save_state
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 3
+USER_ERRORS = (ConfigError, DatasetError, ModelLoadError, OptimizerError, ValueError, FileNotFoundError)
+OOM_ADVICE = ("Out of GPU memory. Lower these settings and start again: train_batch_size (to 1), resolution, "
+              "network_dim; turn on gradient_checkpointing, cache_latents and network_train_unet_only; use "
+              "optimizer_type AdamW8bit and mixed_precision bf16 or fp16.")
+
+
+class TrainingFailed(Exception):
+    def __init__(self, message: str, exit_code: int = EXIT_FAILED):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, echo=print):
+        self.cfg = cfg
+        self.resume = resume
+        self.overwrite = overwrite
+        self.echo = echo
+        self.run = RunDir(cfg.output_dir, cfg.output_name)
+        self.stop_requested = False
+        self.global_step = 0
+        self.started_at = time.time()
+
+    # ------------------------------------------------------------------ entry
+    def train(self) -> int:
+        """Run to the end; return the process exit code. Never raises."""
+        from accelerate import Accelerator
+
+        cpu = not torch.cuda.is_available()
+        mp = "no" if cpu else self.cfg.mixed_precision
+        self.acc = Accelerator(mixed_precision=mp, cpu=cpu)
+        self.main = self.acc.is_main_process
+        try:
+            self._prepare_run_dir()
+            if cpu and self.cfg.mixed_precision != "no":
+                self.warn(f"No GPU found: training in fp32 on the CPU (mixed_precision={self.cfg.mixed_precision} ignored). "
+                          "This is slow; it is meant for small tests.")
+            self._install_signal_handlers()
+            code, status, message = self._train()
+        except TrainingFailed as e:
+            code, status, message = e.exit_code, "failed", str(e)
+            tb = traceback.format_exc()
+        except USER_ERRORS as e:
+            code, status, message = EXIT_BAD_INPUT, "failed", str(e)
+            tb = traceback.format_exc()
+        except torch.cuda.OutOfMemoryError:
+            code, status, message = EXIT_FAILED, "failed", OOM_ADVICE
+            tb = traceback.format_exc()
+        except Exception as e:  # a bug or an environment problem
+            code, status, message = EXIT_FAILED, "failed", f"{type(e).__name__}: {e}"
+            tb = traceback.format_exc()
+        if code != EXIT_OK and status == "failed" and self.main and self.run.path.is_dir():
+            self.run.log(tb)
+        if code != EXIT_OK and status == "failed":
+            self.say(f"ERROR: {message}", event="error", message=message)
+        if self.main and self.run.path.is_dir():
+            end = {"status": status, "exit_code": code, "message": message}
+            if status == "completed":
+                end["lora_path"] = str(self.run.lora_path())
+            self.run.event("end", **end)
+            self.run.set_status(status=status, exit_code=code, step=self.global_step)
+        return code
+
+    # ---------------------------------------------------------------- helpers
+    def say(self, text: str, /, event: str | None = None, **fields) -> None:
+        if not self.main:
+            return
+        self.echo(text)
+        if self.run.path.is_dir():
+            self.run.log(text)
+            if event:
+                self.run.event(event, **fields)
+
+    def warn(self, message: str) -> None:
+        self.say(f"WARNING: {message}", event="warning", message=message)
+
+    def _prepare_run_dir(self) -> None:
+        run = self.run
+        has_state = find_state(run.state) is not None
+        if self.resume and not has_state:
+            raise ConfigError([f"Nothing to resume: {run.path} has no saved state. Start the run without --resume."])
+        if not self.resume and run.events_file.exists() and not self.overwrite:
+            raise ConfigError([
+                f"The run folder {run.path} already holds a run. Use --resume to continue it, --overwrite to start "
+                "it again from scratch, or choose another output_name."])
+        if not self.main:
+            return
+        if self.overwrite and not self.resume:
+            import shutil
+
+            for p in (run.state, run.samples, run.control):
+                shutil.rmtree(p, ignore_errors=True)
+            for f in (run.events_file, run.status_file, run.log_file):
+                f.unlink(missing_ok=True)
+        run.create()
+        run.clear_requests()
+        save_config(self.cfg, run.config_file)
+        run.set_status(status="running", step=0, total_steps=None)
+        run.event("start", pid=__import__("os").getpid(), resumed=self.resume, step=0)
+
+    def _install_signal_handlers(self) -> None:
+        def handler(signum, frame):
+            self.stop_requested = True
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                signal.signal(sig, handler)
+            except ValueError:  # not in the main thread (tests)
+                pass
+
+    # ------------------------------------------------------------------- data
+    def _load_data(self) -> TrainingSet:
+        cfg = self.cfg
+        if not cfg.train_data_dir:
+            raise ConfigError(["train_data_dir is empty: set it to the folder that holds your '<repeats>_<name>' folders."])
+        chooser = BucketChooser(cfg.resolution_wh, enable=cfg.enable_bucket, min_reso=cfg.min_bucket_reso,
+                                max_reso=cfg.max_bucket_reso, step=cfg.bucket_reso_steps, no_upscale=cfg.bucket_no_upscale)
+        items = load_items(Path(cfg.train_data_dir), is_reg=False, trigger=cfg.trigger_word,
+                           caption_ext=cfg.caption_extension, chooser=chooser)
+        reg = load_items(Path(cfg.reg_data_dir), is_reg=True, trigger="", caption_ext=cfg.caption_extension,
+                         chooser=chooser) if cfg.reg_data_dir else []
+        for it in items + reg:
+            for w in it.warnings:
+                self.warn(w)
+        return TrainingSet(items, reg, cfg.train_batch_size, cfg.seed, cfg.flip_aug)
+
+    def _plan(self, ts: TrainingSet) -> None:
+        cfg = self.cfg
+        world = self.acc.num_processes
+        batches = len(ts.epoch_batches(0))
+        self.batches_per_process = math.ceil(batches / world)
+        self.steps_per_epoch = math.ceil(self.batches_per_process / cfg.gradient_accumulation_steps)
+        if cfg.max_train_steps > 0:
+            self.total_steps = cfg.max_train_steps
+            self.epochs = math.ceil(self.total_steps / self.steps_per_epoch)
+        elif cfg.max_train_epochs > 0:
+            self.epochs = cfg.max_train_epochs
+            self.total_steps = self.epochs * self.steps_per_epoch
+        else:
+            raise ConfigError(["max_train_epochs and max_train_steps are both 0: set one of them."])
+        n_img = ts.n_train
+        uses = sum(it.repeats for it in ts.items[: ts.n_train])
+        text = (f"{n_img} images, {uses} uses per epoch with repeats"
+                + (f" (+{len(ts.uses) - uses} regularization)" if len(ts.uses) > uses else "")
+                + f", batch {cfg.train_batch_size}"
+                + (f" x {cfg.gradient_accumulation_steps} accumulation" if cfg.gradient_accumulation_steps > 1 else "")
+                + (f" on {world} processes" if world > 1 else "")
+                + f" = {self.steps_per_epoch} steps per epoch; {self.epochs} epochs = {self.total_steps} steps")
+        buckets = ts.bucket_counts()
+        self.say("Plan: " + text)
+        self.say("Buckets: " + ", ".join(f"{b['width']}x{b['height']}: {b['count']}" for b in buckets),
+                 event="plan", images=n_img, reg_images=len(ts.items) - ts.n_train, epochs=self.epochs,
+                 batch_size=cfg.train_batch_size, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+                 steps_per_epoch=self.steps_per_epoch, total_steps=self.total_steps, buckets=buckets, text=text)
+        if self.main:
+            self.run.set_status(total_steps=self.total_steps)
+
+    # ------------------------------------------------------------------ model
+    def _load_model(self):
+        cfg = self.cfg
+        self.say(f"Loading base model {cfg.pretrained_model_name_or_path}", event="progress", stage="load_model", done=0, total=1)
+        comps = load_components(cfg.pretrained_model_name_or_path, family=cfg.model_family, vae=cfg.vae,
+                                base_config_dir=cfg.base_config_dir, v_parameterization=cfg.v_parameterization,
+                                progress=lambda m: self.say(m))
+        self.say(f"Loaded a {comps.family.title} model", event="progress", stage="load_model", done=1, total=1)
+        if comps.family.name == "sdxl" and cfg.clip_skip > 1:
+            self.warn("clip_skip is ignored for SDXL (it always uses the penultimate layer).")
+        return comps
+
+    def _setup_network(self, comps) -> tuple[list, list]:
+        cfg = self.cfg
+        spec = net.NetworkSpec.from_config(cfg)
+        self.spec = spec
+        dev, wd = self.acc.device, self.weight_dtype
+        comps.unet.requires_grad_(False)
+        for te in comps.text_encoders:
+            te.requires_grad_(False)
+        comps.unet.to(dev, wd)
+        for te in comps.text_encoders:
+            te.to(dev, wd)
+        vae_dtype = torch.float32 if comps.family.vae_needs_fp32 else wd
+        comps.vae.to(dev, vae_dtype).requires_grad_(False).eval()
+        if not cfg.sdpa:
+            from diffusers.models.attention_processor import AttnProcessor
+
+            comps.unet.set_attn_processor(AttnProcessor())
+        self.conv_modules: dict[str, list[str]] = {}
+        unet_params, te_params = [], []
+        if cfg.train_unet:
+            main, conv = net.unet_targets(comps.unet, spec)
+            self.conv_modules["unet"] = conv
+            unet_params = net.inject(comps.unet, spec, (main, conv))
+        if cfg.train_text_encoder:
+            for i, te in enumerate(comps.text_encoders):
+                te_params += net.inject(te, spec, (net.text_encoder_targets(te), []))
+                self.conv_modules[f"te{i}"] = []
+        if cfg.gradient_checkpointing:
+            comps.unet.enable_gradient_checkpointing()
+            if cfg.train_text_encoder:
+                for te in comps.text_encoders:
+                    te.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        comps.unet.train(cfg.train_unet)
+        for te in comps.text_encoders:
+            te.train(cfg.train_text_encoder)
+        n = sum(p.numel() for p in unet_params + te_params)
+        self.say(f"LoRA: rank {spec.dim}, alpha {spec.alpha:g}, {n / 1e6:.2f}M trainable parameters "
+                 f"({'UNet' if unet_params else ''}{' + ' if unet_params and te_params else ''}{'text encoder' if te_params else ''})")
+        return unet_params, te_params
+
+    def trained_models(self, comps) -> dict[str, torch.nn.Module]:
+        models = {}
+        if self.cfg.train_unet:
+            models["unet"] = comps.unet
+        if self.cfg.train_text_encoder:
+            for i, te in enumerate(comps.text_encoders):
+                models[f"te{i}"] = te
+        return models
+
+    # ----------------------------------------------------------------- caches
+    def _cache(self, comps, ts: TrainingSet):
+        cfg = self.cfg
+        self.latent_cache = None
+        self.text_cache: dict[str, TextCond] | None = None
+        if cfg.cache_latents:
+            needed = sorted({(i, f) for i in set(ts.uses) for f in ((False, True) if cfg.flip_aug else (False,))})
+            disk = None
+            if cfg.cache_latents_to_disk:
+                disk = Path(cfg.cache_dir or Path(cfg.output_dir) / "cache") / "latents"
+            cache = LatentCache(comps.vae, disk)
+            t0 = time.time()
+            last = [0.0]
+
+            def progress(done, total):
+                if time.time() - last[0] > 1 or done == total:
+                    last[0] = time.time()
+                    self.say(f"Caching latents {done}/{total}", event="progress", stage="cache_latents", done=done, total=total)
+
+            cache.build(ts.items, needed, progress)
+            self.say(f"Cached {len(needed)} latents in {time.time() - t0:.1f}s ({cache.hits} reused from disk)")
+            self.latent_cache = cache
+            comps.vae.to("cpu")  # back on the GPU only while samples are made
+        text_fixed = not (cfg.shuffle_caption or cfg.caption_dropout_rate > 0)
+        if cfg.cache_text_encoder_outputs:
+            if cfg.train_text_encoder:
+                self.warn("cache_text_encoder_outputs is off because the text encoder is trained.")
+            elif not text_fixed:
+                self.warn("cache_text_encoder_outputs is off because shuffle_caption or caption_dropout_rate changes captions.")
+            else:
+                self.text_cache = {}
+                captions = sorted({it.caption for it in ts.items})
+                with torch.no_grad():
+                    for i in range(0, len(captions), 16):
+                        chunk = captions[i:i + 16]
+                        cond = comps.family.encode_text(comps, chunk, self.cfg.clip_skip)
+                        for j, c in enumerate(chunk):
+                            self.text_cache[c] = cond.index(j).to("cpu")
+                self.say(f"Cached text encoder outputs for {len(captions)} captions", event="progress",
+                         stage="cache_text", done=len(captions), total=len(captions))
+
+    # ------------------------------------------------------------------- main
+    def _train(self) -> tuple[int, str, str]:
+        cfg = self.cfg
+        ts = self._load_data()
+        self.ts = ts
+        self._plan(ts)
+        dev = self.acc.device
+        self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.acc.mixed_precision, torch.float32)
+        comps = self._load_model()
+        self.comps = comps
+        unet_params, te_params = self._setup_network(comps)
+        self._cache(comps, ts)
+
+        groups = []
+        if unet_params:
+            groups.append({"params": unet_params, "lr": cfg.effective_unet_lr})
+        if te_params:
+            groups.append({"params": te_params, "lr": cfg.effective_text_encoder_lr})
+        optimizer = make_optimizer(cfg.optimizer_type, groups, cfg.optimizer_args, dev)
+        scheduler = make_scheduler(optimizer, cfg.lr_scheduler, cfg.lr_warmup_steps, self.total_steps,
+                                   cfg.lr_scheduler_num_cycles, cfg.lr_scheduler_power)
+        from diffusers import DDPMScheduler
+
+        noise_sched = DDPMScheduler.from_config(comps.pipeline.scheduler.config)
+        noise_sched.register_to_config(prediction_type=comps.prediction_type)
+        self.alphas_cumprod = noise_sched.alphas_cumprod.to(dev)
+        self.noise_sched = noise_sched
+
+        models = self.trained_models(comps)
+        wrapped = {k: self.acc.prepare(m) if self.acc.num_processes > 1 else m for k, m in models.items()}
+        self.unet_fwd = wrapped.get("unet", comps.unet)
+        self.te_fwd = [wrapped.get(f"te{i}", te) for i, te in enumerate(comps.text_encoders)]
+        optimizer = self.acc.prepare(optimizer)
+        self.optimizer, self.scheduler = optimizer, scheduler
+        params = unet_params + te_params
+
+        start_epoch, start_batch, losses = 0, 0, []
+        if self.resume:
+            start_epoch, start_batch, losses = self._restore(models)
+            self.say(f"Resumed at step {self.global_step} (epoch {start_epoch + 1})", event="start", pid=__import__("os").getpid(),
+                     resumed=True, step=self.global_step)
+        elif cfg.sample_at_first and cfg.sample_prompts:
+            self._sample(0)
+
+        ga = cfg.gradient_accumulation_steps
+        world, rank = self.acc.num_processes, self.acc.process_index
+        step_times: list[float] = []
+        t_last = time.time()
+        self.say(f"Training {self.total_steps} steps on {dev.type.upper()}")
+        for epoch in range(start_epoch, self.epochs):
+            batches = ts.epoch_batches(epoch)
+            mine = [batches[(i * world + rank) % len(batches)] for i in range(self.batches_per_process)]
+            first = start_batch if epoch == start_epoch else 0
+            micro = 0
+            for b_idx in range(first, len(mine)):
+                loss = self._micro_step(comps, mine[b_idx], epoch, b_idx, micro, ga)
+                losses.append(loss)
+                micro += 1
+                last_in_epoch = b_idx == len(mine) - 1
+                if micro < ga and not last_in_epoch:
+                    continue
+                micro = 0
+                if cfg.max_grad_norm > 0:
+                    self.acc.clip_grad_norm_(params, cfg.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                self.global_step += 1
+                self.position = (epoch, b_idx + 1) if not last_in_epoch else (epoch + 1, 0)
+                now = time.time()
+                step_times.append(now - t_last)
+                t_last = now
+                recent = step_times[-20:]
+                it_s = len(recent) / max(sum(recent), 1e-9)
+                window = losses[-max(len(mine), 1):]
+                avg = sum(window) / len(window)
+                self._report_step(epoch, loss, avg, scheduler.get_last_lr()[0], it_s)
+                done = self.global_step >= self.total_steps
+                t_pause = time.time()
+                stop = self._handle_requests(models, losses, epoch, done)
+                if stop:
+                    return EXIT_STOPPED, "stopped", f"Stopped at step {self.global_step}; resume with --resume."
+                if not done and cfg.sample_every_n_steps and self.global_step % cfg.sample_every_n_steps == 0:
+                    self._sample(epoch + 1)
+                if not done and cfg.save_every_n_steps and self.global_step % cfg.save_every_n_steps == 0:
+                    self._save_lora(models, f"-step{self.global_step:08d}", "step", epoch + 1)
+                if not done and self.global_step % cfg.save_state_every_n_steps == 0:
+                    self._save_state(models, losses)
+                t_last += time.time() - t_pause  # sampling and saving do not count towards it/s
+                if done:
+                    break
+            if self.global_step >= self.total_steps:
+                break
+            ep = epoch + 1
+            t_pause = time.time()
+            if cfg.save_every_n_epochs and ep % cfg.save_every_n_epochs == 0:
+                self._save_lora(models, f"-{ep:06d}", "epoch", ep)
+            if cfg.sample_every_n_epochs and ep % cfg.sample_every_n_epochs == 0:
+                self._sample(ep)
+            t_last += time.time() - t_pause
+        final = self._save_lora(models, "", "final", self.epochs)
+        if cfg.sample_prompts and (cfg.sample_every_n_epochs or cfg.sample_every_n_steps):
+            self._sample(self.epochs)
+        self._save_state(models, losses)
+        return EXIT_OK, "completed", f"Training complete: {final}"
+
+    def _micro_step(self, comps, batch, epoch: int, b_idx: int, micro: int, ga: int) -> float:
+        cfg, dev, ts = self.cfg, self.acc.device, self.ts
+        fam = comps.family
+        seed = (cfg.seed * 1_000_003 + epoch * 10_007 + b_idx) % (2**63)
+        gen = torch.Generator().manual_seed(seed)
+        torch.manual_seed(seed)  # LoRA dropout draws from the global generator
+        items = [ts.items[s.item_index] for s in batch]
+        if self.latent_cache is not None:
+            latents = torch.stack([self.latent_cache.get(s.item_index, s.flip) for s in batch])
+        else:
+            pixels = torch.stack([load_image(ts.items[s.item_index], s.flip) for s in batch])
+            latents = encode(comps.vae, pixels, gen)
+        latents = latents.to(dev, torch.float32)
+        rng = random.Random(seed)
+        captions = [process_caption(it.caption, rng, shuffle=cfg.shuffle_caption, keep_tokens=cfg.keep_tokens,
+                                    dropout=cfg.caption_dropout_rate) for it in items]
+        if self.text_cache is not None:
+            cond = TextCond.stack([self.text_cache[c] for c in captions]).to(dev)
+        else:
+            with torch.set_grad_enabled(cfg.train_text_encoder), self.acc.autocast():
+                cond = fam.encode_text(comps, captions, cfg.clip_skip) if not cfg.train_text_encoder else \
+                    self._encode_trained(comps, captions)
+        noise = torch.randn(latents.shape, generator=gen).to(dev)
+        if cfg.noise_offset:
+            noise = noise + cfg.noise_offset * torch.randn((latents.shape[0], latents.shape[1], 1, 1), generator=gen).to(dev)
+        t = torch.randint(0, self.noise_sched.config.num_train_timesteps, (latents.shape[0],), generator=gen).to(dev)
+        noisy = self.noise_sched.add_noise(latents, noise, t)
+        target = noise if self.noise_sched.config.prediction_type == "epsilon" else self.noise_sched.get_velocity(latents, noise, t)
+        wd = self.weight_dtype
+        added = fam.added_cond(comps, cond, [sdxl_meta(it) for it in items], wd)
+        with self.acc.autocast():
+            pred = self.unet_fwd(noisy.to(wd), t, encoder_hidden_states=cond.hidden_states.to(wd),
+                                 added_cond_kwargs=added).sample
+        loss = torch.nn.functional.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+        weights = torch.tensor([cfg.prior_loss_weight if it.is_reg else 1.0 for it in items], device=dev)
+        if cfg.min_snr_gamma > 0:
+            ac = self.alphas_cumprod[t]
+            snr = ac / (1 - ac)
+            clipped = torch.clamp(snr, max=cfg.min_snr_gamma)
+            weights = weights * (clipped / (snr + 1) if self.noise_sched.config.prediction_type == "v_prediction" else clipped / snr)
+        loss = (loss * weights).mean()
+        if not torch.isfinite(loss):
+            raise TrainingFailed(
+                f"The loss became {loss.item()} at step {self.global_step + 1}: training diverged. Lower learning_rate, "
+                "use bf16 instead of fp16, or check for a broken image. The last saved state and LoRA files are kept.")
+        self.acc.backward(loss / ga)
+        return loss.item()
+
+    def _encode_trained(self, comps, captions):
+        """Text encoding through the (possibly DDP-wrapped) trained encoders."""
+        if self.acc.num_processes == 1:
+            return comps.family.encode_text(comps, captions, self.cfg.clip_skip)
+        saved = comps.text_encoders
+        comps.text_encoders = self.te_fwd
+        try:
+            return comps.family.encode_text(comps, captions, self.cfg.clip_skip)
+        finally:
+            comps.text_encoders = saved
+
+    # --------------------------------------------------------------- reporting
+    def _report_step(self, epoch: int, loss: float, avg: float, lr: float, it_s: float) -> None:
+        if not self.main:
+            return
+        eta = (self.total_steps - self.global_step) / it_s if it_s > 0 else None
+        self.run.event("step", step=self.global_step, total_steps=self.total_steps, epoch=epoch + 1, loss=round(loss, 6),
+                       avg_loss=round(avg, 6), lr=lr, it_per_s=round(it_s, 4), eta_s=None if eta is None else round(eta, 1))
+        self.run.set_status(step=self.global_step)
+        every = max(1, self.total_steps // 100)
+        if self.global_step % every == 0 or self.global_step == self.total_steps:
+            eta_txt = "?" if eta is None else time.strftime("%H:%M:%S", time.gmtime(eta))
+            msg = (f"step {self.global_step}/{self.total_steps} epoch {epoch + 1}/{self.epochs} loss {loss:.4f} "
+                   f"(avg {avg:.4f}) lr {lr:.2e} {it_s:.2f} it/s ETA {eta_txt}")
+            self.echo(msg)
+            self.run.log(msg)
+
+    def _handle_requests(self, models, losses, epoch: int, done: bool) -> bool:
+        flags = torch.tensor([0, 0, 0], device=self.acc.device)
+        if self.main:
+            flags[0] = int(self.stop_requested or self.run.take_request("stop"))
+            flags[1] = int(self.run.take_request("sample"))
+            flags[2] = int(self.run.take_request("save"))
+        if self.acc.num_processes > 1:
+            from accelerate.utils import broadcast
+
+            flags = broadcast(flags)
+        stop, sample, save = (bool(x) for x in flags.tolist())
+        if sample and self.cfg.sample_prompts:
+            self._sample(epoch + 1)
+        elif sample:
+            self.warn("Sample requested, but there are no sample_prompts.")
+        if save and not done:
+            self._save_lora(models, f"-step{self.global_step:08d}", "manual", epoch + 1)
+            self._save_state(models, losses)
+        if stop and not done:
+            self.say(f"Stop requested: saving at step {self.global_step}")
+            self._save_lora(models, f"-step{self.global_step:08d}", "step", epoch + 1)
+            self._save_state(models, losses)
+            return True
+        return False
+
+    # ------------------------------------------------------------------ saving
+    def lora_tensors(self, models, fmt: str = "kohya") -> dict[str, torch.Tensor]:
+        fam, dtype = self.comps.family, SAVE_DTYPES[self.cfg.save_precision]
+        out: dict[str, torch.Tensor] = {}
+        for key, model in models.items():
+            peft_sd = net.peft_state_dict(model)
+            conv = self.conv_modules.get(key, [])
+            if fmt == "kohya":
+                prefix = "lora_unet" if key == "unet" else fam.te_lora_prefixes[int(key[2:])]
+                out.update(to_kohya(peft_sd, prefix, self.spec.alpha, net.module_alphas(self.spec, conv), dtype, key != "unet"))
+            else:
+                prefix = "unet" if key == "unet" else ("text_encoder" if key == "te0" else "text_encoder_2")
+                scales = {}
+                for k in peft_sd:
+                    if k.endswith(".lora_B.weight"):
+                        m = k[: -len(".lora_B.weight")]
+                        scales[m] = (self.spec.conv_alpha / self.spec.conv_dim) if m in conv else self.spec.alpha / self.spec.dim
+                out.update(to_diffusers(peft_sd, prefix, dtype, scales, key != "unet"))
+        return out
+
+    def _save_lora(self, models, suffix: str, kind: str, epoch: int) -> Path:
+        if not self.main:
+            return self.run.lora_path(suffix)
+        ts = self.ts
+        meta = build_metadata(self.cfg, self.comps.family, epoch=epoch, step=self.global_step, num_epochs=self.epochs,
+                              num_images=ts.n_train, dataset_dirs=ts.folder_stats(), tag_frequency=ts.tag_frequency(),
+                              started_at=self.started_at, base_model_name=Path(self.cfg.pretrained_model_name_or_path).name)
+        tensors = self.lora_tensors(models)
+        from ..lora.kohya_format import model_hash
+
+        meta["sshs_model_hash"] = model_hash(tensors)
+        path = save_lora(self.run.lora_path(suffix), tensors, meta)
+        if self.cfg.export_diffusers_format and kind == "final":
+            save_lora(self.run.output_dir / f"{self.cfg.output_name}.diffusers.safetensors",
+                      self.lora_tensors(models, "diffusers"), {"format": "pt"})
+        self.say(f"Saved {path}", event="checkpoint", step=self.global_step, epoch=epoch, path=str(path), kind=kind)
+        return path
+
+    def _save_state(self, models, losses) -> None:
+        if not self.main:
+            return
+        lora = {f"{k}.{n}": t for k, m in models.items() for n, t in net.peft_state_dict(m).items()}
+        opt = self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer
+        epoch, batch = getattr(self, "position", (0, 0))
+        info = {"global_step": self.global_step, "epoch": epoch, "batch": batch, "total_steps": self.total_steps,
+                "losses": losses[-2000:], "started_at": self.started_at}
+        save_state(self.run.state, lora, opt.state_dict(), self.scheduler.state_dict(), info)
+        self.run.event("checkpoint", step=self.global_step, epoch=epoch, path=str(self.run.state), kind="state")
+
+    def _restore(self, models) -> tuple[int, int, list[float]]:
+        lora, opt_sd, sched_sd, info = load_state(self.run.state)
+        for key, model in models.items():
+            sub = {k[len(key) + 1:]: v for k, v in lora.items() if k.startswith(key + ".")}
+            if not sub:
+                raise TrainingFailed(f"The saved state in {self.run.state} does not match this config ({key} missing). "
+                                     "Resume with the same settings the run was started with.", 2)
+            net.load_peft_state_dict(model, sub)
+        opt = self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer
+        opt.load_state_dict(opt_sd)
+        self.scheduler.load_state_dict(sched_sd)
+        self.global_step = int(info["global_step"])
+        self.position = (int(info["epoch"]), int(info["batch"]))
+        self.started_at = info.get("started_at", self.started_at)
+        if self.main:
+            self.run.set_status(step=self.global_step)
+        return int(info["epoch"]), int(info["batch"]), list(info.get("losses", []))
+
+    def _sample(self, epoch: int) -> None:
+        if not self.main or not self.cfg.sample_prompts:
+            return
+        from .sampling import make_samples
+
+        t0 = time.time()
+        paths, prompts = make_samples(self.comps, self.cfg, self.run.samples, self.global_step, self.acc.device,
+                                      self.weight_dtype)
+        self.say(f"Made {len(paths)} sample image(s) in {time.time() - t0:.1f}s", event="sample",
+                 step=self.global_step, epoch=epoch, paths=paths, prompts=prompts)
