@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -26,8 +27,9 @@ def text_encoder_module(name: str) -> str:
 
 
 def to_kohya(peft_sd: dict[str, torch.Tensor], prefix: str, default_alpha: float,
-             alphas: dict[str, tuple[int, float]], dtype: torch.dtype, is_text_encoder: bool = False) -> dict[str, torch.Tensor]:
-    """Convert one model's peft LoRA state dict (lora_A/lora_B) to kohya keys."""
+             alphas: dict[str, tuple[int, float]], dtype: torch.dtype,
+             rename: Callable[[str], str] = lambda m: m) -> dict[str, torch.Tensor]:
+    """Convert one model's peft LoRA state dict (lora_A/lora_B) to kohya keys; `rename` maps module paths."""
     out: dict[str, torch.Tensor] = {}
     for key, t in peft_sd.items():
         if key.endswith(".lora_A.weight"):
@@ -40,7 +42,7 @@ def to_kohya(peft_sd: dict[str, torch.Tensor], prefix: str, default_alpha: float
             module, part = key[: -len(".lora_magnitude_vector.weight")], "dora_scale"
         else:
             raise ValueError(f"unexpected LoRA parameter {key}")
-        name = kohya_name(prefix, text_encoder_module(module) if is_text_encoder else module)
+        name = kohya_name(prefix, rename(module))
         out[f"{name}.{part}"] = t.detach().to("cpu", dtype).contiguous()
         if part == "lora_down.weight":
             alpha = alphas.get(module, (None, default_alpha))[1]

@@ -96,9 +96,14 @@ def peft_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def load_peft_state_dict(model: nn.Module, sd: dict[str, torch.Tensor]) -> None:
-    from peft import set_peft_model_state_dict
-
-    result = set_peft_model_state_dict(model, sd, adapter_name=ADAPTER)
-    unexpected = getattr(result, "unexpected_keys", None) or []
-    if unexpected:
-        raise ValueError(f"LoRA state does not match this network ({len(unexpected)} unexpected keys, e.g. {unexpected[0]})")
+    """Copy saved LoRA weights into the live parameters in place, so optimizers keep pointing at them."""
+    params = {n.replace(f".{ADAPTER}", ""): p for n, p in model.named_parameters() if "lora_" in n}
+    missing = sorted(set(params) - set(sd))
+    unexpected = sorted(set(sd) - set(params))
+    if missing or unexpected:
+        example = (missing or unexpected)[0]
+        raise ValueError(f"the saved LoRA state does not match this network ({len(missing)} missing, "
+                         f"{len(unexpected)} unexpected keys, e.g. {example})")
+    with torch.no_grad():
+        for name, p in params.items():
+            p.copy_(sd[name].to(p.device, p.dtype))

@@ -80,3 +80,7 @@ class ModelFamily:
 
     def pipeline_kwargs(self, clip_skip: int) -> dict[str, Any]:
         return {}
+
+    def unet_lora_module_name(self, name: str) -> str:
+        """The UNet module path written into kohya LoRA keys (diffusers paths unless a family says otherwise)."""
+        return name

@@ -56,13 +56,13 @@ def source_kind(model: str) -> str:
 
 def detect_family(model: str, requested: str = "auto") -> tuple[str, bool]:
     """Return (family name, v-prediction guess) for a local folder or file."""
+    from . import detect
+
     kind = source_kind(model)
     if kind == "folder":
-        fam = detect_folder_family(Path(model))
+        fam = detect.detect_diffusers_folder(model)
         v_pred = _folder_prediction_type(Path(model)) == "v_prediction"
     else:
-        from . import detect
-
         res = detect.inspect_model_file(model)
         fam, v_pred = res.family, bool(res.is_v_pred_guess)
     if fam not in FAMILIES:
@@ -75,28 +75,6 @@ def detect_family(model: str, requested: str = "auto") -> tuple[str, bool]:
             f"model_family is '{requested}' but {model} is an {FAMILIES[fam].title} model. "
             f"Set model_family = \"auto\" or \"{fam}\".")
     return fam, v_pred
-
-
-def detect_folder_family(folder: Path) -> str:
-    """Family of a diffusers folder, from model_index.json (and the text encoder's width for SD2)."""
-    import json
-
-    index = folder / "model_index.json"
-    if not index.is_file():
-        if (folder / "config.json").is_file():
-            raise ModelLoadError(f"{folder} holds a single model part (a config.json without model_index.json), "
-                                 "not a whole pipeline. Choose the pipeline's top folder.")
-        raise ModelLoadError(f"{folder} is not a diffusers model folder (no model_index.json). Choose the folder "
-                             "that holds model_index.json, or a single .safetensors checkpoint file.")
-    cls = json.loads(index.read_text(encoding="utf-8")).get("_class_name", "")
-    if "XL" in cls:
-        return "sdxl"
-    if cls.startswith("StableDiffusion"):
-        te = folder / "text_encoder" / "config.json"
-        if te.is_file() and json.loads(te.read_text(encoding="utf-8")).get("hidden_size") == 1024:
-            return "sd2"
-        return "sd15"
-    raise ModelLoadError(f"{folder} is a {cls or 'unknown'} model; this version trains SD1.5, SD2 and SDXL.")
 
 
 def _folder_prediction_type(folder: Path) -> str:
@@ -136,8 +114,11 @@ def download(repo_id: str, progress: Callable[[str], None] | None = None) -> str
             "pretrained_model_name_or_path to its path.") from None
 
 
+CONFIG_FOLDERS = {"sd15": "sd15", "sd2": "sd2v", "sdxl": "sdxl"}
+
+
 def shipped_config_dir(family: str) -> Path:
-    folder = CONFIG_ROOT / family
+    folder = CONFIG_ROOT / CONFIG_FOLDERS.get(family, family)
     if not (folder / "model_index.json").is_file():
         raise ModelLoadError(f"The configs for single-file {family} checkpoints are missing from {CONFIG_ROOT}: reinstall.")
     return folder

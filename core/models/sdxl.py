@@ -27,6 +27,13 @@ class SDXL(ModelFamily):
                 pooled = out[0]
         return TextCond(torch.cat(hidden, dim=-1), pooled)
 
+    def unet_lora_module_name(self, name: str) -> str:
+        """sgm paths (input_blocks.4.1...), as sd-scripts writes them: the form every SDXL loader maps,
+        including AUTOMATIC1111, whose diffusers-name conversion misplaces the first up block's upsampler."""
+        from .ldm_convert import unet_module_to_ldm
+
+        return unet_module_to_ldm(name, "sdxl")
+
     def added_cond(self, comps: Components, cond: TextCond, meta: list[dict[str, Any]], dtype: torch.dtype) -> dict:
         """time_ids from each image's original size, crop offset and bucket size."""
         rows = [list(m["original_size"]) + list(m["crop_top_left"]) + list(m["target_size"]) for m in meta]

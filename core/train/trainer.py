@@ -15,7 +15,7 @@ from ..data.buckets import BucketChooser
 from ..data.dataset import DatasetError, TrainingSet, load_image, load_items, process_caption, sdxl_meta
 from ..data.latents import LatentCache, encode
 from ..lora import network as net
-from ..lora.kohya_format import SAVE_DTYPES, save_lora, to_diffusers, to_kohya
+from ..lora.kohya_format import SAVE_DTYPES, save_lora, text_encoder_module, to_diffusers, to_kohya
 from ..lora.metadata import build_metadata
 from ..models.base import TextCond
 from ..models.loading import ModelLoadError, load_components
@@ -45,6 +45,7 @@ class Trainer:
         self.echo = echo
         self.run = RunDir(cfg.output_dir, cfg.output_name)
         self.stop_requested = False
+        self.owns_run = False  # set once this process has taken the run folder; never write into someone else's
         self.global_step = 0
         self.started_at = time.time()
 
@@ -76,11 +77,11 @@ class Trainer:
         except Exception as e:  # a bug or an environment problem
             code, status, message = EXIT_FAILED, "failed", f"{type(e).__name__}: {e}"
             tb = traceback.format_exc()
-        if code != EXIT_OK and status == "failed" and self.main and self.run.path.is_dir():
+        if code != EXIT_OK and status == "failed" and self.main and self.owns_run:
             self.run.log(tb)
         if code != EXIT_OK and status == "failed":
             self.say(f"ERROR: {message}", event="error", message=message)
-        if self.main and self.run.path.is_dir():
+        if self.main and self.owns_run:
             end = {"status": status, "exit_code": code, "message": message}
             if status == "completed":
                 end["lora_path"] = str(self.run.lora_path())
@@ -93,7 +94,7 @@ class Trainer:
         if not self.main:
             return
         self.echo(text)
-        if self.run.path.is_dir():
+        if self.owns_run:
             self.run.log(text)
             if event:
                 self.run.event(event, **fields)
@@ -120,6 +121,7 @@ class Trainer:
             for f in (run.events_file, run.status_file, run.log_file):
                 f.unlink(missing_ok=True)
         run.create()
+        self.owns_run = True
         run.clear_requests()
         save_config(self.cfg, run.config_file)
         run.set_status(status="running", step=0, total_steps=None)
@@ -213,6 +215,7 @@ class Trainer:
             comps.unet.set_attn_processor(AttnProcessor())
         self.conv_modules: dict[str, list[str]] = {}
         unet_params, te_params = [], []
+        torch.manual_seed(cfg.seed)  # LoRA initialisation: the same seed gives the same LoRA
         if cfg.train_unet:
             main, conv = net.unet_targets(comps.unet, spec)
             self.conv_modules["unet"] = conv
@@ -499,7 +502,8 @@ class Trainer:
             conv = self.conv_modules.get(key, [])
             if fmt == "kohya":
                 prefix = "lora_unet" if key == "unet" else fam.te_lora_prefixes[int(key[2:])]
-                out.update(to_kohya(peft_sd, prefix, self.spec.alpha, net.module_alphas(self.spec, conv), dtype, key != "unet"))
+                rename = fam.unet_lora_module_name if key == "unet" else text_encoder_module
+                out.update(to_kohya(peft_sd, prefix, self.spec.alpha, net.module_alphas(self.spec, conv), dtype, rename))
             else:
                 prefix = "unet" if key == "unet" else ("text_encoder" if key == "te0" else "text_encoder_2")
                 scales = {}

@@ -1,0 +1,40 @@
+"""Shared pytest setup: offline Hugging Face libraries and tiny model fixtures."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+# Must happen before huggingface_hub / transformers / diffusers are imported anywhere.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+_TESTS_DIR = Path(__file__).resolve().parent
+for _p in (str(_TESTS_DIR), str(_TESTS_DIR.parent)):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+import pytest  # noqa: E402
+
+from tiny_models import make_tiny_dataset, make_tiny_sd15, make_tiny_sdxl  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_sd15() -> Path:
+    """Path of a shared tiny SD1.5 diffusers folder. Read-only: copy it before modifying."""
+    return make_tiny_sd15()
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl() -> Path:
+    """Path of a shared tiny SDXL diffusers folder. Read-only: copy it before modifying."""
+    return make_tiny_sdxl()
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    """A train_data_dir holding ``10_zqx/`` with 4 captioned PNGs (64x64, 96x64, 64x96, 64x64)."""
+    return make_tiny_dataset(tmp_path_factory.mktemp("tiny_dataset"))

@@ -1,0 +1,115 @@
+"""Stop, kill and resume: a resumed run ends with the same LoRA as an uninterrupted one."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from core.config_io import save_config
+from train_helpers import REPO, run_cli, tiny_config
+
+STEPS = 40
+
+
+def _config(tiny_sd15, tiny_dataset, out: Path) -> Path:
+    cfg = tiny_config(tiny_sd15, tiny_dataset, out, max_train_steps=STEPS, save_state_every_n_steps=4,
+                      learning_rate=1e-3)
+    path = out / "run.toml"
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, path)
+    return path
+
+
+def _events(out: Path) -> list[dict]:
+    f = out / "lora" / "events.jsonl"
+    if not f.exists():
+        return []
+    return [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+
+
+def _start(config: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "core", "train", "--config", str(config), *extra], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for(out: Path, pred, proc: subprocess.Popen, timeout: float = 120) -> None:
+    end = time.time() + timeout
+    while time.time() < end:
+        if any(pred(e) for e in _events(out)):
+            return
+        assert proc.poll() is None, f"trainer exited early: {proc.stdout.read()}"
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for an event")
+
+
+def _assert_same(a: Path, b: Path) -> None:
+    ta, tb = load_file(a), load_file(b)
+    assert ta.keys() == tb.keys()
+    worst = max((ta[k] - tb[k]).abs().max().item() for k in ta)
+    assert worst < 1e-6, f"resumed LoRA differs from the uninterrupted one by {worst}"
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_sd15, tiny_dataset, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("reference")
+    r = run_cli("train", "--config", str(_config(tiny_sd15, tiny_dataset, out)))
+    assert r.returncode == 0, r.stdout + r.stderr
+    return out / "lora.safetensors"
+
+
+def test_stop_then_resume_matches_uninterrupted(reference, tiny_sd15, tiny_dataset, tmp_path):
+    config = _config(tiny_sd15, tiny_dataset, tmp_path)
+    proc = _start(config)
+    _wait_for(tmp_path, lambda e: e["type"] == "step" and e["step"] >= 3, proc)
+    (tmp_path / "lora" / "control" / "stop").touch()
+    assert proc.wait(120) == 3
+    events = _events(tmp_path)
+    end = events[-1]
+    assert end["type"] == "end" and end["status"] == "stopped" and end["exit_code"] == 3
+    stopped_at = max(e["step"] for e in events if e["type"] == "step")
+    assert stopped_at < STEPS
+    assert json.loads((tmp_path / "lora" / "status.json").read_text())["status"] == "stopped"
+    assert not (tmp_path / "lora.safetensors").exists(), "a stopped run must not write the final LoRA"
+
+    r = run_cli("train", "--config", str(config), "--resume")
+    assert r.returncode == 0, r.stdout + r.stderr
+    events = _events(tmp_path)
+    resumed = [e for e in events if e["type"] == "start" and e.get("resumed")]
+    assert resumed and resumed[-1]["step"] == stopped_at
+    first_after = [e["step"] for e in events[events.index(resumed[-1]):] if e["type"] == "step"][0]
+    assert first_after == stopped_at + 1
+    assert events[-1]["status"] == "completed"
+    _assert_same(tmp_path / "lora.safetensors", reference)
+
+
+def test_sigkill_then_resume_matches_uninterrupted(reference, tiny_sd15, tiny_dataset, tmp_path):
+    config = _config(tiny_sd15, tiny_dataset, tmp_path)
+    proc = _start(config)
+    _wait_for(tmp_path, lambda e: e["type"] == "checkpoint" and e["kind"] == "state" and e["step"] >= 8, proc)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    events = _events(tmp_path)
+    assert events[-1]["type"] != "end"
+    assert json.loads((tmp_path / "lora" / "status.json").read_text())["status"] == "running"
+    assert not list(tmp_path.glob("**/*.tmp")), "a kill must not leave half-written files"
+
+    r = run_cli("train", "--config", str(config), "--resume")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert _events(tmp_path)[-1]["status"] == "completed"
+    _assert_same(tmp_path / "lora.safetensors", reference)
+
+
+def test_resume_without_state_and_rerun_without_resume_are_refused(reference, tiny_sd15, tiny_dataset, tmp_path):
+    config = _config(tiny_sd15, tiny_dataset, tmp_path)
+    r = run_cli("train", "--config", str(config), "--resume")
+    assert r.returncode == 2 and "Nothing to resume" in r.stdout + r.stderr
+    reference_config = reference.parent / "run.toml"
+    r = run_cli("train", "--config", str(reference_config))
+    assert r.returncode == 2 and "already holds a run" in r.stdout + r.stderr
