@@ -121,11 +121,13 @@ def _cross_attention_dim(keys: Shapes) -> tuple[int, str] | None:
 
 
 def detect_single_file_family(keys_and_shapes: Shapes, metadata: dict[str, str] | None = None,
-                              name: str = "This file") -> DetectResult:
+                              name: str = "This file", config_family: str | None = None) -> DetectResult:
     """Detect the model family from tensor names and shapes (``{name: shape}``).
 
-    ``metadata`` is the safetensors ``__metadata__`` if any. Raises ModelFileError for files
-    that are not a base model or that are not recognised.
+    ``metadata`` is the safetensors ``__metadata__`` if any. ``config_family`` is the family of a
+    config folder the user gave for a non-standard architecture: it is trusted when the widths are
+    not those of a released model. Raises ModelFileError for files that are not a base model or
+    that are not recognised.
     """
     keys = {k: tuple(v) for k, v in keys_and_shapes.items()}
     metadata = metadata or {}
@@ -180,6 +182,8 @@ def detect_single_file_family(keys_and_shapes: Shapes, metadata: dict[str, str] 
             return DetectResult("sdxl", v_pred_marker, f"cross-attention width 2048 at {key}" + note, components)
         if width == 1280:
             return DetectResult("sdxl_refiner", False, f"cross-attention width 1280 at {key}" + note, components)
+    if config_family is not None:
+        return DetectResult(config_family, v_pred_marker, "family taken from the given config folder", components)
     raise ModelFileError(
         f"{name} looks like a diffusion UNet but its layout is not one this trainer supports "
         "(SD 1.x, SD 2.x, SDXL). If it is another architecture, choose a supported base model instead."
@@ -297,7 +301,7 @@ def _unreadable_pickle(path: Path, exc: Exception) -> ModelFileError:
     )
 
 
-def inspect_model_file(path: str | Path) -> DetectResult:
+def inspect_model_file(path: str | Path, config_family: str | None = None) -> DetectResult:
     """Detect the family of a single-file base model, or raise ModelFileError explaining why not."""
     path = Path(path)
     if not path.exists():
@@ -306,9 +310,9 @@ def inspect_model_file(path: str | Path) -> DetectResult:
         raise ModelFileError(f"{path} is a folder, not a model file. For a diffusers model folder use "
                              "the folder itself as the model; it must contain model_index.json.")
     if path.suffix.lower() in PICKLE_SUFFIXES:
-        return detect_single_file_family(_pickle_keys_and_shapes(path), {}, path.name)
+        return detect_single_file_family(_pickle_keys_and_shapes(path), {}, path.name, config_family)
     shapes, metadata = read_safetensors_header(path)
-    return detect_single_file_family(shapes, metadata, path.name)
+    return detect_single_file_family(shapes, metadata, path.name, config_family)
 
 
 # ----------------------------------------------------------------------------- diffusers folders

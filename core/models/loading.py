@@ -54,7 +54,7 @@ def source_kind(model: str) -> str:
         f"'{model}' is neither an existing file or folder nor a Hugging Face repo id (owner/name).")
 
 
-def detect_family(model: str, requested: str = "auto") -> tuple[str, bool]:
+def detect_family(model: str, requested: str = "auto", base_config_dir: str = "") -> tuple[str, bool]:
     """Return (family name, v-prediction guess) for a local folder or file."""
     from . import detect
 
@@ -63,7 +63,8 @@ def detect_family(model: str, requested: str = "auto") -> tuple[str, bool]:
         fam = detect.detect_diffusers_folder(model)
         v_pred = _folder_prediction_type(Path(model)) == "v_prediction"
     else:
-        res = detect.inspect_model_file(model)
+        config_family = detect.detect_diffusers_folder(base_config_dir) if base_config_dir else None
+        res = detect.inspect_model_file(model, config_family)
         fam, v_pred = res.family, bool(res.is_v_pred_guess)
     if fam not in FAMILIES:
         raise ModelLoadError(
@@ -138,7 +139,7 @@ def load_pipeline(
     if kind == "hub":
         model = download(model, progress)
         kind = "folder"
-    fam_name, _ = detect_family(model, family)
+    fam_name, _ = detect_family(model, family, base_config_dir)
     fam = FAMILIES[fam_name]
     cls = fam.pipeline_class()
     if progress:

@@ -79,8 +79,10 @@ class Trainer:
             tb = traceback.format_exc()
         if code != EXIT_OK and status == "failed" and self.main and self.owns_run:
             self.run.log(tb)
-        if code != EXIT_OK and status == "failed":
+        if status == "failed":
             self.say(f"ERROR: {message}", event="error", message=message)
+        else:
+            self.say(message)
         if self.main and self.owns_run:
             end = {"status": status, "exit_code": code, "message": message}
             if status == "completed":
