@@ -46,10 +46,10 @@ def source_kind(model: str) -> str:
         return "folder"
     if p.is_file():
         return "file"
-    if p.suffix.lower() in SINGLE_FILE_EXTS or os.sep in model or (os.altsep and os.altsep in model and not HUB_ID.match(model)):
-        raise ModelLoadError(f"Base model file not found: {p}. Check the path (and that the drive is connected).")
-    if HUB_ID.match(model):
+    if HUB_ID.match(model) and p.suffix.lower() not in SINGLE_FILE_EXTS:
         return "hub"
+    if p.suffix.lower() in SINGLE_FILE_EXTS or os.sep in model or (os.altsep and os.altsep in model):
+        raise ModelLoadError(f"Base model file not found: {p}. Check the path (and that the drive is connected).")
     raise ModelLoadError(
         f"'{model}' is neither an existing file or folder nor a Hugging Face repo id (owner/name).")
 
