@@ -62,7 +62,7 @@ _OPTIMIZER_NEAR: dict[str, tuple[str, list[str], str]] = {
 for _n in ("dadaptation", "dadaptadam", "dadaptadampreprint", "dadaptadagrad", "dadaptadan", "dadaptadanip",
            "dadaptlion", "dadaptsgd"):
     _OPTIMIZER_NEAR[_n] = ("Prodigy", [], "nearest available: Prodigy, which like D-Adaptation finds the step size "
-                                          "itself (keep learning_rate near 1.0)")
+                                          "itself; keep learning_rate near 1.0")
 # Arguments each optimizer accepts, used only when the optimizer is replaced by a different one.
 _PRODIGY_ARGS = {"betas", "beta3", "eps", "weight_decay", "decouple", "use_bias_correction", "safeguard_warmup",
                  "d0", "d_coef", "growth_rate", "fsdp_in_use", "slice_p"}
@@ -78,12 +78,12 @@ _SAMPLER_NEAR: dict[str, tuple[str, str]] = {
     "k_euler_a": ("euler_a", "the same sampler"),
     "k_lms": ("lms", "the same sampler"),
     "plms": ("pndm", "the same sampler"),
-    "dpmsolver": ("dpmsolver++", "nearest available"),
-    "dpmsingle": ("dpmsolver++", "nearest available"),
-    "dpm_2": ("heun", "nearest available (both are second-order samplers)"),
-    "k_dpm_2": ("heun", "nearest available (both are second-order samplers)"),
-    "dpm_2_a": ("euler_a", "nearest available (both are ancestral samplers)"),
-    "k_dpm_2_a": ("euler_a", "nearest available (both are ancestral samplers)"),
+    "dpmsolver": ("dpmsolver++", "nearest available: the multistep version"),
+    "dpmsingle": ("dpmsolver++", "nearest available: the multistep version"),
+    "dpm_2": ("heun", "nearest available: both are second-order samplers"),
+    "k_dpm_2": ("heun", "nearest available: both are second-order samplers"),
+    "dpm_2_a": ("euler_a", "nearest available: both are ancestral samplers"),
+    "k_dpm_2_a": ("euler_a", "nearest available: both are ancestral samplers"),
     "dpm++_2m": ("dpmsolver++", "the same sampler"),
     "dpmpp_2m": ("dpmsolver++", "the same sampler"),
     "dpm++_2m_karras": ("dpm++2m_karras", "the same sampler"),
@@ -140,7 +140,7 @@ _GUI_DEFAULTS: dict[str, Any] = {
     "guidance_scale": 3.5, "t5xxl_max_token_length": 512, "sd3_text_encoder_batch_size": 1, "ggpo_sigma": 0.03,
     "ggpo_beta": 0.01, "model_list": "custom", "lr_scheduler_type": "", "save_every_n_steps": 0,
 }
-_SECRET = re.compile(r"token|api_key|password|secret", re.I)
+_SECRET = re.compile(r"(api_key|password|secret|(^|_)token)$", re.I)
 
 # Why a key has no equivalent (plain words); anything else gets the generic reason.
 _REASONS: dict[str, str] = {
@@ -245,6 +245,7 @@ class Conversion:
     flux_sd3: dict[str, Any] = field(default_factory=dict)
     invalid: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
+    origin: dict[str, str] = field(default_factory=dict)  # our key -> the source key it came from
 
     @property
     def report(self) -> list[str]:
@@ -516,6 +517,7 @@ class _Converter:
         self.out: dict[str, Any] = {}
         self.origin: dict[str, str] = {}  # our key -> source key it came from
         self.used: set[str] = set()
+        self.flux_sd3 = False
 
     # -- small tools
     @property
@@ -542,6 +544,7 @@ class _Converter:
     def unmapped(self, key: str, value: Any, reason: str | None = None) -> None:
         self.used.add(key)
         self.c.unmapped[key] = value
+        reason = reason or _REASONS.get(key)
         if reason:
             self.c.reasons[key] = reason
 
@@ -618,6 +621,7 @@ class _Converter:
         self.step_leftovers()
         self.step_validate()
         self.c.data = self.out
+        self.c.origin = {k: v for k, v in self.origin.items() if k in self.out}
         return self.c
 
     def step_additional_parameters(self) -> None:
@@ -627,6 +631,9 @@ class _Converter:
             self.ignore("additional_parameters")
             return
         found, stray = parse_cli_args(str(text))
+        if found:
+            self.note(f"additional_parameters = {_fmt('x', text)} read as sd-scripts options: "
+                      + ", ".join(f"--{n}" for n in found))
         for name, value in found.items():
             if name in self.src and not _blank(self.src[name]) and not _same(self.src[name], value):
                 self.note(f"additional_parameters --{name} {_fmt(name, value)} replaces {name} = "
@@ -723,10 +730,12 @@ class _Converter:
             args[k.strip()] = v.strip()
         conv_from_keys = False
         lycoris = False
+        other_network = ""  # a network type we cannot train: its conv settings are not ours either
         if self.gui:
             lt = "Standard" if _blank(lora_type) else str(lora_type)
             lycoris = lt.startswith("LyCORIS") or lt == "LoCon"
             if lt == "Standard":
+                self.ignore("LoRA_type")
                 for key in ("conv_dim", "conv_alpha"):
                     self.ignore(key)
             elif lt == "Kohya LoCon":
@@ -770,7 +779,7 @@ class _Converter:
         if not _blank(module):
             m = str(module).strip()
             if m == "networks.lora":
-                pass
+                self.note("network_module = \"networks.lora\": kohya's standard LoRA, as trained here")
             elif m == "lycoris.kohya":
                 algo = args.pop("algo", "lora").lower()
                 if algo in ("lora", "locon"):
@@ -778,15 +787,22 @@ class _Converter:
                               + (" with conv_dim / conv_alpha" if "conv_dim" in args else "")
                               + " (nearest: the same idea; the file uses kohya's key names)")
                 else:
+                    other_network = f"LyCORIS algo {algo}"
                     self.unmapped("network_module", f"{m} (algo={algo})",
                                   "LyCORIS algorithms other than LoRA/LoCon are not supported: converted as a "
                                   "standard LoRA with the same network_dim / network_alpha")
-                args.pop("preset", None) if args.get("preset", "full") == "full" else None
+                if str(args.get("preset", "full")).lower() == "full":
+                    args.pop("preset", None)
             else:
+                other_network = m
                 self.unmapped("network_module", m, "only networks.lora is supported: converted as a standard LoRA "
                                                    "with the same network_dim / network_alpha")
         else:
             self.ignore("network_module")
+        if other_network:
+            for k in ("conv_dim", "conv_rank", "conv_alpha"):
+                if k in args:
+                    self.unmapped(f"network_args {k}", args.pop(k), f"belongs to {other_network}")
         if "conv_dim" in args or "conv_rank" in args:
             dim = args.pop("conv_dim", None) or args.pop("conv_rank", None)
             if self.put("conv_dim", dim, "network_args conv_dim"):
@@ -829,9 +845,10 @@ class _Converter:
             ours = renames.get(key, key)
             if ours not in TrainConfig.model_fields or (ours in _SPECIAL and not all_fields):
                 continue
-            if ours in self.out and self.origin.get(ours) != key:
-                continue  # already set from a more specific source
             value = self.take(key)
+            if ours in self.out and self.origin.get(ours) != key:
+                self.unmapped(key, value, f"{ours} is already set from {self.origin.get(ours)}")
+                continue
             if _blank(value):
                 self.ignore(key)
                 continue
@@ -922,15 +939,10 @@ class _Converter:
         elif unet == 0:
             unet = None
             self.ignore("unet_lr")
-        if (lr is None or lr <= 0) and unet is not None and unet > 0:
-            if lr is not None:
-                self.note(f"learning_rate = {lr:g} -> {unet:g} (from unet_lr; it is only the fallback rate)")
-            elif self.c.kind == KOHYA_GUI:
-                self.note(f"learning_rate is empty -> {unet:g} (from unet_lr; it is only the fallback rate)")
-            else:
-                lr = None
-            if lr is not None or self.c.kind == KOHYA_GUI:
-                lr = unet
+        if (lr is None or lr <= 0) and unet is not None and unet > 0 and (lr is not None or self.gui):
+            was = "empty" if lr is None else f"{lr:g}"
+            self.note(f"learning_rate = {was} -> {unet:g} (from unet_lr; here it is only the fallback rate)")
+            lr = unet
         if lr is not None:
             self.put("learning_rate", lr)
         if unet is not None:
@@ -988,8 +1000,9 @@ class _Converter:
             args += [e for e in extra if e.split("=", 1)[0] not in names]
             if short.startswith("sgdnesterov") and "momentum" not in names:
                 args.append("momentum=0.9")  # sd-scripts' default for SGDNesterov
-            self.note(f"{key} = {_fmt('x', text)} -> optimizer_type = \"{ours}\"" + (f" ({why})" if why else "")
-                      + (f", optimizer_args + {', '.join(e for e in extra)}" if extra else ""))
+            added = [a for a in args if a in extra or a == "momentum=0.9" and short.startswith("sgdnesterov")]
+            self.note(f"{key} = {_fmt('x', text)} -> optimizer_type = \"{ours}\" ({why})"
+                      + (f", optimizer_args + {', '.join(added)}" if added else ""))
         else:
             self.unmapped(key, text, "optimizer not available here (AdamW, AdamW8bit, Lion, Lion8bit, Prodigy, "
                                      "Adafactor, SGD): left at AdamW; check learning_rate and optimizer_args")
@@ -999,21 +1012,23 @@ class _Converter:
                 self.note(f"optimizer_args = {_fmt('x', args_raw)} -> {_fmt('x', self.out.get('optimizer_args'))}")
 
     def step_attention(self) -> None:
-        chosen, plain = [], []
+        chosen, plain, keys = [], [], []
         for key in ("xformers", "sdpa", "mem_eff_attn"):
             if key not in self.src:
                 continue
             v = self.take(key)
             if isinstance(v, str) and v.strip().lower() in ("xformers", "sdpa"):
                 chosen.append(f"{key} = \"{v.strip()}\"")
+                keys.append(key)
             elif isinstance(v, str) and v.strip().lower() == "none":
                 plain.append(f"{key} = \"none\"")
             elif not _off(v):
                 chosen.append(f"{key} = true")
+                keys.append(key)
             else:
                 self.ignore(key)
         if chosen:
-            self.put("sdpa", True, "xformers")
+            self.put("sdpa", True, keys[0])
             if chosen != ["sdpa = true"]:
                 self.note(f"{', '.join(chosen)} -> sdpa = true (PyTorch's built-in memory-efficient attention)")
         elif plain:
@@ -1023,15 +1038,16 @@ class _Converter:
     def step_samples(self) -> None:
         if self.has("sample_prompts"):
             v = self.take("sample_prompts")
-            if isinstance(v, str) and v.strip() and "\n" not in v.strip() \
-                    and (self.c.kind == SD_SCRIPTS or v.strip().lower().endswith((".txt", ".toml", ".json"))):
+            looks_like_file = isinstance(v, str) and v.strip() and "\n" not in v.strip() and (
+                self.c.kind == SD_SCRIPTS or v.strip().lower().endswith((".txt", ".toml", ".json")))
+            if looks_like_file:
                 path, cands = self.find_file(v)
-                if path is None:
-                    if self.c.kind == SD_SCRIPTS or not (self.base / v.strip()).suffix:
-                        self.unmapped("sample_prompts", v, "prompt file not found (looked at "
-                                      + ", ".join(str(c) for c in cands) + ")")
-                    else:
-                        self.put("sample_prompts", v)
+                if path is None and (Path(v.strip()).suffix or "/" in v or "\\" in v):
+                    self.unmapped("sample_prompts", v, "prompt file not found; looked at "
+                                  + ", ".join(str(c) for c in cands))
+                elif path is None:
+                    self.put("sample_prompts", v)
+                    self.note("sample_prompts is not a file name: used as one prompt line")
                 else:
                     try:
                         lines, dropped = read_prompt_file(path)
@@ -1083,8 +1099,8 @@ class _Converter:
                 self.note(f"{epochs_key} = {epochs:g} -> max_train_epochs = {self.out.get('max_train_epochs')}")
             if steps:
                 self.unmapped("max_train_steps", self.src["max_train_steps"],
-                              f"left out: {epochs_key} is set, and kohya trains by epochs when both are given "
-                              "(here max_train_steps would win)")
+                              f"left out: {epochs_key} is set, and kohya trains by epochs when both are given; "
+                              "here max_train_steps would win")
         elif steps:
             self.put("max_train_steps", steps)
         elif self.has("max_train_steps"):
@@ -1148,6 +1164,9 @@ class _Converter:
         ratio = None
         if steps is not None and 0 < steps < 1:
             ratio, label = steps, f"lr_warmup_steps = {steps:g} (a fraction of all steps)"
+            what = "a fraction of all steps"
+            if pct:
+                self.unmapped("lr_warmup", self.src["lr_warmup"], "lr_warmup_steps is set and wins")
         elif steps is not None and steps >= 1:
             self.put("lr_warmup_steps", round(steps), "lr_warmup_steps")
             if pct:
@@ -1155,15 +1174,17 @@ class _Converter:
             return
         elif pct:
             ratio, label = pct / 100.0, f"lr_warmup = {pct:g} (percent of all steps)"
+            what = "percent of all steps"
+            self.ignore("lr_warmup_steps")
         else:
             for key in ("lr_warmup_steps", "lr_warmup"):
                 self.ignore(key)
             return
         total, how = self._total_steps()
-        src_key = "lr_warmup" if pct and not (steps and steps < 1) else "lr_warmup_steps"
+        src_key = "lr_warmup_steps" if steps is not None and 0 < steps < 1 else "lr_warmup"
         if total is None:
-            self.unmapped(src_key, self.src[src_key], f"{label}: the total step count is unknown ({how}), so "
-                                                     "lr_warmup_steps was not set; set it by hand")
+            self.unmapped(src_key, self.src[src_key], f"{what}, but the total step count is unknown here: {how}; "
+                                                     "lr_warmup_steps was not set, set it by hand")
             return
         warm = round(ratio * total)
         self.put("lr_warmup_steps", warm, src_key)
@@ -1173,7 +1194,10 @@ class _Converter:
 
     def step_sd_scripts_defaults(self) -> None:
         filled = []
+        rates_set = "unet_lr" in self.out and ("text_encoder_lr" in self.out or self.out.get("network_train_unet_only"))
         for key, value in _SD_SCRIPTS_DEFAULTS.items():
+            if key == "learning_rate" and rates_set:
+                continue
             if key not in self.out and key not in self.src and not (key == "sample_sampler"
                                                                        and not self.out.get("sample_prompts")):
                 self.out[key] = value
@@ -1193,9 +1217,7 @@ class _Converter:
             if key in self.used:
                 continue
             self.used.add(key)
-            default = _GUI_DEFAULTS.get(key, object())
-            if _off(value) and key not in ("train_on_input",) or _same(value, default) if key in _GUI_DEFAULTS \
-                    else _off(value):
+            if _off(value) or (key in _GUI_DEFAULTS and _same(value, _GUI_DEFAULTS[key])):
                 self.c.ignored.append(key)
             elif key == "multires_noise_discount" and not multires:
                 self.c.ignored.append(key)
@@ -1206,7 +1228,7 @@ class _Converter:
             elif key in _LYCORIS_KEYS and not lora_type.startswith("LyCORIS"):
                 self.c.ignored.append(key)
             elif key in _FLUX_SD3 or key.startswith(_FLUX_SD3_PREFIXES):
-                if getattr(self, "flux_sd3", False):
+                if self.flux_sd3:
                     self.c.flux_sd3[key] = value
                 else:
                     self.c.ignored.append(key)
@@ -1215,8 +1237,6 @@ class _Converter:
             elif key in ("save_state", "save_state_on_train_end"):
                 self.note(f"{key} = true: resumable state is always saved here (every save_state_every_n_steps "
                           "steps and at the end)")
-            elif key == "cache_text_encoder_outputs" and self.out.get("model_family") != "sdxl":
-                self.unmapped(key, value)
             else:
                 self.c.unmapped[key] = value
                 if key in _REASONS:

@@ -132,7 +132,9 @@ class TrainConfig(BaseModel):
         0, group="network", ge=0, le=512,
         help="Rank for the UNet's convolution layers (LoCon style). 0 = convolutions are not trained.")
     conv_alpha: float = param(1.0, group="network", gt=0.0, le=512, help="Alpha for the convolution layers.")
-    use_dora: bool = param(False, group="network", help="Use DoRA (weight-decomposed LoRA).")
+    use_dora: bool = param(
+        False, group="network",
+        help="Use DoRA (weight-decomposed LoRA). Works in ComfyUI and Forge; diffusers ignores the DoRA part of SD/SDXL files.")
     network_train_unet_only: bool = param(
         False, group="network", basic=True, help="Train only the UNet, not the text encoder(s). Saves memory; usual for SDXL.")
     network_train_text_encoder_only: bool = param(

@@ -1,0 +1,120 @@
+"""Every training option runs on the CPU and does what it says."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from train_helpers import CaptureLogs, tiny_config, train_in_process, unet_inputs, unet_out
+
+OPTIONS = {
+    "lion": dict(optimizer_type="Lion", learning_rate=1e-4),
+    "prodigy": dict(optimizer_type="Prodigy", learning_rate=1.0, optimizer_args=["d_coef=2", "weight_decay=0.01"]),
+    "adafactor": dict(optimizer_type="Adafactor"),
+    "sgd+cosine+warmup": dict(optimizer_type="SGD", lr_scheduler="cosine_with_restarts", lr_warmup_steps=2,
+                              lr_scheduler_num_cycles=2),
+    "vpred+minsnr+offset": dict(v_parameterization=True, min_snr_gamma=5, noise_offset=0.1),
+    "accum+checkpointing+batch": dict(gradient_accumulation_steps=2, gradient_checkpointing=True, train_batch_size=2),
+    "no-cache+flip+shuffle+dropout": dict(cache_latents=False, flip_aug=True, shuffle_caption=True, keep_tokens=1,
+                                          caption_dropout_rate=0.3, network_dropout=0.1),
+    "te-only+clip_skip": dict(network_train_text_encoder_only=True, clip_skip=2, text_encoder_lr=1e-3),
+    "no-bucket+no-sdpa": dict(enable_bucket=False, sdpa=False),
+}
+
+
+@pytest.mark.parametrize("name", list(OPTIONS))
+def test_option_trains(name, tiny_sd15, tiny_dataset, tmp_path):
+    cfg = tiny_config(tiny_sd15, tiny_dataset, tmp_path, max_train_steps=4, **OPTIONS[name])
+    t = train_in_process(cfg)
+    events = [json.loads(x) for x in t.run.events_file.read_text().splitlines()]
+    steps = [e for e in events if e["type"] == "step"]
+    assert [e["step"] for e in steps] == [1, 2, 3, 4]
+    assert all(e["loss"] == e["loss"] for e in steps)
+    with safe_open(str(tmp_path / "lora.safetensors"), "pt") as f:
+        keys = list(f.keys())
+        ups = [f.get_tensor(k) for k in keys if k.endswith("lora_up.weight")]
+    assert any(u.abs().max() > 0 for u in ups), "the LoRA learned nothing"
+    if cfg.network_train_text_encoder_only:
+        assert keys and all(k.startswith("lora_te_") for k in keys)
+    if name.startswith("sgd"):
+        lrs = [e["lr"] for e in steps]
+        assert lrs[0] < lrs[1], "warmup raises the learning rate"
+
+
+def test_dora_file_applies_the_trained_weights_the_way_comfyui_merges_them(tiny_sd15, tiny_dataset, tmp_path):
+    """diffusers drops kohya `dora_scale` keys for SD models (it says so); ComfyUI and Forge apply them.
+    Check the file against ComfyUI's weight_decompose: W' = dora_scale * (W + s*up@down) / ||W + s*up@down||."""
+    cfg = tiny_config(tiny_sd15, tiny_dataset, tmp_path, max_train_steps=4, use_dora=True, network_train_unet_only=True)
+    t = train_in_process(cfg)
+    from safetensors.torch import load_file
+
+    sd = load_file(tmp_path / "lora.safetensors")
+    name = "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_v"
+    key = "lora_unet_" + name.replace(".", "_")
+    layer = t.comps.unet.get_submodule(name)
+    base = layer.base_layer.weight.detach().clone()
+    layer.merge()
+    trained = layer.base_layer.weight.detach()
+    scale = sd[key + ".alpha"].item() / sd[key + ".lora_down.weight"].shape[0]
+    calc = base + scale * (sd[key + ".lora_up.weight"] @ sd[key + ".lora_down.weight"])
+    dora = sd[key + ".dora_scale"]
+    assert dora.shape == (calc.shape[0], 1)
+    merged = calc * (dora / calc.norm(dim=1, keepdim=True))
+    assert (merged - trained).abs().max() < 1e-5
+    assert (merged - base).abs().max() > 1e-4
+
+
+def test_latent_disk_cache_is_reused_and_invalidated(tiny_sd15, tiny_dataset, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset, data)
+    common = dict(max_train_steps=1, cache_latents_to_disk=True, cache_dir=str(tmp_path / "cache"))
+    train_in_process(tiny_config(tiny_sd15, data, tmp_path / "a", **common))
+    files = sorted((tmp_path / "cache" / "latents").glob("*.safetensors"))
+    assert len(files) == 4
+    t = train_in_process(tiny_config(tiny_sd15, data, tmp_path / "b", **common))
+    assert t.latent_cache.hits == 4
+    from PIL import Image
+
+    img = data / "10_zqx" / "img_000.png"
+    Image.new("RGB", Image.open(img).size, (0, 0, 255)).save(img)
+    t = train_in_process(tiny_config(tiny_sd15, data, tmp_path / "c", **common))
+    assert t.latent_cache.hits == 3, "a changed image is encoded again"
+    t = train_in_process(tiny_config(tiny_sd15, data, tmp_path / "d", resolution="96", **common))
+    assert t.latent_cache.hits < 4, "a changed resolution is encoded again"
+
+
+def test_text_encoder_outputs_cached_only_when_valid(tiny_sd15, tiny_dataset, tmp_path):
+    t = train_in_process(tiny_config(tiny_sd15, tiny_dataset, tmp_path / "a", max_train_steps=2,
+                                     network_train_unet_only=True, cache_text_encoder_outputs=True))
+    assert t.text_cache is not None and len(t.text_cache) == 4
+    t = train_in_process(tiny_config(tiny_sd15, tiny_dataset, tmp_path / "b", max_train_steps=2,
+                                     cache_text_encoder_outputs=True))
+    assert t.text_cache is None
+    warnings = [json.loads(x)["message"] for x in t.run.events_file.read_text().splitlines() if '"warning"' in x]
+    assert any("text encoder is trained" in w for w in warnings)
+
+
+def test_same_seed_same_lora_and_diffusers_export(tiny_sd15, tiny_dataset, tmp_path):
+    a = tiny_config(tiny_sd15, tiny_dataset, tmp_path / "a", max_train_steps=3, export_diffusers_format=True)
+    b = tiny_config(tiny_sd15, tiny_dataset, tmp_path / "b", max_train_steps=3)
+    train_in_process(a)
+    train_in_process(b)
+    from safetensors.torch import load_file
+
+    ta, tb = load_file(tmp_path / "a" / "lora.safetensors"), load_file(tmp_path / "b" / "lora.safetensors")
+    assert all(torch.equal(ta[k], tb[k]) for k in ta)
+    d = load_file(tmp_path / "a" / "lora.diffusers.safetensors")
+    assert all(k.startswith(("unet.", "text_encoder.")) and (".lora_A." in k or ".lora_B." in k) for k in d)
+    from diffusers import StableDiffusionPipeline
+
+    outs = []
+    for name in ("lora.safetensors", "lora.diffusers.safetensors"):
+        pipe = StableDiffusionPipeline.from_pretrained(tiny_sd15)
+        with CaptureLogs() as logs:
+            pipe.load_lora_weights(str(tmp_path / "a" / name))
+        assert logs.key_problems() == []
+        outs.append(unet_out(pipe.unet, unet_inputs(pipe.unet, "sd15")))
+    assert (outs[0] - outs[1]).abs().max() < 1e-5, "both formats apply the same change"
