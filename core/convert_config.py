@@ -138,7 +138,7 @@ _GUI_DEFAULTS: dict[str, Any] = {
     "train_blocks": "all", "train_double_block_indices": "all", "train_single_block_indices": "all",
     "timestep_sampling": "sigma", "model_prediction_type": "sigma_scaled", "discrete_flow_shift": 3,
     "guidance_scale": 3.5, "t5xxl_max_token_length": 512, "sd3_text_encoder_batch_size": 1, "ggpo_sigma": 0.03,
-    "ggpo_beta": 0.01, "model_list": "custom", "lr_scheduler_type": "", "save_every_n_steps": 0,
+    "ggpo_beta": 0.01, "model_list": "custom", "lr_scheduler_type": "",
 }
 _SECRET = re.compile(r"(api_key|password|secret|(^|_)token)$", re.I)
 

@@ -31,6 +31,29 @@ OOM_ADVICE = ("Out of GPU memory. Lower these settings and start again: train_ba
               "optimizer_type AdamW8bit and mixed_precision bf16 or fp16.")
 
 
+def _move(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
+    """Move a model, casting only when needed (diffusers warns about every cast)."""
+    if module.dtype == dtype:
+        module.to(device)
+    else:
+        module.to(device, dtype)
+
+
+def quiet_libraries() -> None:
+    """Keep the log readable: no per-file progress bars and no optional-kernel notices from libraries."""
+    import logging
+
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    try:
+        from diffusers.utils import logging as dlog
+        from transformers.utils import logging as tlog
+
+        dlog.disable_progress_bar()
+        tlog.disable_progress_bar()
+    except ImportError:
+        pass
+
+
 class TrainingFailed(Exception):
     def __init__(self, message: str, exit_code: int = EXIT_FAILED):
         super().__init__(message)
@@ -54,6 +77,7 @@ class Trainer:
         """Run to the end; return the process exit code. Never raises."""
         from accelerate import Accelerator
 
+        quiet_libraries()
         cpu = not torch.cuda.is_available()
         mp = "no" if cpu else self.cfg.mixed_precision
         self.acc = Accelerator(mixed_precision=mp, cpu=cpu)
@@ -206,11 +230,10 @@ class Trainer:
         comps.unet.requires_grad_(False)
         for te in comps.text_encoders:
             te.requires_grad_(False)
-        comps.unet.to(dev, wd)
-        for te in comps.text_encoders:
-            te.to(dev, wd)
-        vae_dtype = torch.float32 if comps.family.vae_needs_fp32 else wd
-        comps.vae.to(dev, vae_dtype).requires_grad_(False).eval()
+        for m in (comps.unet, *comps.text_encoders):
+            _move(m, dev, wd)
+        _move(comps.vae, dev, torch.float32 if comps.family.vae_needs_fp32 else wd)
+        comps.vae.requires_grad_(False).eval()
         if not cfg.sdpa:
             from diffusers.models.attention_processor import AttnProcessor
 
