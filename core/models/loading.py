@@ -98,6 +98,9 @@ def download(repo_id: str, progress: Callable[[str], None] | None = None) -> str
     offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
     if progress:
         progress(f"Downloading {repo_id} from the Hugging Face hub (or using the local copy)")
+    from huggingface_hub.utils import enable_progress_bars
+
+    enable_progress_bars()  # the download gets its progress bar even where library bars are off
     try:
         return snapshot_download(repo_id, allow_patterns=patterns, ignore_patterns=ignore, local_files_only=offline)
     except GatedRepoError:

@@ -1,0 +1,171 @@
+"""Seconds per training step and peak memory, through the real trainer, printed as JSON.
+
+Real-size architectures are built from the shipped configs with random weights (nothing is
+downloaded); `--size tiny` uses the test suite's tiny models. Each case of `--matrix` runs in its
+own process so that peak memory is measured per case.
+
+  python bench/train_step.py --family sd15 --size tiny
+  python bench/train_step.py --family sdxl --size real --resolution 1024 --gradient-checkpointing
+  python bench/train_step.py --matrix cpu      # the CPU figures in docs/benchmarks.md
+  python bench/train_step.py --matrix gpu      # the GPU figures
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+MATRICES = {
+    "cpu": [
+        ["--family", "sd15", "--size", "tiny", "--resolution", "64"],
+        ["--family", "sd15", "--size", "tiny", "--resolution", "64", "--no-cache-latents"],
+        ["--family", "sd15", "--size", "tiny", "--resolution", "64", "--gradient-checkpointing"],
+        ["--family", "sdxl", "--size", "tiny", "--resolution", "64"],
+        ["--family", "sd15", "--size", "real", "--resolution", "256", "--steps", "3"],
+        ["--family", "sd15", "--size", "real", "--resolution", "256", "--steps", "3", "--gradient-checkpointing"],
+    ],
+    "gpu": [
+        [*base, *extra]
+        for base in (["--family", "sd15", "--size", "real", "--resolution", "512", "--mixed-precision", "bf16"],
+                     ["--family", "sdxl", "--size", "real", "--resolution", "1024", "--mixed-precision", "bf16"])
+        for extra in ([], ["--gradient-checkpointing"], ["--no-cache-latents"],
+                      ["--gradient-checkpointing", "--network-train-unet-only", "--optimizer", "AdamW8bit"])
+    ],
+}
+
+
+def real_components(family: str):
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    from core.models.loading import FAMILIES, shipped_config_dir
+
+    folder = shipped_config_dir(family)
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder / "unet"))
+    vae = AutoencoderKL.from_config(AutoencoderKL.load_config(folder / "vae"))
+    parts = dict(unet=unet, vae=vae, tokenizer=CLIPTokenizer.from_pretrained(folder / "tokenizer"),
+                 text_encoder=CLIPTextModel(CLIPTextConfig.from_pretrained(folder / "text_encoder")))
+    if family == "sdxl":
+        parts["text_encoder_2"] = CLIPTextModelWithProjection(CLIPTextConfig.from_pretrained(folder / "text_encoder_2"))
+        parts["tokenizer_2"] = CLIPTokenizer.from_pretrained(folder / "tokenizer_2")
+    from diffusers import EulerDiscreteScheduler
+
+    fam = FAMILIES[family]
+    sched = EulerDiscreteScheduler.from_pretrained(folder / "scheduler")
+    extra = {} if family == "sdxl" else {"safety_checker": None, "feature_extractor": None,
+                                          "requires_safety_checker": False}
+    pipe = fam.pipeline_class()(scheduler=sched, **parts, **extra)
+    return fam.components(pipe, f"random {family}", False)
+
+
+def make_images(folder: Path, n: int, size: int) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    sub = folder / "1_bench"
+    sub.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(sub / f"{i}.png")
+        (sub / f"{i}.txt").write_text("bench, a photo", encoding="utf-8")
+    return folder
+
+
+def run_case(args) -> dict:
+    import torch
+
+    import core.train.trainer as trainer_mod
+    from core.config_io import validate
+
+    if args.size == "real":
+        comps = real_components(args.family)
+        trainer_mod.load_components = lambda *a, **k: comps
+        model = "random"
+    else:
+        from tiny_models import make_tiny_sd15, make_tiny_sdxl
+
+        model = str(make_tiny_sd15() if args.family == "sd15" else make_tiny_sdxl())
+    steps = args.steps + 1  # the first step (allocation, autotuning) is not counted
+    with tempfile.TemporaryDirectory() as tmp:
+        data = make_images(Path(tmp) / "data", max(2, args.batch * 2), args.resolution)
+        cfg = validate(dict(
+            pretrained_model_name_or_path=model, train_data_dir=str(data), output_dir=str(Path(tmp) / "out"),
+            output_name="bench", resolution=str(args.resolution), min_bucket_reso=32, bucket_reso_steps=32,
+            max_bucket_reso=max(1024, args.resolution), train_batch_size=args.batch, max_train_steps=steps,
+            network_dim=args.rank, network_alpha=args.rank / 2, cache_latents=args.cache_latents,
+            gradient_checkpointing=args.gradient_checkpointing, mixed_precision=args.mixed_precision,
+            network_train_unet_only=args.network_train_unet_only, optimizer_type=args.optimizer,
+            sample_every_n_epochs=0, save_state_every_n_steps=10**6, model_family=args.family))
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        t = trainer_mod.Trainer(cfg, echo=lambda m: None)
+        code = t.train()
+        events = [json.loads(x) for x in t.run.events_file.read_text().splitlines()]
+        if code != 0:
+            return {"error": events[-1].get("message"), **vars(args)}
+        times = [e["time"] for e in events if e["type"] == "step"]
+    sec = (times[-1] - times[0]) / max(1, len(times) - 1)
+    if torch.cuda.is_available():
+        peak, kind = torch.cuda.max_memory_allocated() / 2**20, "cuda_max_allocated"
+    else:
+        import resource
+
+        peak, kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process_max_rss"
+    return {
+        "family": args.family, "size": args.size, "resolution": args.resolution, "batch": args.batch,
+        "rank": args.rank, "cache_latents": args.cache_latents, "gradient_checkpointing": args.gradient_checkpointing,
+        "mixed_precision": args.mixed_precision if torch.cuda.is_available() else "no",
+        "unet_only": args.network_train_unet_only, "optimizer": args.optimizer,
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu x{torch.get_num_threads()}",
+        "steps_timed": len(times) - 1, "sec_per_step": round(sec, 4), "it_per_s": round(1 / sec, 3) if sec else None,
+        "peak_mem_mib": round(peak, 1), "peak_kind": kind,
+    }
+
+
+def parse(argv):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--family", choices=["sd15", "sdxl"], default="sd15")
+    p.add_argument("--size", choices=["tiny", "real"], default="tiny")
+    p.add_argument("--resolution", type=int, default=64)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--rank", type=int, default=16)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--cache-latents", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--gradient-checkpointing", action="store_true")
+    p.add_argument("--network-train-unet-only", action="store_true")
+    p.add_argument("--optimizer", default="AdamW")
+    p.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default="bf16")
+    p.add_argument("--matrix", choices=sorted(MATRICES), help="run a set of cases, each in its own process")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    if args.matrix:
+        results = []
+        for case in MATRICES[args.matrix]:
+            t0 = time.time()
+            r = subprocess.run([sys.executable, __file__, *case], capture_output=True, text=True)
+            lines = [x for x in r.stdout.splitlines() if x.startswith("{")]
+            res = json.loads(lines[-1]) if lines else {"case": case, "error": r.stderr[-800:]}
+            res["wall_s"] = round(time.time() - t0, 1)
+            results.append(res)
+            print(json.dumps(res), flush=True)
+        return 0 if all("error" not in r for r in results) else 1
+    print(json.dumps(run_case(args)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
