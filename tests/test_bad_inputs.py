@@ -158,3 +158,18 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_last_good_files(tiny_sd15, 
     assert "step 7" in events[-1]["message"] and "Lower learning_rate" in events[-1]["message"]
     assert json.loads((t.run.state / "trainer.json").read_text())["global_step"] == 5, "the last good state is kept"
     assert not (tmp_path / "out" / "lora.safetensors").exists()
+
+
+def test_out_of_memory_names_the_settings_to_lower(tiny_sd15, tiny_dataset, tmp_path, monkeypatch):
+    import core.train.trainer as trainer_mod
+
+    def oom(*a, **kw):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(trainer_mod.Trainer, "_micro_step", oom)
+    t = Trainer(tiny_config(tiny_sd15, tiny_dataset, tmp_path / "out"), echo=lambda m: None)
+    assert t.train() == 1
+    end = [json.loads(x) for x in t.run.events_file.read_text().splitlines()][-1]
+    assert end["status"] == "failed"
+    for setting in ("train_batch_size", "gradient_checkpointing", "cache_latents", "AdamW8bit"):
+        assert setting in end["message"]

@@ -64,3 +64,25 @@ def test_cli_trains_and_writes_the_run_directory(family, source, request, tiny_d
     effective = (run / "config.toml").read_text()
     assert "network_dim = 2" in effective and "network_alpha = 1.0" in effective
     assert "Training complete" in r.stdout
+
+
+def test_ckpt_single_file_loads_without_pickle_code(tiny_sd15, tmp_path):
+    """A .ckpt holding plain tensors loads (weights_only=True), through the same loader as a user's model."""
+    import torch
+
+    from core.models.loading import load_pipeline
+
+    sd = load_single(single_file(tiny_sd15, "sd15", tmp_path))
+    ckpt = tmp_path / "model.ckpt"
+    torch.save({"state_dict": sd}, ckpt)
+    pipe, fam = load_pipeline(str(ckpt), base_config_dir=str(tiny_sd15))
+    assert fam.name == "sd15"
+    ref = load_single(single_file(tiny_sd15, "sd15", tmp_path))
+    got = pipe.unet.state_dict()
+    assert torch.equal(got["conv_in.weight"], ref["model.diffusion_model.input_blocks.0.0.weight"])
+
+
+def load_single(path):
+    from safetensors.torch import load_file
+
+    return load_file(path)

@@ -113,3 +113,25 @@ def test_resume_without_state_and_rerun_without_resume_are_refused(reference, ti
     reference_config = reference.parent / "run.toml"
     r = run_cli("train", "--config", str(reference_config))
     assert r.returncode == 2 and "already holds a run" in r.stdout + r.stderr
+
+
+def test_sample_now_and_save_now_from_outside(tiny_sd15, tiny_dataset, tmp_path):
+    cfg = tiny_config(tiny_sd15, tiny_dataset, tmp_path, max_train_steps=400, learning_rate=1e-3,
+                      sample_prompts=["zqx --w 64 --h 64 --s 2"], sample_every_n_epochs=0)
+    config = tmp_path / "run.toml"
+    save_config(cfg, config)
+    proc = _start(config)
+    _wait_for(tmp_path, lambda e: e["type"] == "step", proc)
+    control = tmp_path / "lora" / "control"
+    (control / "sample").touch()
+    (control / "save").touch()
+    _wait_for(tmp_path, lambda e: e["type"] == "sample", proc)
+    _wait_for(tmp_path, lambda e: e["type"] == "checkpoint" and e["kind"] == "manual", proc)
+    (control / "stop").touch()
+    assert proc.wait(120) == 3
+    events = _events(tmp_path)
+    sample = next(e for e in events if e["type"] == "sample")
+    assert Path(sample["paths"][0]).is_file()
+    manual = next(e for e in events if e["type"] == "checkpoint" and e["kind"] == "manual")
+    assert Path(manual["path"]).is_file() and "-step" in manual["path"]
+    assert not list(control.iterdir()), "handled requests are removed"
