@@ -64,10 +64,34 @@ def _run_train(args: argparse.Namespace) -> int:
     return Trainer(cfg, resume=args.resume, overwrite=args.overwrite, echo=lambda m: print(m, flush=True)).train()
 
 
+PIPE = "\\|"
+
+
+def config_reference() -> str:
+    """Markdown reference of every training parameter, generated from the schema."""
+    out = ["# Training parameters", "",
+           "Generated from `core/schema.py` by `python -m core config-reference`. Names follow kohya's sd-scripts.",
+           "Basic parameters are shown up front in the GUI; the others are under Advanced.", ""]
+    fields = all_fields()
+    for group, title in GROUPS.items():
+        out += [f"## {title}", "", "| key | default | allowed | level | what it does |", "|---|---|---|---|---|"]
+        for f in (f for f in fields if f["group"] == group):
+            allowed = ", ".join(map(str, f["choices"])) if "choices" in f else " ".join(
+                f"{sym}{f[k]}" for k, sym in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")) if k in f)
+            default = "" if f["default"] in ("", None, []) else repr(f["default"]).replace("|", PIPE)
+            level = "basic" if f["basic"] else "advanced"
+            text = f["help"].replace("|", PIPE)
+            out.append(f"| `{f['name']}` | {default} | {allowed} | {level} | {text} |")
+        out.append("")
+    return "\n".join(out)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="LoRA Workshop: train and use LoRAs for Stable Diffusion.")
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub).set_defaults(func=_run_train)
+    p = sub.add_parser("config-reference", help="Print the reference of every training parameter (Markdown).")
+    p.set_defaults(func=lambda a: print(config_reference()) or 0)
     try:
         from . import convert_config
 

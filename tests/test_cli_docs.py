@@ -1,0 +1,22 @@
+"""The generated docs and --help come from the schema and stay in step with it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.cli import build_parser, config_reference
+from core.schema import TrainConfig
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_config_reference_doc_is_up_to_date():
+    doc = (REPO / "docs" / "config-reference.md").read_text(encoding="utf-8")
+    assert doc.strip() == config_reference().strip(), "run: python -m core config-reference > docs/config-reference.md"
+
+
+def test_train_help_lists_every_parameter_with_its_help():
+    sub = build_parser()._subparsers._group_actions[0].choices["train"]
+    text = sub.format_help()
+    for name, field in TrainConfig.model_fields.items():
+        assert f"--{name}" in text
+        assert field.description.split()[0] in text
