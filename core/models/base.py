@@ -62,7 +62,10 @@ class ModelFamily:
     def components(self, pipe: Any, source: str, v_parameterization: bool) -> Components:
         encoders = [e for e in (getattr(pipe, "text_encoder", None), getattr(pipe, "text_encoder_2", None)) if e is not None]
         tokenizers = [t for t in (getattr(pipe, "tokenizer", None), getattr(pipe, "tokenizer_2", None)) if t is not None]
-        pred = "v_prediction" if v_parameterization else pipe.scheduler.config.get("prediction_type", "epsilon")
+        if v_parameterization and pipe.scheduler.config.get("prediction_type") != "v_prediction":
+            # samples must use the same prediction type as training
+            pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, prediction_type="v_prediction")
+        pred = pipe.scheduler.config.get("prediction_type", "epsilon")
         return Components(self, pipe, pipe.unet, pipe.vae, encoders, tokenizers, pred, source)
 
     def tokenize(self, comps: Components, captions: list[str]) -> list[torch.Tensor]:

@@ -222,6 +222,13 @@ class Trainer:
             self.warn("clip_skip is ignored for SDXL (it always uses the penultimate layer).")
         return comps
 
+    def _check_caption_lengths(self, comps, ts: TrainingSet) -> None:
+        tok = comps.tokenizers[0]
+        long = [it.path.name for it in ts.items if len(tok(it.caption).input_ids) > tok.model_max_length]
+        if long:
+            self.warn(f"{len(long)} caption(s) are longer than {tok.model_max_length - 2} tokens; the rest is cut off "
+                      f"(e.g. {', '.join(long[:3])}). Put the important words first.")
+
     def _setup_network(self, comps) -> tuple[list, list]:
         cfg = self.cfg
         spec = net.NetworkSpec.from_config(cfg)
@@ -322,6 +329,7 @@ class Trainer:
         self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.acc.mixed_precision, torch.float32)
         comps = self._load_model()
         self.comps = comps
+        self._check_caption_lengths(comps, ts)
         unet_params, te_params = self._setup_network(comps)
         self._cache(comps, ts)
 

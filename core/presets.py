@@ -1,0 +1,116 @@
+"""Presets: partial training configs (TOML) that fill in a set of values over the current ones.
+
+A preset file holds a ``[preset]`` table (``name``, ``description``, ``order``) and any training keys,
+flat or in the usual group sections. Every value is checked against :class:`TrainConfig` when the
+file is read. Shipped presets live in ``presets/``; the user's own in ``presets/user/``.
+"""
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from .config_io import ConfigError, atomic_write_text, flatten, validate
+from .schema import GROUPS, TrainConfig, field_meta
+
+PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
+USER_DIR = PRESETS_DIR / "user"
+
+
+@dataclass
+class Preset:
+    name: str
+    values: dict[str, Any]
+    description: str = ""
+    path: Path | None = None
+    user: bool = False
+    order: int = 1000
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} (mine)" if self.user else self.name
+
+
+def read_preset(path: str | Path, *, user: bool = False) -> Preset:
+    """Read and check one preset file; ConfigError lines start with the file name."""
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError([f"{p.name}: cannot read the preset: {e}"]) from None
+    meta = data.pop("preset", {})
+    if not isinstance(meta, dict):
+        raise ConfigError([f"{p.name}: [preset] must be a table with name and description"])
+    values = flatten(data)
+    try:
+        validate(values)
+    except ConfigError as e:
+        raise ConfigError([f"{p.name}: {line}" for line in e.lines]) from None
+    try:
+        order = int(meta.get("order", 1000))
+    except (TypeError, ValueError):
+        order = 1000
+    return Preset(name=str(meta.get("name") or p.stem), values=values, description=str(meta.get("description", "")),
+                  path=p, user=user, order=order)
+
+
+def list_presets(shipped_dir: Path | None = None, user_dir: Path | None = None) -> list[Preset]:
+    """Shipped presets in their order, then the user's by name. A broken user file is skipped."""
+    shipped_dir = shipped_dir or PRESETS_DIR
+    user_dir = user_dir or USER_DIR
+    shipped = [read_preset(p) for p in sorted(shipped_dir.glob("*.toml"))]
+    shipped.sort(key=lambda pr: (pr.order, pr.name))
+    mine = []
+    for p in sorted(user_dir.glob("*.toml")) if user_dir.is_dir() else []:
+        try:
+            mine.append(read_preset(p, user=True))
+        except ConfigError:
+            continue
+    mine.sort(key=lambda pr: pr.name.lower())
+    return shipped + mine
+
+
+def find_preset(label: str, presets: list[Preset] | None = None) -> Preset:
+    for pr in presets if presets is not None else list_presets():
+        if label in (pr.label, pr.name):
+            return pr
+    raise KeyError(f"no preset named {label!r}")
+
+
+def apply_preset(preset: Preset, base: TrainConfig | dict[str, Any] | None = None) -> TrainConfig:
+    """The base config (defaults if None) with the preset's values put over it."""
+    data = base.model_dump() if isinstance(base, TrainConfig) else dict(base or {})
+    data.update(preset.values)
+    return validate(data)
+
+
+def changed_values(config: TrainConfig) -> dict[str, Any]:
+    """The values of ``config`` that differ from the defaults."""
+    defaults = TrainConfig()
+    return {k: v for k, v in config.model_dump().items() if v != getattr(defaults, k) and v is not None}
+
+
+def slug(name: str) -> str:
+    s = re.sub(r"[^A-Za-z0-9._-]+", "_", name.strip()).strip("._")
+    return s[:60] or "preset"
+
+
+def save_user_preset(name: str, config: TrainConfig, description: str = "", user_dir: Path | None = None) -> Path:
+    """Save the values of ``config`` that differ from the defaults as the user's preset ``name``."""
+    name = name.strip()
+    if not name:
+        raise ConfigError(["preset name is empty: type a name for it"])
+    user_dir = user_dir or USER_DIR
+    values = changed_values(config)
+    grouped: dict[str, dict[str, Any]] = {}
+    for k, v in values.items():
+        grouped.setdefault(field_meta(k)["group"], {})[k] = v
+    doc: dict[str, Any] = {"preset": {"name": name, "description": description or "Saved from the GUI."}}
+    doc.update({g: grouped[g] for g in GROUPS if g in grouped})
+    path = user_dir / f"{slug(name)}.toml"
+    atomic_write_text(path, tomli_w.dumps(doc))
+    return path

@@ -1,0 +1,700 @@
+"""Reading and driving run directories from outside the trainer (the GUI's side of the contract).
+
+The trainer writes ``<output_dir>/<output_name>/`` as docs/architecture.md describes. This module
+reads it (incrementally, so a 1-second refresh costs only the new bytes), decides the run's status,
+drops control requests, and starts the trainer as a detached subprocess so the GUI can be closed or
+reloaded without touching the run. No gradio and no torch here.
+
+Besides the trainer's files, :func:`start_run` writes two files of its own into the run directory:
+``console.log`` (the trainer's stdout and stderr) and ``launch.json`` (pid, time and command of the
+last launch), so a launch that dies before the trainer writes anything is still visible.
+
+Tests set ``LW_TRAINER_CMD`` (e.g. ``"python tests/fake_trainer.py"``) to replace
+``python -m core`` with a fake trainer; nothing else should.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import psutil
+
+from .config_io import atomic_write_text, save_config
+from .schema import TrainConfig
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TRAINER_CMD_ENV = "LW_TRAINER_CMD"
+CONTROL_REQUESTS = ("stop", "sample", "save")
+STATUSES = ("running", "completed", "failed", "stopped", "interrupted")
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+FOLDER_RE = re.compile(r"^(\d+)_(.+)$")
+SAMPLE_RE = re.compile(r"^s(\d+)_(\d+)\.(png|jpg|jpeg|webp)$", re.IGNORECASE)
+CONSOLE_LOG = "console.log"
+LAUNCH_FILE = "launch.json"
+
+
+class RunExistsError(RuntimeError):
+    """Starting a run whose folder already holds one (resume it, overwrite it, or rename)."""
+
+
+class RunBusyError(RuntimeError):
+    """The run is already training."""
+
+
+# --------------------------------------------------------------------------- event tailing
+def tail_events(path: str | os.PathLike, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """Events appended to a JSONL file since byte ``offset``, and the offset to continue from.
+
+    Only complete lines (ending in a newline) are consumed, so a line the trainer is still writing
+    is read on the next call. A complete line that is not a JSON object is skipped. A missing file
+    gives no events; a file shorter than ``offset`` (the run was started again) is read from 0.
+    """
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            if size < offset:
+                offset = 0
+            f.seek(offset)
+            data = f.read(size - offset)
+    except OSError:
+        return [], offset
+    end = data.rfind(b"\n")
+    if end < 0:
+        return [], offset
+    events = []
+    for line in data[: end + 1].splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            ev = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        if isinstance(ev, dict):
+            events.append(ev)
+    return events, offset + end + 1
+
+
+class EventLog:
+    """What the events of one run say so far, updated incrementally with :meth:`update`.
+
+    An "attempt" is one trainer process: it begins with a ``start`` event (a resumed run appends a
+    new attempt to the same file). ``end`` and ``error`` describe the current attempt only; the loss
+    history and samples cover the whole run.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.reset()
+
+    def reset(self) -> None:
+        self.offset = 0
+        self.count = 0
+        self.first_time: float | None = None
+        self.last_start: dict[str, Any] | None = None
+        self.end: dict[str, Any] | None = None
+        self.errors: list[str] = []
+        self.warnings: list[str] = []
+        self.plan: dict[str, Any] | None = None
+        self.last_step: dict[str, Any] | None = None
+        self.progress: dict[str, Any] | None = None
+        self.losses: dict[int, tuple[float, float]] = {}
+        self.sample_events: list[dict[str, Any]] = []
+        self.lora_paths: list[str] = []
+
+    def update(self) -> list[dict[str, Any]]:
+        try:
+            size = self.path.stat().st_size
+        except OSError:
+            size = 0
+        if size < self.offset:  # the file was replaced (run started again with --overwrite)
+            self.reset()
+        events, self.offset = tail_events(self.path, self.offset)
+        for ev in events:
+            self.apply(ev)
+        return events
+
+    def apply(self, ev: dict[str, Any]) -> None:
+        kind = ev.get("type")
+        self.count += 1
+        if self.first_time is None and isinstance(ev.get("time"), (int, float)):
+            self.first_time = ev["time"]
+        if kind == "start":
+            if self.last_start is None or self.end is not None:
+                self.end, self.errors = None, []  # a new attempt
+            self.last_start = ev
+            self.progress = None
+            step = _as_int(ev.get("step"))
+            if step:  # resumed from a saved state: later steps of the lost attempt are gone
+                self.losses = {s: v for s, v in self.losses.items() if s <= step}
+        elif kind == "plan":
+            self.plan = ev
+        elif kind == "progress":
+            self.progress = ev
+        elif kind == "step":
+            self.last_step = ev
+            self.progress = None
+            step = _as_int(ev.get("step"))
+            loss = _as_float(ev.get("loss"))
+            if step is not None and loss is not None:
+                avg = _as_float(ev.get("avg_loss"))
+                self.losses[step] = (loss, loss if avg is None else avg)
+        elif kind == "sample":
+            self.sample_events.append(ev)
+        elif kind == "checkpoint":
+            if ev.get("kind") != "state" and ev.get("path"):
+                self.lora_paths.append(str(ev["path"]))
+        elif kind == "warning":
+            self.warnings = (self.warnings + [str(ev.get("message", ""))])[-20:]
+        elif kind == "error":
+            self.errors.append(str(ev.get("message", "")))
+        elif kind == "end":
+            self.end = ev
+
+
+# --------------------------------------------------------------------------- process liveness
+_LAUNCHED: dict[str, subprocess.Popen] = {}
+
+
+def pid_alive(pid: Any, started_at: float | None = None) -> bool:
+    """True if ``pid`` is a live process (not a zombie) that is not younger than ``started_at``."""
+    pid = _as_int(pid)
+    if not pid or pid <= 0:
+        return False
+    for proc in list(_LAUNCHED.values()):
+        if proc.pid == pid:
+            proc.poll()  # reap our own child, or it lingers as a zombie
+    try:
+        p = psutil.Process(pid)
+        if p.status() == psutil.STATUS_ZOMBIE:
+            return False
+        if started_at is not None and p.create_time() > started_at + 5:
+            return False  # the pid now belongs to a newer process
+        return True
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ProcessLookupError):
+        return False
+    except psutil.Error:
+        return False
+
+
+def launched_returncode(run_dir: str | os.PathLike) -> int | None:
+    """Exit code of a trainer this process launched for ``run_dir`` (None if unknown or still running)."""
+    proc = _LAUNCHED.get(_key(run_dir))
+    return None if proc is None else proc.poll()
+
+
+# --------------------------------------------------------------------------- run summary
+@dataclass
+class RunInfo:
+    name: str
+    dir: Path
+    status: str
+    step: int = 0
+    total_steps: int | None = None
+    epoch: int | None = None
+    epochs: int | None = None
+    it_per_s: float | None = None
+    eta_s: float | None = None
+    lr: float | None = None
+    losses: list[tuple[int, float, float]] = field(default_factory=list)  # (step, loss, avg_loss)
+    error_lines: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    message: str = ""
+    exit_code: int | None = None
+    lora_path: str | None = None
+    samples: list[tuple[str, str]] = field(default_factory=list)  # (path, "step 120"), oldest first
+    started_at: float | None = None
+    ended_at: float | None = None
+    pid: int | None = None
+    plan_text: str = ""
+    stage: str = ""  # what a running trainer is doing before its first step, in words
+    resumable: bool = False
+    output_dir: Path | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("completed", "failed", "stopped")
+
+    @property
+    def fraction(self) -> float:
+        if not self.total_steps:
+            return 0.0
+        return max(0.0, min(1.0, self.step / self.total_steps))
+
+
+_LOGS: dict[str, EventLog] = {}
+
+
+def _key(run_dir: str | os.PathLike) -> str:
+    return str(Path(run_dir).resolve())
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _as_int(v: Any) -> int | None:
+    try:
+        return None if v is None or isinstance(v, bool) else int(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _as_float(v: Any) -> float | None:
+    try:
+        f = None if v is None or isinstance(v, bool) else float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if f is not None and math.isfinite(f) else None
+
+
+def has_state(run_dir: Path) -> bool:
+    """The trainer's resumable state is there (same test as core.train.state.find_state)."""
+    for d in (run_dir / "state", run_dir / "state.old"):
+        if (d / "trainer.json").is_file() and (d / "lora.safetensors").is_file():
+            return True
+    return False
+
+
+def is_run_dir(path: Path) -> bool:
+    return any((path / n).is_file() for n in ("events.jsonl", "status.json", LAUNCH_FILE))
+
+
+def tail_text(path: Path, lines: int = 40, max_bytes: int = 64 * 1024) -> list[str]:
+    """The last ``lines`` lines of a text file (reads at most ``max_bytes`` from its end)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            data = f.read()
+    except OSError:
+        return []
+    text = data.decode("utf-8", errors="replace").replace("\r\n", "\n").replace("\r", "\n")
+    out = text.split("\n")
+    if size > max_bytes:
+        out = out[1:]
+    while out and not out[-1].strip():
+        out.pop()
+    return out[-lines:]
+
+
+def decide_status(*, end: dict[str, Any] | None, status_doc: dict[str, Any], alive: bool,
+                  started: bool, launch_pending: bool = False, returncode: int | None = None) -> str:
+    """The run's status from what is known about its current attempt.
+
+    ``end``: the attempt's end event (None if it has none); ``status_doc``: status.json;
+    ``alive``: its process runs; ``started``: the attempt wrote a start event; ``launch_pending``:
+    a launch happened after the last start event (the trainer is still loading, or died loading);
+    ``returncode``: exit code of a process we launched, if known.
+    "completed" only with an end event saying completed and exit code 0.
+    """
+    if launch_pending:
+        if alive:
+            return "running"
+        return "failed"  # the process ended without writing a start event: it never ran
+    if end is not None:
+        st, code = end.get("status"), _as_int(end.get("exit_code"))
+        doc_code = _as_int(status_doc.get("exit_code"))
+        if st == "completed":
+            ok = code == 0 and doc_code in (None, 0) and returncode in (None, 0)
+            return "completed" if ok else "failed"
+        if st == "stopped":
+            return "stopped"
+        return "failed"
+    if alive:
+        return "running"
+    if not started and not status_doc:
+        return "failed" if returncode not in (None, 0) else "interrupted"
+    return "interrupted"
+
+
+def read_run(run_dir: str | os.PathLike) -> RunInfo:
+    """Everything the GUI shows about one run. Cheap to call every second (reads only new events)."""
+    run_dir = Path(run_dir)
+    key = _key(run_dir)
+    log = _LOGS.get(key)
+    if log is None:
+        log = _LOGS[key] = EventLog(run_dir / "events.jsonl")
+    log.update()
+    doc = _read_json(run_dir / "status.json")
+    launch = _read_json(run_dir / LAUNCH_FILE)
+
+    start_ev = log.last_start or {}
+    start_time = _as_float(start_ev.get("time"))
+    launch_time = _as_float(launch.get("started_at"))
+    # a launch newer than the last start event: the trainer is still loading (or died loading)
+    launch_pending = launch_time is not None and (start_time is None or launch_time > start_time + 0.002)
+    if launch_pending:
+        pid, since = _as_int(launch.get("pid")), launch_time
+    else:
+        pid = _as_int(doc.get("pid")) or _as_int(start_ev.get("pid"))
+        since = _as_float(doc.get("started_at")) or start_time
+    returncode = launched_returncode(run_dir)
+    alive = pid_alive(pid, since) if log.end is None or launch_pending else False
+    status = decide_status(end=None if launch_pending else log.end, status_doc=doc, alive=alive,
+                           started=log.last_start is not None, launch_pending=launch_pending, returncode=returncode)
+
+    info = RunInfo(name=run_dir.name, dir=run_dir, status=status, pid=pid, output_dir=run_dir.parent)
+    last = log.last_step or {}
+    info.step = _as_int(last.get("step")) or _as_int(doc.get("step")) or _as_int(start_ev.get("step")) or 0
+    info.total_steps = _as_int(last.get("total_steps")) or _as_int(doc.get("total_steps")) \
+        or _as_int((log.plan or {}).get("total_steps"))
+    info.epoch = _as_int(last.get("epoch"))
+    info.epochs = _as_int((log.plan or {}).get("epochs"))
+    info.plan_text = str((log.plan or {}).get("text", ""))
+    if status == "running" and not launch_pending:
+        info.it_per_s = _as_float(last.get("it_per_s"))
+        info.eta_s = _as_float(last.get("eta_s"))
+    info.lr = _as_float(last.get("lr"))
+    info.losses = [(s, l, a) for s, (l, a) in sorted(log.losses.items())]
+    info.warnings = list(log.warnings)
+    info.started_at = _as_float(doc.get("started_at")) or log.first_time or launch_time
+    info.resumable = has_state(run_dir)
+
+    if status == "running":
+        if launch_pending or log.last_start is None:
+            info.stage = "starting the trainer (loading libraries)"
+        elif log.progress is not None:
+            p = log.progress
+            info.stage = f"{str(p.get('stage', '')).replace('_', ' ')} {p.get('done', '?')}/{p.get('total', '?')}"
+        elif log.last_step is None or (start_time and _as_float(last.get("time")) and last["time"] < start_time):
+            info.stage = "preparing (loading the model and data)"
+
+    end = None if launch_pending else log.end
+    if end is not None:
+        info.exit_code = _as_int(end.get("exit_code"))
+        info.message = str(end.get("message", ""))
+        info.ended_at = _as_float(end.get("time"))
+        if status == "completed" and end.get("lora_path"):
+            info.lora_path = str(end["lora_path"])
+    else:
+        info.exit_code = returncode
+    if info.lora_path is None and log.lora_paths:
+        info.lora_path = log.lora_paths[-1]
+
+    errors = [] if launch_pending else list(log.errors)
+    if status == "failed" and info.message and info.message not in errors:
+        errors.append(info.message)
+    if status in ("failed", "interrupted") and (launch_pending or not log.count):
+        console = [ln for ln in tail_text(run_dir / CONSOLE_LOG, 15) if ln.strip()]
+        if status == "failed":
+            code = f" (exit code {returncode})" if returncode is not None else ""
+            info.message = f"The trainer exited before it started{code}."
+        errors += console
+    elif status == "interrupted":
+        info.message = ("The trainer process is gone without finishing (killed, crashed or the computer "
+                        "restarted)." + (" It can be resumed from its last saved state." if info.resumable else ""))
+    info.error_lines = errors
+    info.samples = _samples(run_dir, log)
+    return info
+
+
+def _samples(run_dir: Path, log: EventLog) -> list[tuple[str, str]]:
+    """Sample images with a step label, oldest first: from sample events, plus any PNGs in samples/."""
+    seen: dict[str, tuple[int, int, str]] = {}
+    for ev in log.sample_events:
+        step = _as_int(ev.get("step")) or 0
+        for i, p in enumerate(ev.get("paths") or []):
+            path = Path(p)
+            if not path.is_absolute():
+                path = run_dir / path
+            if path.is_file():
+                seen[str(path)] = (step, i, path.name)
+    sdir = run_dir / "samples"
+    try:
+        entries = list(os.scandir(sdir))
+    except OSError:
+        entries = []
+    for e in entries:
+        m = SAMPLE_RE.match(e.name)
+        if m and e.is_file() and e.path not in seen:
+            seen[str(Path(e.path))] = (int(m.group(1)), int(m.group(2)), e.name)
+    ordered = sorted(seen.items(), key=lambda kv: (kv[1][0], kv[1][1]))
+    return [(p, f"step {step}") for p, (step, _i, _n) in ordered]
+
+
+def run_status(run_dir: str | os.PathLike) -> str:
+    """One of running, completed, failed, stopped, interrupted."""
+    return read_run(run_dir).status
+
+
+def list_runs(output_dirs: Iterable[str | os.PathLike]) -> list[RunInfo]:
+    """Every run folder directly inside the given output folders, newest first."""
+    runs: list[RunInfo] = []
+    seen: set[str] = set()
+    for out in output_dirs:
+        if not out:
+            continue
+        try:
+            children = sorted(p for p in Path(out).iterdir() if p.is_dir())
+        except OSError:
+            continue
+        for child in children:
+            k = _key(child)
+            if k in seen or not is_run_dir(child):
+                continue
+            seen.add(k)
+            runs.append(read_run(child))
+    runs.sort(key=lambda r: r.started_at or 0.0, reverse=True)
+    return runs
+
+
+# --------------------------------------------------------------------------- control
+def run_dir_of(config: TrainConfig) -> Path:
+    return Path(config.output_dir) / config.output_name
+
+
+def request(run_dir: str | os.PathLike, kind: str) -> Path:
+    """Ask the running trainer to stop (saving a resumable state), make samples, or save a LoRA now."""
+    if kind not in CONTROL_REQUESTS:
+        raise ValueError(f"unknown request {kind!r}: use one of {', '.join(CONTROL_REQUESTS)}")
+    path = Path(run_dir) / "control" / kind
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+    return path
+
+
+def trainer_command() -> list[str]:
+    """``python -m core``, or the test suite's fake trainer when LW_TRAINER_CMD is set."""
+    override = os.environ.get(TRAINER_CMD_ENV, "").strip()
+    if override:
+        return shlex.split(override, posix=os.name != "nt")
+    return [sys.executable, "-m", "core"]
+
+
+def _detach_kwargs() -> dict[str, Any]:
+    if os.name == "nt":
+        flags = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0x200) | getattr(subprocess, "CREATE_NO_WINDOW", 0x8000000)
+        return {"creationflags": flags}
+    return {"start_new_session": True}
+
+
+def start_run(config: TrainConfig, resume: bool = False, *, overwrite: bool = False,
+              env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Write the config into the run folder and start the trainer on it, detached from this process.
+
+    Raises RunBusyError if the run is training, RunExistsError if the folder already holds a run
+    (and neither ``resume`` nor ``overwrite`` is given), FileNotFoundError when resuming a run
+    without saved state.
+    """
+    run_dir = run_dir_of(config)
+    if is_run_dir(run_dir) and read_run(run_dir).status == "running":
+        raise RunBusyError(f"The run '{config.output_name}' is already training.")
+    has_events = (run_dir / "events.jsonl").is_file()
+    if resume and not has_state(run_dir):
+        raise FileNotFoundError(f"Nothing to resume: {run_dir} has no saved state yet.")
+    if not resume and has_events and not overwrite:
+        raise RunExistsError(
+            f"The folder {run_dir} already holds a run named '{config.output_name}'. Choose another output "
+            "name, resume that run, or start it again from scratch (overwrite).")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_path = run_dir / "config.toml"
+    save_config(config, config_path)
+    cmd = trainer_command() + ["train", "--config", str(config_path.resolve())]
+    if resume:
+        cmd.append("--resume")
+    elif overwrite and has_events:
+        cmd.append("--overwrite")
+
+    child_env = dict(os.environ)
+    child_env.update(env or {})
+    child_env["PYTHONUNBUFFERED"] = "1"
+    child_env["PYTHONPATH"] = os.pathsep.join(
+        [str(PROJECT_ROOT)] + [p for p in child_env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    started_at = time.time()
+    mode = "ab" if resume else "wb"
+    with open(run_dir / CONSOLE_LOG, mode) as console:
+        console.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {command_text(cmd)}\n".encode("utf-8"))
+        console.flush()
+        proc = subprocess.Popen(cmd, cwd=os.getcwd(), stdin=subprocess.DEVNULL, stdout=console,
+                                stderr=subprocess.STDOUT, env=child_env, close_fds=True, **_detach_kwargs())
+    _LAUNCHED[_key(run_dir)] = proc
+    if not resume:
+        _LOGS.pop(_key(run_dir), None)
+    atomic_write_text(run_dir / LAUNCH_FILE, json.dumps(
+        {"pid": proc.pid, "started_at": started_at, "resume": resume, "command": cmd}, indent=1))
+    return proc
+
+
+# --------------------------------------------------------------------------- command line
+def command_text(args: list[str]) -> str:
+    if os.name == "nt":
+        return subprocess.list2cmdline(args)
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def command_args(config: TrainConfig, resume: bool = False) -> list[str]:
+    """CLI arguments that reproduce ``config``: every value that differs from the default."""
+    args = [sys.executable, "-m", "core", "train"]
+    defaults = TrainConfig()
+    for name in TrainConfig.model_fields:
+        value = getattr(config, name)
+        if value == getattr(defaults, name):
+            continue
+        if isinstance(value, bool):
+            args.append(f"--{name}" if value else f"--no-{name}")
+        elif isinstance(value, list):
+            args.append(f"--set={name}={json.dumps(value, ensure_ascii=False)}")
+        elif value is None:
+            args.append(f"--set={name}=none")
+        else:
+            args.append(f"--{name}={_plain(value)}")
+    if resume:
+        args.append("--resume")
+    return args
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def command_line(config: TrainConfig, resume: bool = False) -> str:
+    """The command that trains ``config`` from a terminal (for the GUI's "Show command")."""
+    return command_text(command_args(config, resume))
+
+
+# --------------------------------------------------------------------------- steps arithmetic
+@dataclass
+class ConceptFolder:
+    name: str
+    repeats: int
+    images: int
+
+
+@dataclass
+class StepsPlan:
+    folders: list[ConceptFolder] = field(default_factory=list)
+    reg_folders: list[ConceptFolder] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    images: int = 0
+    uses_per_epoch: int = 0
+    reg_uses_per_epoch: int = 0
+    batch_size: int = 1
+    gradient_accumulation_steps: int = 1
+    epochs: int = 0
+    steps_per_epoch: int = 0
+    total_steps: int = 0
+    text: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.total_steps > 0
+
+
+def _count_images(folder: Path) -> int:
+    try:
+        return sum(1 for e in os.scandir(folder) if e.is_file() and e.name.lower().endswith(IMAGE_EXTS))
+    except OSError:
+        return 0
+
+
+def scan_concepts(root: str | os.PathLike, what: str = "Training images") -> tuple[list[ConceptFolder], list[str]]:
+    """The ``<repeats>_<name>`` folders of ``root`` with their image counts, and problems in words."""
+    problems: list[str] = []
+    if not str(root).strip():
+        return [], [f"{what} folder is not set."]
+    root = Path(root)
+    if not root.is_dir():
+        return [], [f"{what} folder not found: {root}"]
+    folders: list[ConceptFolder] = []
+    try:
+        entries = sorted(os.scandir(root), key=lambda e: e.name)
+    except OSError as e:
+        return [], [f"{what} folder cannot be read: {e}"]
+    loose = 0
+    for e in entries:
+        if e.name.startswith("."):
+            continue
+        if e.is_file():
+            loose += e.name.lower().endswith(IMAGE_EXTS)
+            continue
+        if not e.is_dir():
+            continue
+        n = _count_images(Path(e.path))
+        m = FOLDER_RE.match(e.name)
+        if not m:
+            problems.append(
+                f"Folder '{e.name}' ({n} images) is not used: its name lacks the '<repeats>_' prefix. "
+                f"Rename it to e.g. '10_{e.name}' (10 = how often each image is used per epoch).")
+            continue
+        repeats = int(m.group(1))
+        if repeats == 0:
+            problems.append(f"Folder '{e.name}' is not used: 0 repeats. Use a number of 1 or more, e.g. '10_{m.group(2)}'.")
+            continue
+        if n == 0:
+            problems.append(f"Folder '{e.name}' holds no images ({' '.join(IMAGE_EXTS)}).")
+        folders.append(ConceptFolder(e.name, repeats, n))
+    if loose:
+        problems.append(
+            f"{loose} images lie directly in {root} and are not used: move them into a sub-folder named "
+            "'<repeats>_<name>', e.g. '10_zqx'.")
+    if not folders and not problems:
+        problems.append(f"{what} folder {root} is empty: add a sub-folder such as '10_zqx' with your images.")
+    return folders, problems
+
+
+def steps_plan(train_data_dir: str | os.PathLike, cfg: TrainConfig) -> StepsPlan:
+    """images x repeats x epochs / batch = steps, as the trainer will count them (before bucketing)."""
+    plan = StepsPlan(batch_size=cfg.train_batch_size, gradient_accumulation_steps=cfg.gradient_accumulation_steps)
+    plan.folders, plan.problems = scan_concepts(train_data_dir)
+    plan.images = sum(f.images for f in plan.folders)
+    plan.uses_per_epoch = sum(f.images * f.repeats for f in plan.folders)
+    if cfg.reg_data_dir:
+        plan.reg_folders, reg_problems = scan_concepts(cfg.reg_data_dir, "Regularization images")
+        plan.problems += reg_problems
+        if any(f.images for f in plan.reg_folders):
+            plan.reg_uses_per_epoch = plan.uses_per_epoch  # kohya: as many as training uses
+    if plan.uses_per_epoch == 0:
+        if not plan.problems:
+            plan.problems.append("No training images found.")
+        plan.text = "No steps: " + " ".join(plan.problems)
+        return plan
+    uses = plan.uses_per_epoch + plan.reg_uses_per_epoch
+    batches = math.ceil(uses / cfg.train_batch_size)
+    plan.steps_per_epoch = math.ceil(batches / cfg.gradient_accumulation_steps)
+    if cfg.max_train_steps > 0:
+        plan.total_steps = cfg.max_train_steps
+        plan.epochs = math.ceil(plan.total_steps / plan.steps_per_epoch)
+    else:
+        plan.epochs = cfg.max_train_epochs
+        plan.total_steps = plan.epochs * plan.steps_per_epoch
+        if plan.epochs == 0:
+            plan.problems.append("max_train_epochs and max_train_steps are both 0: set one of them.")
+
+    used = [f for f in plan.folders if f.images]
+    if len(used) == 1:
+        text = f"{used[0].images} images x {used[0].repeats} repeats = {plan.uses_per_epoch} per epoch"
+    else:
+        detail = " + ".join(f"{f.images} x {f.repeats}" for f in used)
+        text = f"{plan.images} images with repeats ({detail}) = {plan.uses_per_epoch} per epoch"
+    if plan.reg_uses_per_epoch:
+        text += f" (+{plan.reg_uses_per_epoch} regularization = {uses})"
+    text += f"; / batch {cfg.train_batch_size}"
+    if cfg.gradient_accumulation_steps > 1:
+        text += f" / {cfg.gradient_accumulation_steps} accumulation"
+    text += f" = {plan.steps_per_epoch} steps per epoch"
+    if cfg.max_train_steps > 0:
+        text += f"; max_train_steps = {plan.total_steps} steps (about {plan.total_steps / plan.steps_per_epoch:.1f} epochs)"
+    else:
+        text += f"; x {plan.epochs} epochs = {plan.total_steps} steps"
+    if cfg.enable_bucket and cfg.train_batch_size > 1:
+        text += " (aspect-ratio buckets can add a few steps: each image size fills its own batches)"
+    plan.text = text
+    return plan
