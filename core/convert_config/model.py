@@ -1,0 +1,166 @@
+"""Model family (sdxl / v2 flags) and network type (LoRA_type, network_module, network_args)."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .args import split_args
+from .coerce import blank, off, same
+from .keys import GUI_DEFAULTS, LYCORIS_KEYS
+from .reasons import REASONS
+from .values import LYCORIS_LOCON_TYPES
+
+if TYPE_CHECKING:
+    from .converter import Converter
+
+
+def step_model(cv: Converter) -> None:
+    """sdxl / v2 flags -> model_family; Flux.1 and SD3 are reported as not supported."""
+    sdxl, v2 = cv.flag("sdxl"), cv.flag("v2")
+    flux = cv.flag("flux1_checkbox") or str(cv.src.get("LoRA_type", "")).startswith("Flux")
+    sd3 = cv.flag("sd3_checkbox")
+    for key in ("sdxl", "v2", "flux1_checkbox", "sd3_checkbox"):
+        if key in cv.src and not cv.flag(key):
+            cv.ignore(key)
+    if flux or sd3:
+        key = "flux1_checkbox" if flux else "sd3_checkbox"
+        cv.unmapped(key, True, "Flux.1 and SD3 models are not supported (SD1.5, SD2 and SDXL are)")
+    if sdxl:
+        cv.put("model_family", "sdxl", "sdxl")
+        cv.note("sdxl = true -> model_family = \"sdxl\"")
+    elif v2:
+        cv.put("model_family", "sd2", "v2")
+        cv.note("v2 = true -> model_family = \"sd2\"")
+    cv.flux_sd3 = flux or sd3
+    if cv.has("v_parameterization"):
+        cv.put("v_parameterization", cv.take("v_parameterization"))
+    if "sdxl_cache_text_encoder_outputs" in cv.src:  # GUI: SDXL text-encoder caching has its own checkbox
+        v = cv.take("sdxl_cache_text_encoder_outputs")
+        if sdxl and not off(v) and "cache_text_encoder_outputs" not in cv.src:
+            cv.put("cache_text_encoder_outputs", v, "sdxl_cache_text_encoder_outputs")
+            cv.note("sdxl_cache_text_encoder_outputs = true -> cache_text_encoder_outputs = true")
+        else:
+            cv.ignore("sdxl_cache_text_encoder_outputs")
+    if "sdxl_no_half_vae" in cv.src and not sdxl:
+        cv.ignore("sdxl_no_half_vae")
+
+
+def step_network(cv: Converter) -> None:
+    """LoRA_type (GUI), network_module and network_args -> a standard LoRA, LoCon (conv_dim), DoRA, dropout."""
+    lora_type = cv.take("LoRA_type")
+    module = cv.take("network_module")
+    raw_args = cv.take("network_args")
+    args: dict[str, str] = {}
+    items = split_args(raw_args) if isinstance(raw_args, str) else list(raw_args or [])
+    for item in items:
+        k, eq, v = str(item).partition("=")
+        if not eq:
+            cv.unmapped(f"network_args {item}", item, "not key=value")
+            continue
+        args[k.strip()] = v.strip()
+    conv_from_keys = False
+    lycoris = False
+    other_network = ""  # a network type we cannot train: its conv settings are not ours either
+    if cv.gui:
+        lt = "Standard" if blank(lora_type) else str(lora_type)
+        lycoris = lt.startswith("LyCORIS") or lt == "LoCon"
+        if lt == "Standard":
+            cv.ignore("LoRA_type")
+            for key in ("conv_dim", "conv_alpha"):
+                cv.ignore(key)
+        elif lt == "Kohya LoCon":
+            conv_from_keys = True
+            cv.note("LoRA_type = \"Kohya LoCon\" -> conv_dim / conv_alpha (LoRA on the convolution layers too)")
+        elif lt in LYCORIS_LOCON_TYPES:
+            conv_from_keys = True
+            cv.note(f"LoRA_type = \"{lt}\" -> kohya-style LoCon with conv_dim / conv_alpha (nearest: the same "
+                    "idea; the file uses kohya's key names, not LyCORIS')")
+        else:
+            cv.unmapped("LoRA_type", lt, "not supported: converted as a standard LoRA with the same "
+                                         "network_dim / network_alpha")
+            for key in ("conv_dim", "conv_alpha"):
+                v = cv.take(key)
+                if key in cv.src and not off(v) and not same(v, 1):
+                    cv.unmapped(key, v, f"belongs to LoRA_type {lt}")
+                else:
+                    cv.ignore(key)
+        for key in LYCORIS_KEYS:
+            if key not in cv.src:
+                continue
+            v = cv.take(key)
+            if not lycoris or off(v) or (key in GUI_DEFAULTS and same(v, GUI_DEFAULTS[key])):
+                cv.ignore(key)
+            else:
+                cv.unmapped(key, v, "LyCORIS option, not supported")
+    elif not blank(lora_type):
+        cv.unmapped("LoRA_type", lora_type)
+    if conv_from_keys:
+        dim = cv.take("conv_dim")
+        if not off(dim):
+            cv.put("conv_dim", dim)
+            alpha = cv.take("conv_alpha")
+            if not off(alpha):
+                cv.put("conv_alpha", alpha)
+            else:
+                cv.ignore("conv_alpha")
+        else:
+            cv.ignore("conv_dim")
+            cv.ignore("conv_alpha")
+    if not blank(module):
+        m = str(module).strip()
+        if m == "networks.lora":
+            cv.note("network_module = \"networks.lora\": kohya's standard LoRA, as trained here")
+        elif m == "lycoris.kohya":
+            algo = args.pop("algo", "lora").lower()
+            if algo in ("lora", "locon"):
+                cv.note(f"network_module = \"lycoris.kohya\" (algo {algo}) -> kohya-style LoRA"
+                        + (" with conv_dim / conv_alpha" if "conv_dim" in args else "")
+                        + " (nearest: the same idea; the file uses kohya's key names)")
+            else:
+                other_network = f"LyCORIS algo {algo}"
+                cv.unmapped("network_module", f"{m} (algo={algo})",
+                            "LyCORIS algorithms other than LoRA/LoCon are not supported: converted as a "
+                            "standard LoRA with the same network_dim / network_alpha")
+            if str(args.get("preset", "full")).lower() == "full":
+                args.pop("preset", None)
+        else:
+            other_network = m
+            cv.unmapped("network_module", m, "only networks.lora is supported: converted as a standard LoRA "
+                                             "with the same network_dim / network_alpha")
+    else:
+        cv.ignore("network_module")
+    if other_network:
+        for k in ("conv_dim", "conv_rank", "conv_alpha"):
+            if k in args:
+                cv.unmapped(f"network_args {k}", args.pop(k), f"belongs to {other_network}")
+    if "conv_dim" in args or "conv_rank" in args:
+        dim = args.pop("conv_dim", None) or args.pop("conv_rank", None)
+        if cv.put("conv_dim", dim, "network_args conv_dim"):
+            cv.note(f"network_args conv_dim={dim} -> conv_dim = {cv.out['conv_dim']}")
+        if "conv_alpha" in args:
+            alpha = args.pop("conv_alpha")
+            if cv.put("conv_alpha", alpha, "network_args conv_alpha"):
+                cv.note(f"network_args conv_alpha={alpha} -> conv_alpha = {cv.out['conv_alpha']}")
+    elif "conv_alpha" in args:
+        cv.unmapped("network_args conv_alpha", args.pop("conv_alpha"), "conv_alpha without conv_dim has no effect")
+    if "dora_wd" in args:
+        v = args.pop("dora_wd")
+        if cv.put("use_dora", v, "network_args dora_wd") and cv.out["use_dora"]:
+            cv.note("network_args dora_wd=True -> use_dora = true")
+    if "dropout" in args:
+        v = args.pop("dropout")
+        if cv.put("network_dropout", v, "network_args dropout"):
+            cv.note(f"network_args dropout={v} -> network_dropout")
+    for k, v in args.items():
+        if off(v):
+            cv.c.ignored.append(f"network_args {k}")
+        else:
+            cv.unmapped(f"network_args {k}", v, REASONS.get(k, "network argument not supported"))
+    # GUI DoRA checkbox (LyCORIS types)
+    if "dora_wd" in cv.src:
+        v = cv.take("dora_wd")
+        if not off(v) and cv.put("use_dora", v, "dora_wd"):
+            cv.note("dora_wd = true -> use_dora = true")
+        else:
+            cv.ignore("dora_wd")
+    if cv.has("use_dora"):
+        cv.put("use_dora", cv.take("use_dora"))
