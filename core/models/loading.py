@@ -149,7 +149,8 @@ def load_pipeline(
         progress(f"Loading {fam.title} model from {model}")
     try:
         if kind == "folder":
-            pipe = cls.from_pretrained(model, dtype=dtype, local_files_only=True, safety_checker=None)
+            extra = {"safety_checker": None} if fam_name in ("sd15", "sd2") else {}
+            pipe = cls.from_pretrained(model, dtype=dtype, local_files_only=True, **extra)
         else:
             config = base_config_dir or str(shipped_config_dir(fam_name))
             pipe = cls.from_single_file(model, config=config, dtype=dtype, local_files_only=True)

@@ -1,0 +1,723 @@
+"""Generate images with a base model and LoRAs: the engine behind the GUI's Generate tab.
+
+One :class:`Generator` keeps one diffusers pipeline loaded (keyed by base model + VAE) and puts
+LoRAs on and off it without reloading the base: each LoRA file is loaded once as a named peft
+adapter (``pipe.load_lora_weights(path, adapter_name=...)``); every generation then only picks
+the active adapters and their strengths (``pipe.set_adapters``) or turns them all off
+(``pipe.disable_lora``). Strength 0 means "not applied", so it gives exactly the base model's image.
+
+Prompts may carry AUTOMATIC1111 tags, ``<lora:name:0.8>``: they are cut out of the prompt text,
+``name`` is looked up (file stem, case-insensitive) in the LoRA folders given, and they are merged
+with the LoRAs chosen explicitly (a tag wins over an explicit choice of the same file).
+
+Images are saved as PNGs carrying A1111-style ``parameters`` text (with the ``<lora:..>`` tags).
+No gradio here; torch and diffusers are imported only when a model is loaded, so listing LoRAs
+is cheap.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import gc
+import logging
+import os
+import random
+import re
+import threading
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, NamedTuple, Sequence
+
+from .samplers import SAMPLERS, a1111_parameters, make_scheduler, save_png
+
+Progress = Callable[[float, str], None]
+LORA_EXTS = (".safetensors",)
+# <lora:name>, <lora:name:0.8>, <lora:name:0.8:te=..> (extra fields ignored, as A1111's unet/te split is not supported)
+LORA_TAG = re.compile(r"<lora:([^:>]+)(?::([^:>]*))?(?::[^>]*)?>", re.IGNORECASE)
+_ADAPTER_MARKS = ("lora_down", "lora_up", "lora_a.", "lora_b.", "lora.down", "lora.up", "hada_w1", "lokr_w1")
+_SKIP_DIRS = {"state", "samples", "control", "__pycache__", "generated"}
+MAX_SEED = 2**32 - 1
+
+
+class GenerateError(ValueError):
+    """A problem with what was asked (unknown LoRA, wrong family, bad tag...); the message says what to do."""
+
+
+# --------------------------------------------------------------------------- LoRA files and their metadata
+FAMILY_TITLES = {"sd15": "SD 1.5", "sd2": "SD 2.x", "sdxl": "SDXL", "flux": "Flux", "sd3": "SD3"}
+
+
+def family_of_version(version: str) -> str | None:
+    """Our family name for a kohya ``ss_base_model_version`` (``sd_v1``, ``sdxl_base_v1-0``, ...)."""
+    v = (version or "").strip().lower()
+    if not v:
+        return None
+    if v.startswith("sdxl"):
+        return "sdxl"
+    if v.startswith("sd_v1") or v in ("sd1", "sd15", "sd_1.5"):
+        return "sd15"
+    if v.startswith("sd_v2"):
+        return "sd2"
+    if v.startswith("flux"):
+        return "flux"
+    if v.startswith("sd3"):
+        return "sd3"
+    return None
+
+
+def family_of_architecture(arch: str) -> str | None:
+    """Our family name for a ModelSpec architecture (``stable-diffusion-xl-v1-base/lora``)."""
+    a = (arch or "").lower()
+    if a.startswith("stable-diffusion-xl"):
+        return "sdxl"
+    if a.startswith("stable-diffusion-v1"):
+        return "sd15"
+    if a.startswith("stable-diffusion-v2"):
+        return "sd2"
+    if a.startswith("flux"):
+        return "flux"
+    if a.startswith("stable-diffusion-3"):
+        return "sd3"
+    return None
+
+
+@dataclass
+class LoraInfo:
+    """A LoRA file and what its header says (read without loading any tensor)."""
+
+    path: str
+    name: str  # file stem: what <lora:name:..> matches
+    mtime: float
+    size: int
+    output_name: str = ""  # ss_output_name
+    epoch: int | None = None  # ss_epoch
+    steps: int | None = None  # ss_steps
+    base_version: str = ""  # ss_base_model_version
+    family: str | None = None  # sd15 / sd2 / sdxl / flux ... when the header says
+    trigger: str = ""  # modelspec.trigger_phrase
+    warning: str = ""  # e.g. made for another family than the loaded base model
+
+    @property
+    def label(self) -> str:
+        """One line for a picker: name, epoch, family, folder."""
+        bits = []
+        if self.epoch is not None:
+            bits.append(f"epoch {self.epoch}")
+        if self.steps is not None:
+            bits.append(f"step {self.steps}")
+        if self.family:
+            bits.append(FAMILY_TITLES.get(self.family, self.family))
+        bits.append(f"{Path(self.path).parent.name}/")
+        return f"{self.name} — " + " · ".join(bits) + ("  ⚠ other model family" if self.warning else "")
+
+
+_INFO_CACHE: dict[str, tuple[tuple[float, int], LoraInfo | None]] = {}
+
+
+def read_lora_info(path: str | os.PathLike) -> LoraInfo | None:
+    """Header metadata of one file, or None when it is not a LoRA (a base model, a VAE, unreadable...)."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError:
+        return None
+    key = str(p.resolve())
+    stamp = (st.st_mtime, st.st_size)
+    hit = _INFO_CACHE.get(key)
+    if hit and hit[0] == stamp:
+        return _copy(hit[1])
+    info = _read_header(p, st)
+    _INFO_CACHE[key] = (stamp, info)
+    return _copy(info)
+
+
+def _copy(info: LoraInfo | None) -> LoraInfo | None:
+    return None if info is None else LoraInfo(**info.__dict__)
+
+
+def _read_header(p: Path, st: os.stat_result) -> LoraInfo | None:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(p), framework="np") as f:  # reads the JSON header only
+            meta = f.metadata() or {}
+            keys = list(f.keys())
+    except Exception:
+        return None
+    if not any(m in k.lower() for k in keys[:2000] for m in _ADAPTER_MARKS):
+        return None
+    def number(key: str) -> int | None:
+        try:
+            return int(float(meta[key])) if meta.get(key) not in (None, "", "None") else None
+        except (TypeError, ValueError):
+            return None
+
+    version = meta.get("ss_base_model_version", "")
+    family = family_of_version(version) or family_of_architecture(meta.get("modelspec.architecture", ""))
+    if family is None:  # untagged files: SDXL LoRAs have two text encoders or sgm unet names
+        low = " ".join(keys[:2000])
+        if "lora_te1_" in low or "lora_te2_" in low or "input_blocks_" in low:
+            family = "sdxl"
+    return LoraInfo(path=str(p), name=p.stem, mtime=st.st_mtime, size=st.st_size,
+                    output_name=meta.get("ss_output_name", ""), epoch=number("ss_epoch"),
+                    steps=number("ss_steps"), base_version=version,
+                    family=family, trigger=meta.get("modelspec.trigger_phrase", ""))
+
+
+def _walk(folder: Path, depth: int) -> Iterable[Path]:
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for e in entries:
+        if e.name.startswith("."):
+            continue
+        try:
+            if e.is_file() and e.name.lower().endswith(LORA_EXTS):
+                yield Path(e.path)
+            elif e.is_dir() and depth > 0 and e.name.lower() not in _SKIP_DIRS:
+                yield from _walk(Path(e.path), depth - 1)
+        except OSError:
+            continue
+
+
+def list_loras(folders: Iterable[str | os.PathLike], base_family: str | None = None,
+               max_depth: int = 3) -> list[LoraInfo]:
+    """Every LoRA ``.safetensors`` in the folders (and subfolders, except training state), newest first.
+
+    ``base_family`` (``sd15``/``sdxl``/...): LoRAs whose header names another family get a ``warning``.
+    """
+    seen: set[str] = set()
+    found: list[LoraInfo] = []
+    for folder in folders:
+        if not folder or not str(folder).strip():
+            continue
+        root = Path(folder).expanduser()
+        if not root.is_dir():
+            continue
+        for path in _walk(root, max_depth):
+            key = str(path.resolve())
+            if key in seen:
+                continue
+            seen.add(key)
+            info = read_lora_info(path)
+            if info is None:
+                continue
+            info.warning = family_warning(info, base_family)
+            found.append(info)
+    found.sort(key=lambda i: i.mtime, reverse=True)
+    return found
+
+
+def family_warning(info: LoraInfo, base_family: str | None) -> str:
+    if not base_family or not info.family or info.family == base_family:
+        return ""
+    lora = FAMILY_TITLES.get(info.family, info.family)
+    base = FAMILY_TITLES.get(base_family, base_family)
+    return (f"{info.name} was trained for {lora} but the base model is {base}: it cannot be used with it. "
+            f"Choose a {lora} base model, or a LoRA made for {base}.")
+
+
+# --------------------------------------------------------------------------- <lora:name:0.8> tags
+def parse_lora_tags(prompt: str) -> tuple[str, list[tuple[str, float]]]:
+    """Cut ``<lora:name:strength>`` tags out of a prompt: (prompt without them, [(name, strength)])."""
+    tags: list[tuple[str, float]] = []
+
+    def take(m: re.Match) -> str:
+        name, value = m.group(1).strip(), (m.group(2) or "").strip()
+        if not name:
+            raise GenerateError(f"{m.group(0)}: the LoRA name is missing. Write it as <lora:name:0.8>.")
+        try:
+            strength = float(value) if value else 1.0
+        except ValueError:
+            raise GenerateError(f"{m.group(0)}: the strength '{value}' is not a number. "
+                                f"Write it as <lora:{name}:0.8>.") from None
+        tags.append((name, strength))
+        return " "
+
+    text = LORA_TAG.sub(take, prompt or "")
+    # tidy what the tags leave behind: doubled commas and spaces
+    text = re.sub(r"\s*,(\s*,)+", ",", text)
+    text = re.sub(r"[ \t]{2,}", " ", text)
+    text = re.sub(r"\s+,", ",", text)
+    return text.strip().strip(",").strip(), tags
+
+
+def resolve_lora_name(name: str, folders: Sequence[str | os.PathLike]) -> str:
+    """Path of the LoRA a tag names: an existing file path, or a file stem in the folders (any case)."""
+    p = Path(name).expanduser()
+    if p.suffix.lower() in LORA_EXTS and p.is_file():
+        return str(p)
+    want = name.lower().removesuffix(".safetensors")
+    available = list_loras(folders)
+    for info in available:
+        if info.name.lower() == want:
+            return info.path
+    searched = [str(Path(f).expanduser()) for f in folders if f and str(f).strip()]
+    where = ", ".join(searched) if searched else "(no LoRA folder is set)"
+    names = sorted({i.name for i in available})
+    hint = f" Available: {', '.join(names[:12])}{' ...' if len(names) > 12 else ''}." if names else \
+        " No LoRA files were found there."
+    raise GenerateError(f"<lora:{name}>: no LoRA file named '{want}.safetensors' in {where}.{hint}")
+
+
+def merge_loras(explicit: Iterable[tuple[str, float]], tags: Iterable[tuple[str, float]],
+                folders: Sequence[str | os.PathLike]) -> list[tuple[str, float]]:
+    """Explicit (path, strength) choices plus prompt tags (resolved by name); a tag wins for the same file."""
+    merged: dict[str, tuple[str, float]] = {}
+    for path, strength in explicit:
+        if not path:
+            continue
+        if not Path(path).expanduser().is_file():
+            raise GenerateError(f"LoRA file not found: {path}. Refresh the list, or check the path.")
+        merged[str(Path(path).expanduser().resolve())] = (str(Path(path).expanduser()), float(strength))
+    for name, strength in tags:
+        path = resolve_lora_name(name, folders)
+        merged[str(Path(path).resolve())] = (path, float(strength))
+    return list(merged.values())
+
+
+# --------------------------------------------------------------------------- the generator
+class Result(tuple):
+    """One generated image: unpacks as ``(image, parameters)``; ``.path`` is the saved PNG (or None)."""
+
+    def __new__(cls, image, parameters: str, path: str | None = None, seed: int = 0):
+        self = super().__new__(cls, (image, parameters))
+        self.path = path
+        self.seed = seed
+        return self
+
+    @property
+    def image(self):
+        return self[0]
+
+    @property
+    def parameters(self) -> str:
+        return self[1]
+
+
+class GridResult(NamedTuple):
+    image: Any  # PIL image: the labelled grid
+    cells: list[list[Any]]  # cells[row][column] PIL images
+    path: str | None  # the saved grid PNG
+    parameters: str
+
+
+def pick_device():
+    """(device, dtype): CUDA in fp16 when there is a GPU, else the CPU in fp32."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.device("cuda"), torch.float16
+    return torch.device("cpu"), torch.float32
+
+
+def random_seed() -> int:
+    return random.randint(0, MAX_SEED)
+
+
+class _LogCatcher(logging.Handler):
+    """Collects diffusers/peft warnings while a LoRA loads (keys that did not match, for example)."""
+
+    NAMES = ("diffusers", "peft")
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+    def __enter__(self):
+        for n in self.NAMES:
+            logging.getLogger(n).addHandler(self)
+        # transformers prints a spurious "LOAD REPORT ... MISSING" table when peft adds an adapter to a text
+        # encoder (the weights are set right after); peft warns that the model already holds adapters (intended)
+        self._tf = logging.getLogger("transformers")
+        self._tf_level = self._tf.level
+        self._tf.setLevel(logging.ERROR)
+        self._warnings = warnings.catch_warnings()
+        self._warnings.__enter__()
+        warnings.filterwarnings("ignore", message=".*Already found a `peft_config` attribute.*")
+        return self
+
+    def __exit__(self, *exc):
+        self._warnings.__exit__(*exc)
+        self._tf.setLevel(self._tf_level)
+        for n in self.NAMES:
+            logging.getLogger(n).removeHandler(self)
+
+
+class Generator:
+    """Keeps one base pipeline loaded and applies LoRAs to it per generation (thread-safe: one at a time)."""
+
+    def __init__(self, outputs_dir: str | os.PathLike = "outputs/generated", lora_dirs: Sequence[str] = (),
+                 *, model: str = "", vae: str = "", device=None, dtype=None):
+        self.outputs_dir = Path(outputs_dir).expanduser()
+        self.lora_dirs = [str(d) for d in lora_dirs if d]
+        self.default_model = model
+        self.default_vae = vae
+        self._device, self._dtype = device, dtype
+        self.pipe = None
+        self.family = None  # ModelFamily of the loaded base
+        self.model_key: tuple[str, str] | None = None
+        self.model = ""
+        self._scheduler_config: dict = {}
+        self._adapters: dict[str, tuple[str, tuple[float, int]]] = {}  # resolved path -> (adapter name, stamp)
+        self._counter = 0
+        self.warnings: list[str] = []  # warnings of the last call (LoRA keys that did not load, ...)
+        self.lock = threading.RLock()
+
+    # ------------------------------------------------------------------ base model
+    @property
+    def device(self):
+        if self._device is None:
+            self._device, self._dtype = pick_device()
+        return self._device
+
+    @property
+    def dtype(self):
+        _ = self.device
+        return self._dtype
+
+    def load(self, model: str, vae: str = "", progress: Progress | None = None):
+        """Load the base model (or keep the one loaded when it is the same); return the pipeline."""
+        from .models.loading import load_pipeline
+
+        model = (model or "").strip()
+        vae = (vae or "").strip()
+        if not model:
+            raise GenerateError("No base model chosen: pick one in the list or type a path / Hugging Face repo id.")
+        p = Path(model).expanduser()
+        key = (str(p.resolve()) if p.exists() else model, str(Path(vae).expanduser().resolve()) if vae else "")
+        with self.lock:
+            if self.pipe is not None and self.model_key == key:
+                return self.pipe
+            self.unload()
+            if progress:
+                progress(0.0, f"Loading the base model {Path(model).name}")
+            pipe, fam = load_pipeline(model, vae=vae, dtype=self.dtype,
+                                      progress=(lambda msg: progress(0.0, msg)) if progress else None)
+            self._prepare(pipe, fam)
+            self.pipe, self.family, self.model_key, self.model = pipe, fam, key, model
+            self._scheduler_config = dict(pipe.scheduler.config)
+            return pipe
+
+    def _prepare(self, pipe, fam) -> None:
+        import torch
+
+        pipe.to(self.device)
+        pipe.set_progress_bar_config(disable=True)
+        if getattr(pipe, "safety_checker", None) is not None:
+            pipe.safety_checker = None
+        if fam.vae_needs_fp32 and self.dtype != torch.float32:
+            # the SDXL VAE overflows in fp16: keep it fp32 and hand it fp32 latents
+            pipe.vae.to(dtype=torch.float32)
+            first = pipe.vae.post_quant_conv if getattr(pipe.vae, "post_quant_conv", None) is not None \
+                else pipe.vae.decoder
+            first.register_forward_pre_hook(
+                lambda _m, args: tuple(a.float() if torch.is_tensor(a) else a for a in args))
+
+    def unload(self) -> None:
+        """Drop the loaded pipeline (and its LoRAs) and give the memory back."""
+        with self.lock:
+            had = self.pipe is not None
+            self.pipe = self.family = self.model_key = None
+            self.model = ""
+            self._adapters.clear()
+            if had:
+                gc.collect()
+                try:
+                    import torch
+
+                    if torch.cuda.is_available():
+                        torch.cuda.empty_cache()
+                except Exception:
+                    pass
+
+    # ------------------------------------------------------------------ LoRAs
+    def loaded_adapters(self) -> dict[str, str]:
+        """{LoRA path: adapter name} of the files loaded on the current pipeline."""
+        return {path: name for path, (name, _stamp) in self._adapters.items()}
+
+    def _adapter_for(self, path: str, progress: Progress | None = None) -> str:
+        p = Path(path).expanduser()
+        try:
+            st = p.stat()
+        except OSError:
+            raise GenerateError(f"LoRA file not found: {p}") from None
+        key, stamp = str(p.resolve()), (st.st_mtime, st.st_size)
+        known = self._adapters.get(key)
+        if known and known[1] == stamp:
+            return known[0]
+        if known:  # the file was rewritten (a new training with the same name): load it again
+            self._delete_adapter(known[0])
+            del self._adapters[key]
+        info = read_lora_info(p)
+        if info is None:
+            raise GenerateError(f"{p.name} is not a LoRA file (no LoRA weights in it, or it is damaged).")
+        warn = family_warning(info, self.family.name)
+        if warn:
+            raise GenerateError(warn)
+        self._counter += 1
+        name = f"lw{self._counter}_" + re.sub(r"[^0-9A-Za-z_]", "_", p.stem)[:48]
+        if progress:
+            progress(0.0, f"Loading LoRA {p.name}")
+        with _LogCatcher() as logs:
+            try:
+                self.pipe.load_lora_weights(str(p), adapter_name=name)
+            except Exception as e:
+                self._delete_adapter(name)
+                first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+                raise GenerateError(f"Could not load the LoRA {p.name} onto {self.family.title}: "
+                                    f"{type(e).__name__}: {first}") from e
+        problems = [m for m in logs.messages
+                    if any(w in m.lower() for w in ("unexpected", "missing", "not loaded", "were not used"))]
+        self.warnings += [f"{p.name}: {m.splitlines()[0][:300]}" for m in problems]
+        self._adapters[key] = (name, stamp)
+        return name
+
+    def _delete_adapter(self, name: str) -> None:
+        with warnings.catch_warnings():  # peft notes which adapter becomes active instead: set_adapters decides
+            warnings.simplefilter("ignore")
+            try:
+                self.pipe.delete_adapters(name)
+            except Exception:
+                pass
+
+    def apply_loras(self, loras: Sequence[tuple[str, float]],
+                    progress: Progress | None = None) -> list[tuple[str, float]]:
+        """Make exactly these (path, strength) LoRAs active; strength 0 leaves a LoRA off. Returns the active ones."""
+        active = [(path, float(s)) for path, s in loras if path and float(s) != 0.0]
+        names = [self._adapter_for(path, progress) for path, _ in active]
+        if not names:
+            if self._adapters:
+                self.pipe.disable_lora()
+        else:
+            self.pipe.enable_lora()
+            self.pipe.set_adapters(names, adapter_weights=[s for _, s in active])
+        return active
+
+    # ------------------------------------------------------------------ generation
+    def _prepare_call(self, prompt, loras, model, vae, progress):
+        self.warnings = []
+        model = model if model is not None else self.default_model
+        vae = vae if vae is not None else self.default_vae
+        clean, tags = parse_lora_tags(prompt)  # tag mistakes first: no need to wait for the model to load
+        merged = merge_loras(loras or [], tags, self.lora_dirs)
+        if model or self.pipe is None:
+            self.load(model or "", vae or "", progress)
+        return clean, merged
+
+    def _render(self, prompt, negative, seed, steps, guidance, width, height, clip_skip, on_step=None):
+        import torch
+
+        kwargs = dict(self.family.pipeline_kwargs(int(clip_skip)))
+        if on_step is not None:
+            def callback(_pipe, i, _t, cb_kwargs):
+                on_step(i + 1)
+                return cb_kwargs
+            kwargs["callback_on_step_end"] = callback
+        gen = torch.Generator(device="cpu").manual_seed(int(seed))
+        out = self.pipe(prompt=prompt, negative_prompt=negative or None, width=width, height=height,
+                        num_inference_steps=int(steps), guidance_scale=float(guidance), generator=gen,
+                        output_type="pil", **kwargs)
+        return out.images[0]
+
+    def _set_sampler(self, sampler: str) -> None:
+        if sampler not in SAMPLERS:
+            raise GenerateError(f"Unknown sampler '{sampler}'. Choose one of: {', '.join(SAMPLERS)}.")
+        self.pipe.scheduler = make_scheduler(sampler, self._scheduler_config)
+
+    @staticmethod
+    def _size(width, height) -> tuple[int, int]:
+        w, h = int(width) // 8 * 8, int(height) // 8 * 8
+        if w < 8 or h < 8:
+            raise GenerateError(f"Image size {width}x{height} is too small (at least 8x8; 512x512 for SD 1.5, "
+                                "1024x1024 for SDXL).")
+        return w, h
+
+    def _next_path(self, seed: int, prefix: str = "") -> Path:
+        folder = self.outputs_dir / dt.date.today().isoformat()
+        folder.mkdir(parents=True, exist_ok=True)
+        nums = [int(m.group(1)) for e in os.scandir(folder) if (m := re.match(r"^(\d{5})-", e.name))]
+        n = max(nums, default=0) + 1
+        return folder / f"{n:05d}-{prefix}{seed}.png"
+
+    def generate(self, prompt: str, negative: str = "", loras: Sequence[tuple[str, float]] = (), seed: int = -1,
+                 steps: int = 20, guidance: float = 7.0, width: int = 512, height: int = 512,
+                 sampler: str = "euler_a", batch_count: int = 1, clip_skip: int = 1, *,
+                 model: str | None = None, vae: str | None = None, save: bool = True,
+                 progress: Progress | None = None) -> list[Result]:
+        """Generate ``batch_count`` images (seeds seed, seed+1, ...; -1 = random) with these LoRAs.
+
+        Returns one :class:`Result` per image: unpacks as ``(PIL image, parameters text)``, ``.path`` is the PNG.
+        """
+        w, h = self._size(width, height)
+        batch_count = max(1, int(batch_count))
+        steps = max(1, int(steps))
+        with self.lock:
+            clean, merged = self._prepare_call(prompt, loras, model, vae, progress)
+            active = self.apply_loras(merged, progress)
+            self._set_sampler(sampler)
+            seed = int(seed)
+            seed = random_seed() if seed < 0 else seed
+            results: list[Result] = []
+            for b in range(batch_count):
+                s = (seed + b) % (MAX_SEED + 1)
+                label = f"Image {b + 1}/{batch_count}" if batch_count > 1 else "Generating"
+
+                def on_step(i, b=b, label=label):
+                    if progress:
+                        progress((b + i / steps) / batch_count, f"{label}: step {i}/{steps}")
+
+                if progress:
+                    progress(b / batch_count, f"{label}: step 0/{steps}")
+                image = self._render(clean, negative, s, steps, guidance, w, h, clip_skip, on_step)
+                params = a1111_parameters(clean, negative, steps, sampler, float(guidance), s, w, h,
+                                          model=self.model, loras=active)
+                if self.family.pipeline_kwargs(int(clip_skip)):  # SDXL always uses the penultimate layer
+                    params += f", Clip skip: {int(clip_skip)}"
+                path = str(save_png(image, self._next_path(s), params)) if save else None
+                results.append(Result(image, params, path, s))
+            return results
+
+    def compare_grid(self, prompt: str, negative: str = "", lora_files: Sequence[str] = (),
+                     strengths: Sequence[float] = (0.0, 0.5, 0.8, 1.0), seed: int = -1, steps: int = 20,
+                     guidance: float = 7.0, width: int = 512, height: int = 512, sampler: str = "euler_a",
+                     clip_skip: int = 1, *, model: str | None = None, vae: str | None = None, save: bool = True,
+                     progress: Progress | None = None) -> GridResult:
+        """One image per (LoRA file, strength), all with the same seed: rows = files, columns = strengths.
+
+        Strength 0 is the base model without that LoRA. ``<lora:..>`` tags in the prompt apply to every cell.
+        """
+        files = [str(f) for f in lora_files if f]
+        strengths = [float(s) for s in strengths]
+        if not files:
+            raise GenerateError("Choose at least one LoRA file to compare (for example each saved epoch).")
+        if not strengths:
+            raise GenerateError("Give at least one strength, for example: 0, 0.5, 0.8, 1.0")
+        w, h = self._size(width, height)
+        steps = max(1, int(steps))
+        with self.lock:
+            clean, extra = self._prepare_call(prompt, [], model, vae, progress)
+            for f in files:
+                if not Path(f).expanduser().is_file():
+                    raise GenerateError(f"LoRA file not found: {f}. Refresh the list, or check the path.")
+            self._set_sampler(sampler)
+            seed = int(seed)
+            seed = random_seed() if seed < 0 else seed
+            total = len(files) * len(strengths)
+            done = 0
+            cache: dict[tuple, Any] = {}
+            cells: list[list[Any]] = []
+            for r, f in enumerate(files):
+                row = []
+                key_f = str(Path(f).expanduser().resolve())
+                for c, s in enumerate(strengths):
+                    combo = [(p, v) for p, v in extra if str(Path(p).resolve()) != key_f] + [(f, s)]
+                    key = tuple(sorted((str(Path(p).resolve()), v) for p, v in combo if v != 0))
+                    if key not in cache:  # strength 0 is the same image in every row: render it once
+                        label = f"{Path(f).stem} at {s:g} ({done + 1}/{total})"
+
+                        def on_step(i, label=label, done=done):
+                            if progress:
+                                progress((done + i / steps) / total, f"{label}: step {i}/{steps}")
+
+                        self.apply_loras(combo, progress)
+                        cache[key] = self._render(clean, negative, seed, steps, guidance, w, h, clip_skip, on_step)
+                    row.append(cache[key])
+                    done += 1
+                cells.append(row)
+            row_labels = []
+            for f in files:
+                info = read_lora_info(f)
+                sub = " · ".join(([f"epoch {info.epoch}"] if info.epoch is not None else [])
+                                 + ([f"step {info.steps}"] if info.steps is not None else [])) if info else ""
+                row_labels.append((Path(f).stem, sub))
+            col_labels = ["no LoRA" if s == 0 else f"strength {s:g}" for s in strengths]
+            grid = draw_grid(cells, row_labels, col_labels)
+            params = a1111_parameters(clean, negative, steps, sampler, float(guidance), seed, w, h,
+                                      model=self.model, loras=[(p, v) for p, v in extra if v])
+            if self.family.pipeline_kwargs(int(clip_skip)):
+                params += f", Clip skip: {int(clip_skip)}"
+            params += ("\nGrid: rows = " + ", ".join(Path(f).stem for f in files)
+                       + "; columns = LoRA strength " + ", ".join(f"{s:g}" for s in strengths))
+            path = str(save_png(grid, self._next_path(seed, "grid-"), params)) if save else None
+            return GridResult(grid, cells, path, params)
+
+
+# --------------------------------------------------------------------------- grid drawing
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: fixed-size bitmap font
+        return ImageFont.load_default()
+
+
+def _wrap(draw, text: str, font, width: int) -> list[str]:
+    """Break text into lines no wider than width (at spaces, '-' and '_' when possible, else anywhere)."""
+    lines: list[str] = []
+    current = ""
+    for ch in text:
+        trial = current + ch
+        if current and draw.textlength(trial, font=font) > width:
+            cut = max(current.rfind(" "), current.rfind("-"), current.rfind("_"))
+            if cut > 0:
+                lines.append(current[:cut + 1].rstrip())
+                current = current[cut + 1:].lstrip() + ch
+            else:
+                lines.append(current)
+                current = ch
+        else:
+            current = trial
+    if current:
+        lines.append(current)
+    return lines
+
+
+def draw_grid(cells: list[list[Any]], row_labels: Sequence[tuple[str, str] | str], col_labels: Sequence[str]):
+    """Lay the cell images out in a grid with column labels on top and row labels on the left."""
+    from PIL import Image, ImageDraw
+
+    rows, cols = len(cells), max(len(r) for r in cells)
+    cw = max(im.width for r in cells for im in r)
+    ch = max(im.height for r in cells for im in r)
+    size = max(12, min(44, min(cw, ch) // 14))  # readable when the grid is shown scaled down
+    font = _font(size)
+    small = _font(max(10, size - 2))
+    pad = max(4, size // 2)
+    line_h = size + 4
+    scratch = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+
+    label_w = min(max(cw, 160), 12 * size)
+    row_lines = []
+    for lab in row_labels:
+        name, sub = (lab, "") if isinstance(lab, str) else lab
+        lines = [(t, font) for t in _wrap(scratch, name, font, label_w - 2 * pad)]
+        if sub:
+            lines.append((sub, small))
+        row_lines.append(lines)
+    need_w = max((scratch.textlength(t, font=f) for ls in row_lines for t, f in ls), default=0)
+    label_w = int(min(label_w, need_w + 2 * pad))
+    col_lines = [_wrap(scratch, t, font, cw - 2 * pad) for t in col_labels]
+    head_h = max(len(ls) for ls in col_lines) * line_h + 2 * pad
+
+    grid = Image.new("RGB", (label_w + cols * cw, head_h + rows * ch), "white")
+    draw = ImageDraw.Draw(grid)
+    for c, lines in enumerate(col_lines):
+        y = pad
+        for t in lines:
+            x = label_w + c * cw + (cw - draw.textlength(t, font=font)) / 2
+            draw.text((x, y), t, fill="black", font=font)
+            y += line_h
+    for r, lines in enumerate(row_lines):
+        y = head_h + r * ch + (ch - len(lines) * line_h) / 2
+        for t, f in lines:
+            draw.text((pad, y), t, fill="black", font=f)
+            y += line_h
+        for c, im in enumerate(cells[r]):
+            grid.paste(im.convert("RGB"), (label_w + c * cw, head_h + r * ch))
+    return grid
