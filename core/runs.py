@@ -111,6 +111,16 @@ class EventLog:
         self.losses: dict[int, tuple[float, float]] = {}
         self.sample_events: list[dict[str, Any]] = []
         self.lora_paths: list[str] = []
+        self.last_time: float | None = None
+        self.attempt_time: float | None = None  # time of the current attempt's first event
+        self.prior_active = 0.0  # seconds the earlier attempts ran
+
+    @property
+    def active_seconds(self) -> float | None:
+        """Seconds the trainer ran, over all attempts (pauses between stop and resume not counted)."""
+        if self.attempt_time is None or self.last_time is None:
+            return None
+        return self.prior_active + max(0.0, self.last_time - self.attempt_time)
 
     def update(self) -> list[dict[str, Any]]:
         try:
@@ -127,8 +137,17 @@ class EventLog:
     def apply(self, ev: dict[str, Any]) -> None:
         kind = ev.get("type")
         self.count += 1
-        if self.first_time is None and isinstance(ev.get("time"), (int, float)):
-            self.first_time = ev["time"]
+        t = _as_float(ev.get("time"))
+        if t is not None:
+            if self.first_time is None:
+                self.first_time = t
+            new_process = kind == "start" and (self.end is not None or self.last_start is None
+                                               or ev.get("pid") != self.last_start.get("pid"))
+            if self.attempt_time is None or new_process:
+                if self.attempt_time is not None and self.last_time is not None:
+                    self.prior_active += max(0.0, self.last_time - self.attempt_time)
+                self.attempt_time = t
+            self.last_time = t
         if kind == "start":
             if self.last_start is None or self.end is not None:
                 self.end, self.errors = None, []  # a new attempt
@@ -213,8 +232,9 @@ class RunInfo:
     exit_code: int | None = None
     lora_path: str | None = None
     samples: list[tuple[str, str]] = field(default_factory=list)  # (path, "step 120"), oldest first
-    started_at: float | None = None
+    started_at: float | None = None  # the run's first start (a resumed run keeps it)
     ended_at: float | None = None
+    active_s: float | None = None  # seconds of training over all attempts, so far
     pid: int | None = None
     plan_text: str = ""
     stage: str = ""  # what a running trainer is doing before its first step, in words
@@ -337,8 +357,9 @@ def read_run(run_dir: str | os.PathLike) -> RunInfo:
     start_ev = log.last_start or {}
     start_time = _as_float(start_ev.get("time"))
     launch_time = _as_float(launch.get("started_at"))
-    # a launch newer than the last start event: the trainer is still loading (or died loading)
-    launch_pending = launch_time is not None and (start_time is None or launch_time > start_time + 0.002)
+    launch_pending = _launch_pending(log, launch)
+    if not launch_pending and launch.get("pending_requests"):
+        _deliver_pending_requests(run_dir, launch)
     if launch_pending:
         pid, since = _as_int(launch.get("pid")), launch_time
     else:
@@ -363,7 +384,10 @@ def read_run(run_dir: str | os.PathLike) -> RunInfo:
     info.lr = _as_float(last.get("lr"))
     info.losses = [(s, l, a) for s, (l, a) in sorted(log.losses.items())]
     info.warnings = list(log.warnings)
-    info.started_at = _as_float(doc.get("started_at")) or log.first_time or launch_time
+    info.started_at = log.first_time or _as_float(doc.get("started_at")) or launch_time
+    info.active_s = log.active_seconds
+    if status == "running" and info.active_s is not None and log.last_time is not None:
+        info.active_s += max(0.0, time.time() - log.last_time)
     info.resumable = has_state(run_dir)
 
     if status == "running":
@@ -460,13 +484,41 @@ def run_dir_of(config: TrainConfig) -> Path:
 
 
 def request(run_dir: str | os.PathLike, kind: str) -> Path:
-    """Ask the running trainer to stop (saving a resumable state), make samples, or save a LoRA now."""
+    """Ask the running trainer to stop (saving a resumable state), make samples, or save a LoRA now.
+
+    A trainer that is still loading clears control/ when it takes the run folder, so a request made
+    before its start event is also kept in launch.json and made again by :func:`read_run` once the
+    start event is there.
+    """
     if kind not in CONTROL_REQUESTS:
         raise ValueError(f"unknown request {kind!r}: use one of {', '.join(CONTROL_REQUESTS)}")
-    path = Path(run_dir) / "control" / kind
+    run_dir = Path(run_dir)
+    path = run_dir / "control" / kind
     path.parent.mkdir(parents=True, exist_ok=True)
     path.touch()
+    launch = _read_json(run_dir / LAUNCH_FILE)
+    log = _LOGS.get(_key(run_dir)) or EventLog(run_dir / "events.jsonl")
+    log.update()
+    if launch and _launch_pending(log, launch):
+        launch["pending_requests"] = sorted(set(launch.get("pending_requests") or []) | {kind})
+        atomic_write_text(run_dir / LAUNCH_FILE, json.dumps(launch, indent=1))
     return path
+
+
+def _launch_pending(log: EventLog, launch: dict[str, Any]) -> bool:
+    """A launch newer than the last start event: that trainer is still loading (or died loading)."""
+    launch_time = _as_float(launch.get("started_at"))
+    start_time = _as_float((log.last_start or {}).get("time"))
+    return launch_time is not None and (start_time is None or launch_time > start_time + 0.002)
+
+
+def _deliver_pending_requests(run_dir: Path, launch: dict[str, Any]) -> None:
+    for kind in launch.get("pending_requests") or []:
+        if kind in CONTROL_REQUESTS:
+            (run_dir / "control").mkdir(parents=True, exist_ok=True)
+            (run_dir / "control" / kind).touch()
+    launch = {k: v for k, v in launch.items() if k != "pending_requests"}
+    atomic_write_text(run_dir / LAUNCH_FILE, json.dumps(launch, indent=1))
 
 
 def trainer_command() -> list[str]:

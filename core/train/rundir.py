@@ -62,9 +62,15 @@ class RunDir:
             return True
         return False
 
-    def clear_requests(self) -> None:
+    def clear_requests(self, older_than: float) -> None:
+        """Drop requests left over from an earlier process; keep those made since `older_than` (this launch)."""
         for name in CONTROL_REQUESTS:
-            (self.control / name).unlink(missing_ok=True)
+            f = self.control / name
+            try:
+                if f.stat().st_mtime < older_than:
+                    f.unlink()
+            except FileNotFoundError:
+                pass
 
     # ------------------------------------------------------------- names
     def lora_path(self, suffix: str = "") -> Path:

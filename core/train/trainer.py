@@ -39,6 +39,16 @@ def _move(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> 
         module.to(device, dtype)
 
 
+def _process_start_time() -> float:
+    """When this process started (a Stop pressed while the model was still loading must not be lost)."""
+    try:
+        import psutil
+
+        return psutil.Process().create_time()
+    except Exception:
+        return time.time()
+
+
 def quiet_libraries() -> None:
     """Keep the log readable: no per-file progress bars and no optional-kernel notices from libraries."""
     import logging
@@ -148,7 +158,7 @@ class Trainer:
                 f.unlink(missing_ok=True)
         run.create()
         self.owns_run = True
-        run.clear_requests()
+        run.clear_requests(older_than=_process_start_time())
         save_config(self.cfg, run.config_file)
         run.set_status(status="running", step=0, total_steps=None)
         run.event("start", pid=__import__("os").getpid(), resumed=self.resume, step=0)

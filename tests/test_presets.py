@@ -1,0 +1,83 @@
+"""Shipped presets validate and hold sane values; user presets save, list and load back."""
+from __future__ import annotations
+
+import pytest
+
+from core import presets
+from core.config_io import ConfigError
+from core.schema import TrainConfig
+
+REQUIRED = ["SD1.5 character", "SD1.5 style", "SDXL character", "SDXL style", "Demo (CPU)"]
+
+
+def shipped() -> list[presets.Preset]:
+    return [p for p in presets.list_presets(user_dir=presets.PRESETS_DIR / "no-user-dir") if not p.user]
+
+
+def test_every_shipped_preset_validates_and_has_a_description():
+    files = sorted(presets.PRESETS_DIR.glob("*.toml"))
+    assert len(files) >= 5
+    for f in files:
+        pr = presets.read_preset(f)  # raises ConfigError on any bad key or value
+        assert pr.description and pr.values
+        cfg = presets.apply_preset(pr)
+        assert isinstance(cfg, TrainConfig)
+        for k, v in pr.values.items():
+            assert getattr(cfg, k) == v, (f.name, k)  # no value dropped or changed on the way
+
+
+def test_required_presets_in_order_with_unique_names():
+    names = [p.name for p in shipped()]
+    assert names[: len(REQUIRED)] == REQUIRED
+    assert len(set(names)) == len(names)
+
+
+def test_preset_values_are_the_well_known_ones():
+    by = {p.name: presets.apply_preset(p) for p in shipped()}
+    c = by["SD1.5 character"]
+    assert 16 <= c.network_dim <= 32 and c.network_alpha == c.network_dim / 2
+    assert c.learning_rate == 1e-4 and c.max_train_epochs == 10 and c.train_batch_size == 2 and c.resolution == "512"
+    for name in ("SDXL character", "SDXL style"):
+        x = by[name]
+        assert x.resolution == "1024" and x.gradient_checkpointing and x.network_train_unet_only and x.cache_latents
+        assert x.optimizer_type == "AdamW8bit" and x.learning_rate == 1e-4
+        assert x.network_alpha == x.network_dim / 2
+    d = by["Demo (CPU)"]
+    assert (d.resolution, d.network_dim, d.conv_dim, d.lora_ff, d.lora_proj) == ("64", 8, 8, True, True)
+    assert d.mixed_precision == "no" and d.optimizer_type == "AdamW" and d.learning_rate == 1e-3
+    assert d.max_train_epochs <= 5 and d.sample_every_n_epochs == 1 and d.sample_prompts
+    for name, cfg in by.items():  # peers' complaint: learning rates 10x too high
+        if cfg.optimizer_type in ("AdamW", "AdamW8bit") and name != "Demo (CPU)":
+            assert cfg.learning_rate <= 2e-4, name
+
+
+def test_preset_changes_only_its_own_keys():
+    base = TrainConfig(train_data_dir="/data/x", output_name="mine", network_dim=64, seed=7)
+    cfg = presets.apply_preset(presets.find_preset("SD1.5 character"), base)
+    assert (cfg.train_data_dir, cfg.output_name, cfg.seed) == ("/data/x", "mine", 7)
+    assert cfg.network_dim == 32
+
+
+def test_user_preset_round_trip(tmp_path):
+    cfg = TrainConfig(network_dim=48, network_alpha=24, learning_rate=3e-4, sample_prompts=["zqx cat"])
+    path = presets.save_user_preset("My cats / v2", cfg, user_dir=tmp_path)
+    assert path.parent == tmp_path and path.name == "My_cats_v2.toml"
+    listed = presets.list_presets(user_dir=tmp_path)
+    mine = [p for p in listed if p.user]
+    assert [p.label for p in mine] == ["My cats / v2 (mine)"]
+    assert mine[0].values == {"network_dim": 48, "network_alpha": 24.0, "learning_rate": 3e-4,
+                              "sample_prompts": ["zqx cat"]}
+    assert presets.apply_preset(presets.find_preset("My cats / v2 (mine)", listed)) == cfg
+    with pytest.raises(ConfigError):
+        presets.save_user_preset("  ", cfg, user_dir=tmp_path)
+
+
+def test_bad_preset_is_reported_with_file_and_key(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[preset]\nname = "Bad"\n[network]\nnetwork_dimm = 8\nlearning_rate = -1\n')
+    with pytest.raises(ConfigError) as e:
+        presets.read_preset(bad)
+    text = "\n".join(e.value.lines)
+    assert "bad.toml: unknown key 'network_dimm' (did you mean 'network_dim'?)" in text
+    # a broken user preset does not break the list
+    assert all(p.name != "Bad" for p in presets.list_presets(user_dir=tmp_path))

@@ -1,0 +1,81 @@
+"""The whole page: header and tabs (Training, Generate when ui.generate_tab is installed, Settings)."""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+
+import gradio as gr
+
+from . import settings_tab, training_tab
+from .context import AppContext
+from .settings import Settings
+
+CSS = """
+.lw-header h1 { margin: 0; font-size: 1.5rem; }
+.lw-header p { margin: 0.2rem 0 0; opacity: 0.8; }
+.lw-group-title p { margin: 0.1rem 0 0.2rem 0.4rem; font-size: 0.95rem; }
+.lw-small, .lw-small p { font-size: 0.85rem; opacity: 0.8; }
+.lw-panel { border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 12px 14px;
+            background: var(--background-fill-secondary); }
+.lw-empty { opacity: 0.85; }
+.lw-run-name { font-weight: 600; font-size: 1.05rem; margin-left: 0.4rem; }
+.lw-badge { display: inline-block; padding: 2px 10px; border-radius: 999px; font-size: 0.8rem; font-weight: 600;
+            color: #fff; background: #6b7280; }
+.lw-badge.lw-running { background: #2563eb; }
+.lw-badge.lw-completed { background: #15803d; }
+.lw-badge.lw-failed { background: #b91c1c; }
+.lw-badge.lw-stopped { background: #6b7280; }
+.lw-badge.lw-interrupted { background: #b45309; }
+.lw-bar { height: 14px; border-radius: 7px; background: var(--border-color-primary); overflow: hidden; margin: 10px 0 6px; }
+.lw-fill { height: 100%; background: #2563eb; transition: width 0.6s ease; }
+.lw-fill.lw-completed { background: #15803d; }
+.lw-fill.lw-failed { background: #b91c1c; }
+.lw-fill.lw-interrupted { background: #b45309; }
+.lw-fill.lw-stopped { background: #6b7280; }
+.lw-steps { font-variant-numeric: tabular-nums; }
+.lw-ok { color: #15803d; font-weight: 600; margin-top: 6px; }
+.lw-warn { color: #b45309; margin-top: 6px; }
+.lw-err { color: #b91c1c; margin-top: 6px; }
+.lw-note { margin-top: 6px; }
+.lw-errlines { white-space: pre-wrap; font-size: 0.8rem; max-height: 16rem; overflow: auto; margin-top: 6px;
+               padding: 6px 8px; border-radius: 6px; background: var(--background-fill-primary); }
+.lw-errors { border: 1px solid #b91c1c; border-radius: 8px; padding: 8px 12px; color: #b91c1c; }
+.lw-errors ul, .lw-problems { margin: 4px 0 0 1.1rem; }
+.lw-plan { border-left: 4px solid #2563eb; padding: 6px 10px; margin: 2px 0 8px;
+           background: var(--background-fill-secondary); border-radius: 4px; }
+.lw-problems { color: #b45309; }
+"""
+
+
+def _build_generate_tab(ctx: AppContext) -> None:
+    """The Generate tab, when its module is installed (it is optional: no module, no tab)."""
+    try:
+        if importlib.util.find_spec("ui.generate_tab") is None:
+            return
+    except (ImportError, ValueError):
+        return
+    module = importlib.import_module("ui.generate_tab")
+    build = getattr(module, "build", None)
+    if build is None:
+        return
+    offered = {"ctx": ctx, "context": ctx, "settings": ctx.settings, "blocks": ctx.blocks}
+    params = inspect.signature(build).parameters
+    kwargs = {k: v for k, v in offered.items() if k in params}
+    with gr.Tab("Generate", id="generate"):
+        build(**kwargs)
+
+
+def build_app(settings: Settings) -> tuple[gr.Blocks, AppContext]:
+    ctx = AppContext(settings=settings)
+    with gr.Blocks(title="LoRA Workshop", fill_width=True) as demo:
+        ctx.blocks = demo
+        gr.HTML('<div class="lw-header"><h1>LoRA Workshop</h1>'
+                "<p>Train LoRAs for Stable Diffusion 1.5 and SDXL on your own computer.</p></div>")
+        with gr.Tabs():
+            with gr.Tab("Training", id="training"):
+                training_tab.build(ctx)
+            _build_generate_tab(ctx)
+            with gr.Tab("Settings", id="settings"):
+                settings_tab.build(ctx)
+    return demo, ctx

@@ -1,0 +1,166 @@
+"""How a run looks in the GUI: progress HTML, loss data, log text, gallery items, history rows.
+
+Plain functions of core.runs.RunInfo (no gradio), so they are cheap to call every second and easy
+to test. "Training complete" appears only for status "completed".
+"""
+from __future__ import annotations
+
+import html
+import time
+from pathlib import Path
+
+from core.runs import CONSOLE_LOG, RunInfo, StepsPlan, tail_text
+
+STATUS_WORDS = {
+    "running": "Training",
+    "completed": "Completed",
+    "failed": "Failed",
+    "stopped": "Stopped",
+    "interrupted": "Interrupted",
+}
+
+
+def esc(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None or seconds < 0:
+        return "?"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    m, s = divmod(s, 60)
+    if m < 60:
+        return f"{m} min {s:02d} s"
+    h, m = divmod(m, 60)
+    return f"{h} h {m:02d} min"
+
+
+def when(t: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(t)) if t else ""
+
+
+def badge(status: str) -> str:
+    return f'<span class="lw-badge lw-{esc(status)}">{esc(STATUS_WORDS.get(status, status))}</span>'
+
+
+def progress_html(info: RunInfo | None) -> str:
+    """The status panel: badge, progress bar with step/total, speed and ETA, and what happened."""
+    if info is None:
+        return ('<div class="lw-panel lw-empty">No run selected. Choose a preset, fill in the base model and the '
+                'training images folder, then press <b>Start training</b>.</div>')
+    total = info.total_steps
+    pct = 100.0 * info.fraction
+    steps = f"step {info.step} / {total}" if total else f"step {info.step}"
+    parts = [steps]
+    if info.epoch and info.epochs:
+        parts.append(f"epoch {info.epoch} / {info.epochs}")
+    if info.status == "running":
+        if info.it_per_s:
+            parts.append(f"{info.it_per_s:.2f} it/s" if info.it_per_s >= 1 else f"{1 / info.it_per_s:.1f} s/it")
+        if info.eta_s is not None:
+            parts.append(f"ETA {duration(info.eta_s)}")
+    head = f'{badge(info.status)} <span class="lw-run-name">{esc(info.name)}</span>'
+    bar = (f'<div class="lw-bar" role="progressbar" aria-valuenow="{pct:.0f}" aria-valuemin="0" aria-valuemax="100">'
+           f'<div class="lw-fill lw-{esc(info.status)}" style="width:{pct:.1f}%"></div></div>')
+    line = f'<div class="lw-steps">{esc(" · ".join(parts))}{f" ({pct:.0f}%)" if total else ""}</div>'
+    body = []
+    if info.status == "running" and info.stage:
+        body.append(f'<div class="lw-note">{esc(info.stage[0].upper() + info.stage[1:])}…</div>')
+    if info.status == "completed":
+        body.append(f'<div class="lw-ok">Training complete. LoRA: <code>{esc(info.lora_path or "?")}</code></div>')
+    elif info.status == "stopped":
+        body.append(f'<div class="lw-note">Stopped at step {info.step} on request. '
+                    + ("Resume continues from the saved state." if info.resumable else "No saved state to resume from.")
+                    + "</div>")
+        if info.lora_path:
+            body.append(f'<div class="lw-note">Last LoRA saved: <code>{esc(info.lora_path)}</code></div>')
+    elif info.status == "interrupted":
+        body.append(f'<div class="lw-warn">{esc(info.message)}</div>')
+    elif info.status == "failed":
+        code = f" (exit code {info.exit_code})" if info.exit_code is not None else ""
+        body.append(f'<div class="lw-err"><b>Training failed{esc(code)}.</b> '
+                    + (esc(info.message) if info.message and info.message not in info.error_lines else "") + "</div>")
+        if info.error_lines:
+            body.append('<pre class="lw-errlines">' + esc("\n".join(info.error_lines[-15:])) + "</pre>")
+    if info.warnings and info.status in ("running", "completed", "stopped"):
+        body.append('<details class="lw-warnings"><summary>' + f"{len(info.warnings)} warning(s)</summary><ul>"
+                    + "".join(f"<li>{esc(w)}</li>" for w in info.warnings[-5:]) + "</ul></details>")
+    times = []
+    if info.started_at:
+        times.append(f"started {when(info.started_at)}")
+    if info.active_s is not None and info.status != "running":
+        times.append(f"trained for {duration(info.active_s)}")
+    if info.plan_text:
+        times.append(info.plan_text)
+    foot = f'<div class="lw-small">{esc(" · ".join(times))}</div>' if times else ""
+    return f'<div class="lw-panel" data-status="{esc(info.status)}">{head}{bar}{line}{"".join(body)}{foot}</div>'
+
+
+def loss_rows(info: RunInfo | None, max_points: int = 600) -> list[dict]:
+    """Rows (step, loss, series) for the loss plot: raw loss and its running average, thinned out."""
+    if info is None or not info.losses:
+        return []
+    pts = info.losses
+    if len(pts) > max_points:
+        stride = len(pts) / max_points
+        pts = [pts[int(i * stride)] for i in range(max_points)] + [pts[-1]]
+    rows = [{"step": s, "loss": l, "series": "loss"} for s, l, _ in pts]
+    rows += [{"step": s, "loss": a, "series": "average"} for s, _, a in pts]
+    return rows
+
+
+def log_text(info: RunInfo | None, lines: int = 40) -> str:
+    """The end of train.log, or of the trainer's console output when there is no log yet."""
+    if info is None:
+        return ""
+    out = tail_text(Path(info.dir) / "train.log", lines)
+    if not out:
+        out = tail_text(Path(info.dir) / CONSOLE_LOG, lines)
+    return "\n".join(out)
+
+
+def gallery_items(info: RunInfo | None, limit: int = 48) -> list[tuple[str, str]]:
+    """Sample images, newest first, captioned with their step."""
+    if info is None:
+        return []
+    return list(reversed(info.samples))[:limit]
+
+
+HISTORY_HEADERS = ["Run", "Status", "Steps", "Started", "Duration", "Folder"]
+
+
+def history_rows(runs: list[RunInfo]) -> list[list[str]]:
+    rows = []
+    for r in runs:
+        steps = f"{r.step} / {r.total_steps}" if r.total_steps else str(r.step)
+        took = duration(r.active_s) if r.active_s is not None else ""
+        rows.append([r.name, STATUS_WORDS.get(r.status, r.status), steps, when(r.started_at), took, str(r.output_dir or "")])
+    return rows
+
+
+def plan_html(plan: StepsPlan) -> str:
+    """The live step arithmetic under the dataset fields, with folder problems in words."""
+    if plan.ok:
+        main = f'<div class="lw-plan-main"><b>{plan.total_steps} steps</b>: {esc(plan.text)}</div>'
+    else:
+        main = '<div class="lw-plan-main"><b>No training steps yet.</b></div>'
+    probs = "".join(f"<li>{esc(p)}</li>" for p in plan.problems)
+    folders = ""
+    if plan.folders:
+        folders = '<div class="lw-small">' + esc(", ".join(f"{f.name}: {f.images} images x {f.repeats}"
+                                                            for f in plan.folders)) + "</div>"
+    return (f'<div class="lw-plan" id="steps-plan">{main}{folders}'
+            + (f'<ul class="lw-problems">{probs}</ul>' if probs else "") + "</div>")
+
+
+def errors_html(lines: list[str], title: str = "Fix these settings first:") -> str:
+    if not lines:
+        return ""
+    return (f'<div class="lw-errors" id="form-errors"><b>{esc(title)}</b><ul>'
+            + "".join(f"<li>{esc(ln)}</li>" for ln in lines) + "</ul></div>")
+
+
+def notice_html(text: str, kind: str = "note") -> str:
+    return f'<div class="lw-{esc(kind)}">{esc(text)}</div>' if text else ""

@@ -1,0 +1,88 @@
+"""The Settings tab: folders, the Hugging Face token (only ever shown as set / not set), and the
+system check from core.doctor when that module is installed."""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import platform
+import sys
+
+import gradio as gr
+
+from .context import AppContext
+from .run_view import esc, notice_html
+
+
+def _has_doctor() -> bool:
+    try:
+        return importlib.util.find_spec("core.doctor") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def token_line(state: str) -> str:
+    return f"Hugging Face token: **{state}**"
+
+
+def build(ctx: AppContext) -> None:
+    s = ctx.settings
+    gr.Markdown("### Folders")
+    models = gr.Textbox(s.models_dir, label="Models folder", elem_id="set-models",
+                        info="Base models (.safetensors checkpoints, diffusers folders) here are offered in the "
+                             "Training tab's Base model list.")
+    loras = gr.Textbox(s.loras_dir, label="LoRA folder", elem_id="set-loras",
+                       info="Where finished LoRAs are looked for when generating images.")
+    outputs = gr.Textbox(s.outputs_dir, label="Outputs folder", elem_id="set-outputs",
+                         info="Default output folder of new trainings (LoRA files and run folders); the run history "
+                              "lists the runs in it.")
+    gr.Markdown("### Hugging Face token")
+    gr.Markdown("Needed only for gated models on the Hugging Face hub. It is stored in settings.json, readable only "
+                "by your user, passed to the trainer, and never shown here again.", elem_classes=["lw-small"])
+    token_md = gr.Markdown(token_line(s.token_state), elem_id="token-state")
+    token = gr.Textbox("", type="password", label="New token", placeholder="hf_...  (leave empty to keep the current one)",
+                       elem_id="set-token")
+    with gr.Row():
+        save_btn = gr.Button("Save settings", variant="primary", elem_id="save-settings")
+        clear_btn = gr.Button("Remove the token", elem_id="clear-token")
+    msg = gr.HTML("")
+
+    def on_save(m: str, l: str, o: str, t: str):
+        s.models_dir, s.loras_dir, s.outputs_dir = m.strip(), l.strip(), o.strip()
+        if t and t.strip():
+            s.hf_token = t.strip()
+        try:
+            s.save()
+        except OSError as e:
+            return gr.skip(), "", notice_html(f"Cannot write {s.path}: {e}", "err")
+        ctx.allow(s.outputs_dir)
+        ctx.allow(s.loras_dir)
+        return token_line(s.token_state), "", notice_html(f"Saved to {s.path}.")
+
+    def on_clear():
+        s.hf_token = ""
+        try:
+            s.save()
+        except OSError as e:
+            return gr.skip(), notice_html(f"Cannot write {s.path}: {e}", "err")
+        return token_line(s.token_state), notice_html("The token was removed.")
+
+    save_btn.click(on_save, [models, loras, outputs, token], [token_md, token, msg])
+    clear_btn.click(on_clear, None, [token_md, msg])
+
+    gr.Markdown("### System")
+    gr.Markdown(f"Python {esc(platform.python_version())} · Gradio {esc(gr.__version__)} · {esc(sys.executable)}",
+                elem_classes=["lw-small"])
+    if _has_doctor():
+        doctor_btn = gr.Button("Run the system check", elem_id="doctor-btn")
+        report = gr.Textbox(label="System check", lines=16, max_lines=40, interactive=False, visible=False,
+                            buttons=["copy"], elem_id="doctor-report")
+
+        def on_doctor():
+            doctor = importlib.import_module("core.doctor")
+            try:
+                text = doctor.doctor_report_text()
+            except Exception as e:  # the check itself must never take the GUI down
+                text = f"The system check failed: {type(e).__name__}: {e}"
+            return gr.update(value=text, visible=True)
+
+        doctor_btn.click(on_doctor, None, [report])

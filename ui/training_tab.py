@@ -1,0 +1,350 @@
+"""The Training tab: the settings form, presets and config files, start/stop, the live view of a run
+(progress, loss, samples, log, refreshed every second) and the run history.
+
+Everything about training goes through core: the form is generated from core.schema, runs are
+started and read with core.runs. Reloading the page re-attaches to the run in progress.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from core import presets as presets_mod
+from core.config_io import ConfigError, flatten, load_config, read_toml, validate
+from core.runs import (RunBusyError, RunExistsError, is_run_dir, list_runs, read_run, request, run_dir_of,
+                       start_run, steps_plan, command_line)
+from core.schema import TrainConfig
+
+from . import run_view
+from .context import AppContext
+from .form import SchemaForm
+
+MODEL_EXTS = (".safetensors", ".ckpt")
+LOG_LINES = 12
+PLAN_GROUPS = ("data", "train")  # the fields of these schema groups change the step count
+REQUEST_NOTES = {
+    "stop": "Stop requested: the trainer saves a LoRA and a resumable state after the current step, then stops.",
+    "sample": "Samples requested: they appear below after the current step.",
+    "save": "Save requested: a LoRA file is written after the current step.",
+}
+
+
+def model_choices(models_dir: str) -> list[str]:
+    """Single-file checkpoints and diffusers folders in the models folder (one level of sub-folders)."""
+    root = Path(models_dir).expanduser()
+    if not root.is_dir():
+        return []
+    found: list[str] = []
+    for p in sorted(root.iterdir()):
+        if p.is_file() and p.suffix.lower() in MODEL_EXTS:
+            found.append(str(p))
+        elif p.is_dir():
+            if (p / "model_index.json").is_file():
+                found.append(str(p))
+            else:
+                found += [str(q) for q in sorted(p.iterdir()) if q.is_file() and q.suffix.lower() in MODEL_EXTS]
+    return found
+
+
+def preset_labels() -> list[str]:
+    return [p.label for p in presets_mod.list_presets()]
+
+
+def build(ctx: AppContext) -> None:
+    """Build the tab inside the current Blocks context."""
+    form = SchemaForm()
+    initial = TrainConfig(output_dir=ctx.settings.outputs_dir)
+
+    def model_picker(meta: dict[str, Any], value: Any) -> gr.components.Component:
+        return gr.Dropdown(choices=model_choices(ctx.settings.models_dir), value=value or None,
+                           allow_custom_value=True, label="Base model",
+                           info=f"{meta['help']} Models in your models folder are listed; you can also type a path "
+                                f"or a repo id. `{meta['name']}`", elem_id=f"field-{meta['name']}")
+
+    plan_box: list[gr.HTML] = []
+
+    def add_plan_box() -> None:
+        plan_box.append(gr.HTML(run_view.plan_html(steps_plan(initial.train_data_dir, initial)), elem_id="plan-box"))
+
+    with gr.Row(equal_height=False):
+        # ------------------------------------------------------------------ settings column
+        with gr.Column(scale=3, min_width=420):
+            with gr.Row(equal_height=True):
+                preset_dd = gr.Dropdown(choices=preset_labels(), value=None, label="Preset", scale=2, interactive=True,
+                                        info="Fills in proven values for a kind of LoRA. Your folders and names stay.",
+                                        elem_id="preset")
+                preset_desc = gr.Markdown("", elem_id="preset-desc")
+            with gr.Accordion("Save as preset · load or save a config file", open=False, elem_id="files-accordion"):
+                with gr.Row(equal_height=True):
+                    preset_name = gr.Textbox(label="Save these settings as a preset", placeholder="My character preset",
+                                             scale=3, elem_id="preset-name")
+                    save_preset_btn = gr.Button("Save preset", scale=1, elem_id="save-preset")
+                with gr.Row():
+                    load_btn = gr.UploadButton("Load config (.toml, kohya .json)", file_types=[".toml", ".json"],
+                                               size="md", elem_id="load-config")
+                    export_btn = gr.Button("Save config as TOML", size="md", elem_id="export-config")
+                export_file = gr.File(label="Config file", visible=False, interactive=False, elem_id="export-file")
+                files_msg = gr.HTML("", elem_id="files-msg")
+            form.build(initial, custom={"pretrained_model_name_or_path": model_picker},
+                       after_basic_group={"data": add_plan_box})
+        # ------------------------------------------------------------------ run column
+        with gr.Column(scale=2, min_width=360, elem_id="run-column"):
+            form_errors = gr.HTML("", elem_id="form-errors-box")
+            with gr.Row():
+                start_btn = gr.Button("Start training", variant="primary", elem_id="start-btn", scale=2)
+                command_btn = gr.Button("Show command", elem_id="command-btn", scale=1)
+            overwrite = gr.Checkbox(False, label="Replace an existing run with the same output name",
+                                    elem_id="overwrite")
+            command_box = gr.Code(label="Command line for this training (run it from the project folder)",
+                                  language="shell", visible=False, lines=3, wrap_lines=True, elem_id="command-box")
+            progress = gr.HTML(run_view.progress_html(None), elem_id="progress")
+            with gr.Row():
+                stop_btn = gr.Button("Stop", variant="stop", visible=False, elem_id="stop-btn")
+                sample_btn = gr.Button("Sample now", visible=False, elem_id="sample-btn")
+                save_btn = gr.Button("Save now", visible=False, elem_id="save-btn")
+                resume_btn = gr.Button("Resume", variant="primary", visible=False, elem_id="resume-btn")
+                use_cfg_btn = gr.Button("Copy its settings to the form", visible=False, elem_id="use-cfg-btn")
+            action_msg = gr.HTML("", elem_id="action-msg")
+            # starts empty (None): a LinePlot that starts with an empty DataFrame draws no lines later
+            loss_plot = gr.LinePlot(value=None, x="step", y="loss", color="series", height=220, elem_id="loss-plot",
+                                    title="Loss (light: each step, dark: running average)", x_title="step",
+                                    y_title="loss", color_map={"loss": "#93c5fd", "average": "#1d4ed8"},
+                                    color_title=" ")
+            gallery = gr.Gallery(label="Samples (newest first)", columns=4, height=300, object_fit="contain",
+                                 elem_id="samples", preview=False, fit_columns=False)
+            log_box = gr.Textbox(label=f"Log (last {LOG_LINES} lines; the whole log is train.log in the run folder)",
+                                 lines=LOG_LINES, max_lines=LOG_LINES + 2, interactive=False, elem_id="log")
+    with gr.Accordion("Run history", open=True, elem_id="history-accordion"):
+        gr.Markdown("Click a run to view it. Interrupted and stopped runs can be resumed.", elem_classes=["lw-small"])
+        history = gr.Dataframe(value=[], headers=run_view.HISTORY_HEADERS, interactive=False, elem_id="history",
+                               max_height=300, wrap=True)
+
+    viewed_run = gr.State("")
+    view_sig = gr.State({})
+    history_dirs = gr.State([])
+    timer = gr.Timer(1.0)
+    plan = plan_box[0]
+    out_dir_comp = form.components["output_dir"]
+
+    # ---------------------------------------------------------------- helpers
+    def valid_config(values) -> tuple[TrainConfig | None, str]:
+        cfg, errors = form.config(values)
+        return cfg, run_view.errors_html(errors)
+
+    # ---------------------------------------------------------------- presets
+    def on_preset(label: str):
+        if not label:
+            return [gr.skip()] * len(form.names) + [""]
+        try:
+            pr = presets_mod.find_preset(label)
+        except (KeyError, ConfigError) as e:
+            return [gr.skip()] * len(form.names) + [run_view.notice_html(str(e), "err")]
+        return form.updates(pr.values, only=set(pr.values)) + [pr.description]
+
+    def on_preset_selected(evt: gr.SelectData):
+        return on_preset(evt.value)
+
+    def on_save_preset(name: str, *values):
+        cfg, err = valid_config(values)
+        if cfg is None:
+            return gr.skip(), err
+        try:
+            presets_mod.save_user_preset(name, cfg)
+        except ConfigError as e:
+            return gr.skip(), run_view.errors_html(e.lines, "Cannot save the preset:")
+        except OSError as e:
+            return gr.skip(), run_view.notice_html(f"Cannot save the preset: {e}", "err")
+        label = next((p.label for p in presets_mod.list_presets() if p.user and p.name == name.strip()), None)
+        return gr.update(choices=preset_labels(), value=label), run_view.notice_html(f"Saved preset '{name.strip()}'.")
+
+    # ---------------------------------------------------------------- config files
+    def on_load_file(path: str):
+        skip = [gr.skip()] * len(form.names)
+        if not path:
+            return skip + [""]
+        p = Path(path)
+        report: list[str] = []
+        try:
+            if p.suffix.lower() == ".json":
+                from core.convert_config import convert
+
+                data, report = convert(p)
+            else:
+                data = flatten(read_toml(p))
+                if any(k not in TrainConfig.model_fields for k in data):
+                    from core.convert_config import convert
+
+                    data, report = convert(p)
+            cfg = validate(data)
+        except ConfigError as e:
+            return skip + [run_view.errors_html(e.lines, f"{p.name} could not be loaded:")]
+        note = run_view.notice_html(f"Loaded {p.name}.")
+        if report:
+            note += '<pre class="lw-errlines">' + run_view.esc("\n".join(report)) + "</pre>"
+        return form.updates(cfg) + [note]
+
+    def on_export(*values):
+        cfg, err = valid_config(values)
+        if cfg is None:
+            return gr.update(visible=False), err
+        from core.config_io import save_config
+
+        path = Path(tempfile.mkdtemp(prefix="lw-config-")) / f"{cfg.output_name}.toml"
+        save_config(cfg, path)
+        return gr.update(value=str(path), visible=True), ""
+
+    def on_command(*values):
+        cfg, err = valid_config(values)
+        if cfg is None:
+            return gr.update(visible=False), err
+        return gr.update(value=command_line(cfg), visible=True), ""
+
+    # ---------------------------------------------------------------- steps arithmetic
+    def on_plan(*values):
+        cfg = form.best_effort(values)
+        return run_view.plan_html(steps_plan(cfg.train_data_dir, cfg))
+
+    # ---------------------------------------------------------------- start / control
+    def on_start(replace: bool, *values):
+        cfg, err = valid_config(values)
+        if cfg is None:
+            return err, gr.skip(), ""
+        problems = []
+        if not cfg.pretrained_model_name_or_path.strip():
+            problems.append("Base model (pretrained_model_name_or_path) is empty: choose a model file, a diffusers "
+                            "folder or a Hugging Face repo id.")
+        plan_ = steps_plan(cfg.train_data_dir, cfg)
+        if not plan_.ok:
+            problems += plan_.problems or ["The training images folder holds no usable images."]
+        if problems:
+            return run_view.errors_html(problems, "Cannot start yet:"), gr.skip(), ""
+        try:
+            start_run(cfg, overwrite=bool(replace), env=ctx.settings.trainer_env())
+        except RunExistsError as e:
+            return (run_view.errors_html([str(e), "Tick 'Replace an existing run with the same output name' to "
+                                          "start it again from scratch."], "Cannot start:"), gr.skip(), "")
+        except (RunBusyError, OSError) as e:
+            return run_view.errors_html([str(e)], "Cannot start:"), gr.skip(), ""
+        ctx.remember_output_dir(cfg.output_dir)
+        return "", str(run_dir_of(cfg).resolve()), run_view.notice_html(f"Started '{cfg.output_name}'.")
+
+    def on_request(kind: str, run_dir: str):
+        if not run_dir or read_run(run_dir).status != "running":
+            return run_view.notice_html("This run is not training.", "warn")
+        request(run_dir, kind)
+        return run_view.notice_html(REQUEST_NOTES[kind])
+
+    def run_config(run_dir: str) -> TrainConfig:
+        cfg = load_config(Path(run_dir) / "config.toml")
+        cfg.output_dir = str(Path(run_dir).parent)  # the folder it really is in, whatever the cwd was
+        cfg.output_name = Path(run_dir).name
+        return cfg
+
+    def on_resume(run_dir: str):
+        if not run_dir:
+            return run_view.notice_html("Select a run first.", "warn")
+        try:
+            cfg = run_config(run_dir)
+            start_run(cfg, resume=True, env=ctx.settings.trainer_env())
+        except ConfigError as e:
+            return run_view.errors_html(e.lines, "The run's config.toml cannot be used:")
+        except (RunBusyError, RunExistsError, FileNotFoundError, OSError) as e:
+            return run_view.notice_html(str(e), "err")
+        ctx.remember_output_dir(cfg.output_dir)
+        return run_view.notice_html(f"Resuming '{cfg.output_name}' from its saved state.")
+
+    def on_use_config(run_dir: str):
+        try:
+            cfg = run_config(run_dir)
+        except ConfigError as e:
+            return [gr.skip()] * len(form.names) + [run_view.errors_html(e.lines, "The run's config.toml cannot be used:")]
+        return form.updates(cfg) + [run_view.notice_html(f"Loaded the settings of '{cfg.output_name}' into the form.")]
+
+    # ---------------------------------------------------------------- live view
+    def refresh(run_dir: str, sig: dict, out_dir: str):
+        sig = dict(sig or {})
+        info = read_run(run_dir) if run_dir and is_run_dir(Path(run_dir)) else None
+        if info is not None:
+            ctx.allow(info.dir)
+
+        def emit(key: str, value_sig: Any, make):
+            if key in sig and sig[key] == value_sig:
+                return gr.skip()
+            sig[key] = value_sig
+            return make()
+
+        status = info.status if info else None
+        html_ = run_view.progress_html(info)
+        prog = emit("progress", html_, lambda: html_)
+        last_loss = info.losses[-1] if info and info.losses else None
+        plot = emit("plot", (run_dir, len(info.losses) if info else 0, last_loss),
+                    lambda: _loss_frame(run_view.loss_rows(info)))  # None when there is no loss yet
+        log = run_view.log_text(info, LOG_LINES)
+        log_out = emit("log", log, lambda: log)
+        items = run_view.gallery_items(info)
+        gal = emit("gallery", (run_dir, tuple(p for p, _ in items)), lambda: items)
+        running = status == "running"
+        can_resume = bool(info and status in ("interrupted", "stopped") and info.resumable)
+        btns = emit("buttons", (running, can_resume, info is not None),
+                    lambda: (gr.update(visible=running), gr.update(visible=running),
+                             gr.update(visible=running), gr.update(visible=can_resume),
+                             gr.update(visible=info is not None)))
+        btns = btns if isinstance(btns, tuple) else (gr.skip(),) * 5
+
+        runs = list_runs(ctx.output_dirs(out_dir or ""))
+        hist_sig = (tuple((str(r.dir), r.status) for r in runs), int(time.time() // 2))
+        hist = emit("history", hist_sig, lambda: run_view.history_rows(runs))
+        dirs = [str(r.dir) for r in runs]
+        return (sig, prog, plot, log_out, gal, *btns, hist, dirs)
+
+    live_outputs = [view_sig, progress, loss_plot, log_box, gallery, stop_btn, sample_btn, save_btn, resume_btn,
+                    use_cfg_btn, history, history_dirs]
+    live_inputs = [viewed_run, view_sig, out_dir_comp]
+    quiet = {"show_progress": "hidden", "queue": True}
+
+    def pick_run(out_dir: str):
+        runs = list_runs(ctx.output_dirs(out_dir or ""))
+        running = [r for r in runs if r.status == "running"]
+        pick = running[0] if running else (runs[0] if runs else None)
+        if pick is not None:
+            ctx.allow(pick.dir)
+        return (str(pick.dir) if pick else ""), {}, gr.update(choices=preset_labels())
+
+    def on_select(dirs: list[str], evt: gr.SelectData):
+        row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+        if dirs and isinstance(row, int) and 0 <= row < len(dirs):
+            return dirs[row], {}, ""
+        return gr.skip(), gr.skip(), gr.skip()
+
+    # ---------------------------------------------------------------- wiring
+    timer.tick(refresh, live_inputs, live_outputs, **quiet)
+    ctx.blocks.load(pick_run, [out_dir_comp], [viewed_run, view_sig, preset_dd], **quiet).then(
+        refresh, live_inputs, live_outputs, **quiet)
+    # select, not change: choosing the preset that is already shown applies it again
+    preset_dd.select(on_preset_selected, None, form.inputs + [preset_desc]).then(on_plan, form.inputs, [plan], **quiet)
+    save_preset_btn.click(on_save_preset, [preset_name] + form.inputs, [preset_dd, files_msg])
+    load_btn.upload(on_load_file, [load_btn], form.inputs + [files_msg]).then(on_plan, form.inputs, [plan], **quiet)
+    export_btn.click(on_export, form.inputs, [export_file, files_msg])
+    command_btn.click(on_command, form.inputs, [command_box, form_errors])
+    plan_triggers = [c.change for n, c in form.components.items() if form.metas[n]["group"] in PLAN_GROUPS]
+    gr.on(plan_triggers, on_plan, form.inputs, [plan], trigger_mode="always_last", **quiet)
+    start_btn.click(on_start, [overwrite] + form.inputs, [form_errors, viewed_run, action_msg]).then(
+        lambda: {}, None, [view_sig], **quiet).then(refresh, live_inputs, live_outputs, **quiet)
+    for btn, kind in ((stop_btn, "stop"), (sample_btn, "sample"), (save_btn, "save")):
+        btn.click(lambda rd, k=kind: on_request(k, rd), [viewed_run], [action_msg])
+    resume_btn.click(on_resume, [viewed_run], [action_msg]).then(lambda: {}, None, [view_sig], **quiet).then(
+        refresh, live_inputs, live_outputs, **quiet)
+    use_cfg_btn.click(on_use_config, [viewed_run], form.inputs + [action_msg]).then(
+        on_plan, form.inputs, [plan], **quiet)
+    history.select(on_select, [history_dirs], [viewed_run, view_sig, action_msg]).then(
+        refresh, live_inputs, live_outputs, **quiet)
+
+
+def _loss_frame(rows: list[dict]):
+    import pandas as pd
+
+    return pd.DataFrame(rows) if rows else None
