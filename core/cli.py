@@ -104,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
         from . import doctor
 
         p = sub.add_parser("doctor", help="Check this installation (GPU, libraries, disk).")
-        p.set_defaults(func=lambda a: doctor.main([]))
+        p.add_argument("--offline", action="store_true", help="Skip the check that the Hugging Face hub answers.")
+        p.set_defaults(func=lambda a: doctor.main(["--offline"] if a.offline else []))
     except ImportError:
         pass
     return parser

@@ -38,3 +38,11 @@ def tiny_sdxl() -> Path:
 def tiny_dataset(tmp_path_factory) -> Path:
     """A train_data_dir holding ``10_zqx/`` with 4 captioned PNGs (64x64, 96x64, 64x96, 64x64)."""
     return make_tiny_dataset(tmp_path_factory.mktemp("tiny_dataset"))
+
+
+try:  # browser tests: the CI machine has 2 cores, so a page can take longer than playwright's 5 s default
+    from playwright.sync_api import expect as _expect
+
+    _expect.set_options(timeout=30_000)
+except ImportError:  # pragma: no cover
+    pass

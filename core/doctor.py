@@ -1,0 +1,431 @@
+"""Environment self-check: `python -m core doctor` (also `python -m core.doctor`).
+
+Every check returns a :class:`Check`; ``ok`` is True (OK), None (WARN: works, but something
+is worth knowing) or False (FAIL: training will not work until fixed). The exit code of
+:func:`main` is 1 when any check failed, else 0: a CPU-only machine passes with warnings.
+
+This module imports only the standard library at import time. torch and the ML libraries are
+imported inside the checks; gradio is never imported (core/ must not), only looked up.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.metadata
+import importlib.util
+import logging
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+MIN_FREE_GB = 20.0
+HUB_TIMEOUT_S = 3.0
+SUPPORTED_PYTHON = ((3, 10), (3, 12))
+RERUN_INSTALL = "Run the installer again: `bash install.sh` (Linux/macOS) or `install.bat` (Windows)."
+# Libraries the trainer and GUI need: (distribution name, import name).
+LIBRARIES = [
+    ("diffusers", "diffusers"),
+    ("transformers", "transformers"),
+    ("peft", "peft"),
+    ("accelerate", "accelerate"),
+    ("safetensors", "safetensors"),
+    ("gradio", "gradio"),
+]
+# Never imported by core/ (only found): the GUI's own libraries.
+FIND_ONLY = {"gradio"}
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool | None  # True: OK, None: WARN, False: FAIL
+    detail: str
+    fix: str = ""
+
+    @property
+    def status(self) -> str:
+        return "OK" if self.ok is True else ("WARN" if self.ok is None else "FAIL")
+
+    def line(self) -> str:
+        text = f"{self.status:<4}  {self.name}: {self.detail}"
+        if self.ok is not True and self.fix:
+            text += f"  -> Fix: {self.fix}"
+        return text
+
+
+def _env_true(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+# --------------------------------------------------------------------------------------------
+# individual checks
+
+
+def check_python() -> Check:
+    v = sys.version_info
+    text = f"{platform.python_version()} ({sys.executable})"
+    (lo, hi) = SUPPORTED_PYTHON
+    if (v.major, v.minor) < lo:
+        return Check("Python", False, text + " is too old",
+                     "Install Python 3.10, 3.11 or 3.12, delete the venv folder and run the installer again.")
+    if (v.major, v.minor) > hi:
+        return Check("Python", None, text + " is newer than the tested 3.10-3.12; some libraries may lack builds",
+                     "Use Python 3.11 if anything fails to install: delete the venv folder and run the installer "
+                     "with that Python.")
+    return Check("Python", True, text)
+
+
+def _nvidia_smi_gpus() -> list[str]:
+    """GPU names nvidia-smi reports (empty when there is no NVIDIA driver)."""
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return []
+    try:
+        out = subprocess.run([exe, "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=15)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    if out.returncode != 0:
+        return []
+    return [line.strip() for line in out.stdout.splitlines() if line.strip()]
+
+
+class _TorchInfo:
+    """What the torch checks share: the module (or the import error) and CUDA availability."""
+
+    def __init__(self) -> None:
+        self.torch = None
+        self.error = ""
+        self.cuda = False
+        try:
+            import torch  # noqa: PLC0415
+
+            self.torch = torch
+            self.cuda = bool(torch.cuda.is_available())
+        except Exception as e:  # a broken install raises all kinds of errors
+            self.error = f"{type(e).__name__}: {e}"
+
+
+_torch_info: _TorchInfo | None = None
+
+
+def _torch() -> _TorchInfo:
+    global _torch_info
+    if _torch_info is None:
+        _torch_info = _TorchInfo()
+    return _torch_info
+
+
+def check_torch() -> Check:
+    t = _torch()
+    if t.torch is None:
+        if importlib.util.find_spec("torch") is None:
+            return Check("PyTorch", False, "not installed", RERUN_INSTALL)
+        return Check("PyTorch", False, f"installed but cannot be imported ({t.error})", RERUN_INSTALL)
+    torch = t.torch
+    cuda_build = torch.version.cuda
+    hip_build = getattr(torch.version, "hip", None)
+    build = f"CUDA {cuda_build} build" if cuda_build else (f"ROCm {hip_build} build" if hip_build else "CPU build")
+    detail = f"{torch.__version__} ({build})"
+    try:
+        tv = importlib.metadata.version("torchvision")
+        detail += f", torchvision {tv}"
+    except importlib.metadata.PackageNotFoundError:
+        return Check("PyTorch", False, detail + "; torchvision is not installed", RERUN_INSTALL)
+    if not cuda_build and not hip_build and platform.system() != "Darwin" and _nvidia_smi_gpus():
+        return Check("PyTorch", None, detail + ", but this computer has an NVIDIA GPU that a CPU build cannot use",
+                     "Run the installer again; it picks the CUDA build that matches the driver (on Windows, "
+                     "PyPI's torch is CPU-only).")
+    return Check("PyTorch", True, detail)
+
+
+def check_cuda() -> Check:
+    t = _torch()
+    if t.torch is None:
+        return Check("CUDA", False, "unknown: torch does not import", RERUN_INSTALL)
+    torch = t.torch
+    if t.cuda:
+        n = torch.cuda.device_count()
+        return Check("CUDA", True, f"available ({n} device{'s' if n != 1 else ''})")
+    mps = getattr(getattr(torch, "backends", None), "mps", None)
+    if mps is not None and mps.is_available():
+        return Check("CUDA", None, "not available; an Apple GPU (MPS) is present",
+                     "Training on Apple GPUs is not tuned; expect it to be slow.")
+    gpus = _nvidia_smi_gpus()
+    if gpus and torch.version.cuda:
+        return Check("CUDA", None, f"not available although nvidia-smi lists {', '.join(gpus)}",
+                     "Update the NVIDIA driver (it must support the CUDA version of this torch build) and reboot, "
+                     "or run the installer again to pick a build for the current driver.")
+    return Check("CUDA", None, "not available: training runs on the CPU (works, but very slowly)",
+                 "For real trainings use a computer with an NVIDIA GPU (8 GB+ for SD1.5, 10-12 GB for SDXL).")
+
+
+def check_gpu() -> Check:
+    t = _torch()
+    if not t.cuda:
+        return Check("GPU", None, "no CUDA GPU", "Training on the CPU is only practical for tiny tests.")
+    torch = t.torch
+    parts = []
+    min_gb = None
+    for i in range(torch.cuda.device_count()):
+        p = torch.cuda.get_device_properties(i)
+        gb = p.total_memory / 1024**3
+        min_gb = gb if min_gb is None else min(min_gb, gb)
+        parts.append(f"{p.name} {gb:.1f} GB (compute {p.major}.{p.minor})")
+    detail = "; ".join(parts)
+    if min_gb is not None and min_gb < 6:
+        return Check("GPU", None, detail + ": little VRAM for Stable Diffusion training",
+                     "SD1.5 needs about 8 GB: use batch size 1, gradient checkpointing, cached latents, 8-bit Adam, "
+                     "fp16/bf16 mixed precision and 512 px.")
+    if min_gb is not None and min_gb < 10:
+        return Check("GPU", True, detail + " (enough for SD1.5; SDXL needs 10-12 GB)")
+    return Check("GPU", True, detail)
+
+
+def check_bitsandbytes() -> Check:
+    name = "bitsandbytes (8-bit optimizers)"
+    if importlib.util.find_spec("bitsandbytes") is None:
+        return Check(name, None, "not installed: the AdamW8bit/Lion8bit optimizers are unavailable",
+                     RERUN_INSTALL + " Or choose the AdamW optimizer.")
+    try:
+        version = importlib.metadata.version("bitsandbytes")
+    except importlib.metadata.PackageNotFoundError:
+        version = "?"
+    t = _torch()
+    if not t.cuda:
+        return Check(name, None, f"{version} installed; 8-bit step not tested (no CUDA GPU)",
+                     "8-bit optimizers need a CUDA GPU; on the CPU choose AdamW.")
+    try:
+        import bitsandbytes as bnb  # noqa: PLC0415
+
+        torch = t.torch
+        # 4096 elements: the size from which bitsandbytes really keeps 8-bit optimizer state.
+        p = torch.nn.Parameter(torch.ones(64, 64, device="cuda"))
+        opt = bnb.optim.AdamW8bit([p], lr=0.1)
+        p.grad = torch.ones_like(p)
+        opt.step()
+        torch.cuda.synchronize()
+        if not bool(torch.isfinite(p).all()) or float(p.detach().mean()) >= 1.0:
+            raise RuntimeError("the parameter did not change as expected")
+        del opt, p
+        torch.cuda.empty_cache()
+    except Exception as e:
+        return Check(name, False, f"{version}: an 8-bit AdamW step on the GPU failed ({type(e).__name__}: {e})",
+                     RERUN_INSTALL + " Until then choose the AdamW optimizer.")
+    return Check(name, True, f"{version}, 8-bit AdamW step on the GPU works")
+
+
+def _requirement_pins() -> dict[str, str]:
+    """`name==version` pins of requirements.txt (names normalised)."""
+    pins: dict[str, str] = {}
+    try:
+        text = (PROJECT_ROOT / "requirements.txt").read_text(encoding="utf-8")
+    except OSError:
+        return pins
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].split(";", 1)[0].strip()
+        m = re.fullmatch(r"([A-Za-z0-9_.\-]+)\s*==\s*([^\s,]+)", line)
+        if m:
+            pins[re.sub(r"[-_.]+", "-", m.group(1)).lower()] = m.group(2)
+    return pins
+
+
+def check_library(dist: str, module: str) -> Check:
+    try:
+        version = importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return Check(dist, False, "not installed", RERUN_INSTALL)
+    if importlib.util.find_spec(module) is None:
+        return Check(dist, False, f"{version} is registered but its module '{module}' is missing", RERUN_INSTALL)
+    if module not in FIND_ONLY:
+        try:
+            importlib.import_module(module)
+        except Exception as e:
+            return Check(dist, False, f"{version} does not import ({type(e).__name__}: {e})", RERUN_INSTALL)
+    wanted = _requirement_pins().get(dist.lower())
+    if wanted and version != wanted:
+        return Check(dist, None, f"{version}, but requirements.txt asks for {wanted}", RERUN_INSTALL)
+    return Check(dist, True, version)
+
+
+def check_disk(root: Path | None = None) -> Check:
+    root = root or PROJECT_ROOT
+    try:
+        free_gb = shutil.disk_usage(root).free / 1024**3
+    except OSError as e:
+        return Check("Free disk", None, f"cannot tell for {root}: {e}")
+    detail = f"{free_gb:.1f} GB free in {root}"
+    if free_gb < MIN_FREE_GB:
+        return Check("Free disk", None, detail + f" (less than {MIN_FREE_GB:.0f} GB)",
+                     "Base models take 2-7 GB each, the Hugging Face cache and outputs more: free some space or "
+                     "point the models/outputs folders (GUI Settings) to a bigger drive.")
+    return Check("Free disk", True, detail)
+
+
+def check_write_access(root: Path | None = None) -> Check:
+    root = root or PROJECT_ROOT
+    try:
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".lw-write-test-", delete=True) as f:
+            f.write(b"ok")
+            f.flush()
+    except OSError as e:
+        return Check("Write access", False, f"cannot write in {root}: {e}",
+                     "Move the project to a folder your user can write to (not C:\\Program Files), or fix its "
+                     "permissions.")
+    return Check("Write access", True, f"can write in {root}")
+
+
+def _hub_endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT", "").strip().rstrip("/") or "https://huggingface.co"
+
+
+def _head(url: str, timeout: float) -> str | None:
+    """None when the server answered (any HTTP status), else why not."""
+    req = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "lora-workshop-doctor"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout):
+            return None
+    except urllib.error.HTTPError:
+        return None  # it answered: reachable
+    except Exception as e:
+        reason = getattr(e, "reason", None) or e
+        return f"{type(e).__name__}: {reason}"
+
+
+def check_hub(offline: bool | None = None) -> Check:
+    name = "Hugging Face hub"
+    if offline is None:
+        offline = _env_true("HF_HUB_OFFLINE")
+    if offline:
+        return Check(name, True, "check skipped (HF_HUB_OFFLINE is set): base models must be local files or "
+                                 "already in the Hugging Face cache")
+    url = _hub_endpoint()
+    result: list[str | None] = []
+    # A thread bounds the whole request, name lookup included (the socket timeout does not cover DNS).
+    th = threading.Thread(target=lambda: result.append(_head(url, HUB_TIMEOUT_S)), daemon=True)
+    th.start()
+    th.join(HUB_TIMEOUT_S + 1.0)
+    if not result:
+        problem = f"no answer within {HUB_TIMEOUT_S:.0f} s"
+    else:
+        problem = result[0]
+    if problem is None:
+        return Check(name, True, f"{url} reachable")
+    return Check(name, None, f"{url} not reachable ({problem}): models must be local",
+                 "Use a local .safetensors checkpoint or diffusers folder as base model, or check the internet "
+                 "connection/proxy (HTTPS_PROXY).")
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def _checks(offline: bool | None) -> list[tuple[str, Callable[[], Check]]]:
+    out: list[tuple[str, Callable[[], Check]]] = [
+        ("Python", check_python),
+        ("PyTorch", check_torch),
+        ("CUDA", check_cuda),
+        ("GPU", check_gpu),
+        ("bitsandbytes (8-bit optimizers)", check_bitsandbytes),
+    ]
+    out += [(dist, (lambda d=dist, m=mod: check_library(d, m))) for dist, mod in LIBRARIES]
+    out += [
+        ("Free disk", check_disk),
+        ("Write access", check_write_access),
+        ("Hugging Face hub", lambda: check_hub(offline)),
+    ]
+    return out
+
+
+# Import-time chatter of libraries that says nothing about this installation (bitsandbytes on a
+# CPU without its optional `kernels` package warns about 4-bit kernels, which training never uses).
+_QUIET_LOGGERS = ("bitsandbytes",)
+
+
+def run_doctor(offline: bool | None = None) -> list[Check]:
+    """Run every check. A check that crashes is reported as a FAIL, never raised."""
+    results = []
+    saved = {n: logging.getLogger(n).level for n in _QUIET_LOGGERS}
+    for n in _QUIET_LOGGERS:
+        logging.getLogger(n).setLevel(logging.ERROR)
+    try:
+        for name, fn in _checks(offline):
+            try:
+                results.append(fn())
+            except Exception as e:
+                results.append(Check(name, False, f"the check itself crashed: {type(e).__name__}: {e}",
+                                     "Please report this with the output of `python -m core doctor`."))
+    finally:
+        for n, level in saved.items():
+            logging.getLogger(n).setLevel(level)
+    return results
+
+
+def format_report(checks: list[Check]) -> str:
+    counts = {s: sum(c.status == s for c in checks) for s in ("OK", "WARN", "FAIL")}
+    lines = [f"LoRA Workshop system check ({platform.system()} {platform.machine()}, project folder {PROJECT_ROOT})"]
+    lines += [c.line() for c in checks]
+    summary = f"Summary: {counts['OK']} OK, {counts['WARN']} WARN, {counts['FAIL']} FAIL"
+    if counts["FAIL"]:
+        summary += " - fix the FAIL lines before training."
+    elif counts["WARN"]:
+        summary += " - ready (warnings are worth reading, none blocks)."
+    else:
+        summary += " - ready."
+    lines.append(summary)
+    return "\n".join(lines)
+
+
+def _report_in_subprocess(timeout: float) -> str | None:
+    """The report from a fresh `python -m core.doctor`, or None if that could not run.
+
+    Used by the GUI, so that torch (and a CUDA context holding VRAM) is not loaded into its process.
+    """
+    env = dict(os.environ, PYTHONIOENCODING="utf-8")
+    try:
+        proc = subprocess.run([sys.executable, "-m", "core.doctor"], cwd=str(PROJECT_ROOT), env=env,
+                              capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=timeout)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    out = proc.stdout.strip()
+    if not out.startswith("LoRA Workshop system check"):
+        return None
+    return out
+
+
+def doctor_report_text(offline: bool | None = None, subprocess_first: bool = True, timeout: float = 180.0) -> str:
+    """The same text `python -m core doctor` prints, for the GUI.
+
+    By default the checks run in a separate Python process (torch is not loaded into the caller);
+    if that fails they run here.
+    """
+    if subprocess_first and offline is None:
+        text = _report_in_subprocess(timeout)
+        if text is not None:
+            return text
+    return format_report(run_doctor(offline))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m core doctor",
+                                     description="Check this installation: Python, torch and CUDA, GPU, libraries, "
+                                                 "disk, hub access. Exit code 1 if any check FAILs.")
+    parser.add_argument("--offline", action="store_true", help="Skip the Hugging Face hub check.")
+    args = parser.parse_args(argv if argv is not None else [])
+    checks = run_doctor(offline=True if args.offline else None)
+    print(format_report(checks), flush=True)
+    return 1 if any(c.ok is False for c in checks) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
