@@ -1,0 +1,86 @@
+"""Saving LoRA files and resumable state, and restoring a run from its state (part of the Trainer)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..lora import network as net
+from ..lora.kohya_format import SAVE_DTYPES, model_hash, save_lora, text_encoder_module, to_diffusers, to_kohya
+from ..lora.metadata import build_metadata
+from .state import load_state, save_state
+
+
+class TrainingFailed(Exception):
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+
+class CheckpointMixin:
+    def lora_tensors(self, models, fmt: str = "kohya") -> dict[str, torch.Tensor]:
+        fam, dtype = self.comps.family, SAVE_DTYPES[self.cfg.save_precision]
+        out: dict[str, torch.Tensor] = {}
+        for key, model in models.items():
+            peft_sd = net.peft_state_dict(model)
+            conv = self.conv_modules.get(key, [])
+            if fmt == "kohya":
+                prefix = "lora_unet" if key == "unet" else fam.te_lora_prefixes[int(key[2:])]
+                rename = fam.unet_lora_module_name if key == "unet" else text_encoder_module
+                out.update(to_kohya(peft_sd, prefix, self.spec.alpha, net.module_alphas(self.spec, conv), dtype, rename))
+            else:
+                prefix = "unet" if key == "unet" else ("text_encoder" if key == "te0" else "text_encoder_2")
+                scales = {}
+                for k in peft_sd:
+                    if k.endswith(".lora_B.weight"):
+                        m = k[: -len(".lora_B.weight")]
+                        scales[m] = (self.spec.conv_alpha / self.spec.conv_dim) if m in conv else self.spec.alpha / self.spec.dim
+                out.update(to_diffusers(peft_sd, prefix, dtype, scales, key != "unet"))
+        return out
+
+    def _save_lora(self, models, suffix: str, kind: str, epoch: int) -> Path:
+        if not self.main:
+            return self.run.lora_path(suffix)
+        ts = self.ts
+        meta = build_metadata(self.cfg, self.comps.family, epoch=epoch, step=self.global_step, num_epochs=self.epochs,
+                              num_images=ts.n_train, dataset_dirs=ts.folder_stats(), tag_frequency=ts.tag_frequency(),
+                              started_at=self.started_at, base_model_name=Path(self.cfg.pretrained_model_name_or_path).name)
+        tensors = self.lora_tensors(models)
+        meta["sshs_model_hash"] = model_hash(tensors)
+        path = save_lora(self.run.lora_path(suffix), tensors, meta)
+        if self.cfg.export_diffusers_format and kind == "final":
+            save_lora(self.run.output_dir / f"{self.cfg.output_name}.diffusers.safetensors",
+                      self.lora_tensors(models, "diffusers"), {"format": "pt"})
+        self.say(f"Saved {path}", event="checkpoint", step=self.global_step, epoch=epoch, path=str(path), kind=kind)
+        return path
+
+    def _save_state(self, models, losses) -> None:
+        if not self.main:
+            return
+        lora = {f"{k}.{n}": t for k, m in models.items() for n, t in net.peft_state_dict(m).items()}
+        opt = self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer
+        epoch, batch = getattr(self, "position", (0, 0))
+        info = {"global_step": self.global_step, "epoch": epoch, "batch": batch, "total_steps": self.total_steps,
+                "losses": losses[-2000:], "started_at": self.started_at}
+        save_state(self.run.state, lora, opt.state_dict(), self.scheduler.state_dict(), info)
+        self.run.event("checkpoint", step=self.global_step, epoch=epoch, path=str(self.run.state), kind="state")
+
+    def _restore(self, models) -> tuple[int, int, list[float]]:
+        lora, opt_sd, sched_sd, info = load_state(self.run.state)
+        for key, model in models.items():
+            sub = {k[len(key) + 1:]: v for k, v in lora.items() if k.startswith(key + ".")}
+            if not sub:
+                raise TrainingFailed(f"The saved state in {self.run.state} does not match this config ({key} missing). "
+                                     "Resume with the same settings the run was started with.", 2)
+            net.load_peft_state_dict(model, sub)
+        opt = self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer
+        opt.load_state_dict(opt_sd)
+        self.scheduler.load_state_dict(sched_sd)
+        self.global_step = int(info["global_step"])
+        self.position = (int(info["epoch"]), int(info["batch"]))
+        self.started_at = info.get("started_at", self.started_at)
+        if self.main:
+            self.run.set_status(step=self.global_step)
+        return int(info["epoch"]), int(info["batch"]), list(info.get("losses", []))
+
