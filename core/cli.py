@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from typing import Any, get_args, get_origin
 
@@ -86,20 +87,31 @@ def config_reference() -> str:
     return "\n".join(out)
 
 
+# Subcommands kept in their own modules: each has add_arguments(parser) and run(args) -> exit code.
+SUBCOMMANDS = [
+    ("convert-config", ".convert_config", "Convert a kohya_ss .json or sd-scripts .toml config to ours."),
+    ("demo", ".demo", "Train a LoRA on the built-in toy model and check that it learned (offline, CPU, ~3 min)."),
+    ("dataset", ".dataset.cli", "Check a dataset folder, or prepare a kohya-layout copy of it (resize, crop, fix)."),
+    ("caption", ".caption.cli", "Caption the images of a folder (BLIP, CLIP Interrogator, WD14 tags, Florence-2)."),
+]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="LoRA Workshop: train and use LoRAs for Stable Diffusion.")
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub).set_defaults(func=_run_train)
     p = sub.add_parser("config-reference", help="Print the reference of every training parameter (Markdown).")
     p.set_defaults(func=lambda a: print(config_reference()) or 0)
-    try:
-        from . import convert_config
-
-        p = sub.add_parser("convert-config", help="Convert a kohya_ss .json or sd-scripts .toml config to ours.")
-        convert_config.add_arguments(p)
-        p.set_defaults(func=convert_config.run)
-    except ImportError:
-        pass
+    for name, module, help_text in SUBCOMMANDS:
+        try:
+            mod = importlib.import_module(module, __package__)
+        except ImportError as e:  # a missing optional module must not break the other commands
+            if not (e.name or "").startswith(("core.", module.lstrip("."))):
+                raise
+            continue
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        mod.add_arguments(p)
+        p.set_defaults(func=mod.run)
     try:
         from . import doctor
 

@@ -18,9 +18,7 @@ import json
 import math
 import os
 import re
-import shlex
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,15 +26,13 @@ from typing import Any, Iterable
 
 import psutil
 
-from .config_io import atomic_write_text, save_config
+from .config_io import atomic_write_text
 from .schema import TrainConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TRAINER_CMD_ENV = "LW_TRAINER_CMD"
 CONTROL_REQUESTS = ("stop", "sample", "save")
 STATUSES = ("running", "completed", "failed", "stopped", "interrupted")
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-FOLDER_RE = re.compile(r"^(\d+)_(.+)$")
 SAMPLE_RE = re.compile(r"^s(\d+)_(\d+)\.(png|jpg|jpeg|webp)$", re.IGNORECASE)
 CONSOLE_LOG = "console.log"
 LAUNCH_FILE = "launch.json"
@@ -483,28 +479,6 @@ def run_dir_of(config: TrainConfig) -> Path:
     return Path(config.output_dir) / config.output_name
 
 
-def request(run_dir: str | os.PathLike, kind: str) -> Path:
-    """Ask the running trainer to stop (saving a resumable state), make samples, or save a LoRA now.
-
-    A trainer that is still loading clears control/ when it takes the run folder, so a request made
-    before its start event is also kept in launch.json and made again by :func:`read_run` once the
-    start event is there.
-    """
-    if kind not in CONTROL_REQUESTS:
-        raise ValueError(f"unknown request {kind!r}: use one of {', '.join(CONTROL_REQUESTS)}")
-    run_dir = Path(run_dir)
-    path = run_dir / "control" / kind
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch()
-    launch = _read_json(run_dir / LAUNCH_FILE)
-    log = _LOGS.get(_key(run_dir)) or EventLog(run_dir / "events.jsonl")
-    log.update()
-    if launch and _launch_pending(log, launch):
-        launch["pending_requests"] = sorted(set(launch.get("pending_requests") or []) | {kind})
-        atomic_write_text(run_dir / LAUNCH_FILE, json.dumps(launch, indent=1))
-    return path
-
-
 def _launch_pending(log: EventLog, launch: dict[str, Any]) -> bool:
     """A launch newer than the last start event: that trainer is still loading (or died loading)."""
     launch_time = _as_float(launch.get("started_at"))
@@ -521,232 +495,17 @@ def _deliver_pending_requests(run_dir: Path, launch: dict[str, Any]) -> None:
     atomic_write_text(run_dir / LAUNCH_FILE, json.dumps(launch, indent=1))
 
 
-def trainer_command() -> list[str]:
-    """``python -m core``, or the test suite's fake trainer when LW_TRAINER_CMD is set."""
-    override = os.environ.get(TRAINER_CMD_ENV, "").strip()
-    if override:
-        return shlex.split(override, posix=os.name != "nt")
-    return [sys.executable, "-m", "core"]
+# Launching, control requests and the command line live in core/launch.py, the steps arithmetic in
+# core/steps_plan.py. The GUI and the tests reach them as runs.X too: resolved on first use (launch.py
+# imports this module, so a plain import here would be circular).
+_MOVED = {name: "launch" for name in ("command_args", "command_line", "command_text", "request", "start_run",
+                                       "trainer_command")}
+_MOVED.update({name: "steps_plan" for name in ("ConceptFolder", "StepsPlan", "scan_concepts", "steps_plan")})
 
 
-def _detach_kwargs() -> dict[str, Any]:
-    if os.name == "nt":
-        flags = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0x200) | getattr(subprocess, "CREATE_NO_WINDOW", 0x8000000)
-        return {"creationflags": flags}
-    return {"start_new_session": True}
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        import importlib
 
-
-def start_run(config: TrainConfig, resume: bool = False, *, overwrite: bool = False,
-              env: dict[str, str] | None = None) -> subprocess.Popen:
-    """Write the config into the run folder and start the trainer on it, detached from this process.
-
-    Raises RunBusyError if the run is training, RunExistsError if the folder already holds a run
-    (and neither ``resume`` nor ``overwrite`` is given), FileNotFoundError when resuming a run
-    without saved state.
-    """
-    run_dir = run_dir_of(config)
-    if is_run_dir(run_dir) and read_run(run_dir).status == "running":
-        raise RunBusyError(f"The run '{config.output_name}' is already training.")
-    has_events = (run_dir / "events.jsonl").is_file()
-    if resume and not has_state(run_dir):
-        raise FileNotFoundError(f"Nothing to resume: {run_dir} has no saved state yet.")
-    if not resume and has_events and not overwrite:
-        raise RunExistsError(
-            f"The folder {run_dir} already holds a run named '{config.output_name}'. Choose another output "
-            "name, resume that run, or start it again from scratch (overwrite).")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config_path = run_dir / "config.toml"
-    save_config(config, config_path)
-    cmd = trainer_command() + ["train", "--config", str(config_path.resolve())]
-    if resume:
-        cmd.append("--resume")
-    elif overwrite and has_events:
-        cmd.append("--overwrite")
-
-    child_env = dict(os.environ)
-    child_env.update(env or {})
-    child_env["PYTHONUNBUFFERED"] = "1"
-    child_env["PYTHONPATH"] = os.pathsep.join(
-        [str(PROJECT_ROOT)] + [p for p in child_env.get("PYTHONPATH", "").split(os.pathsep) if p])
-    started_at = time.time()
-    mode = "ab" if resume else "wb"
-    with open(run_dir / CONSOLE_LOG, mode) as console:
-        console.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {command_text(cmd)}\n".encode("utf-8"))
-        console.flush()
-        proc = subprocess.Popen(cmd, cwd=os.getcwd(), stdin=subprocess.DEVNULL, stdout=console,
-                                stderr=subprocess.STDOUT, env=child_env, close_fds=True, **_detach_kwargs())
-    _LAUNCHED[_key(run_dir)] = proc
-    if not resume:
-        _LOGS.pop(_key(run_dir), None)
-    atomic_write_text(run_dir / LAUNCH_FILE, json.dumps(
-        {"pid": proc.pid, "started_at": started_at, "resume": resume, "command": cmd}, indent=1))
-    return proc
-
-
-# --------------------------------------------------------------------------- command line
-def command_text(args: list[str]) -> str:
-    if os.name == "nt":
-        return subprocess.list2cmdline(args)
-    return " ".join(shlex.quote(a) for a in args)
-
-
-def command_args(config: TrainConfig, resume: bool = False) -> list[str]:
-    """CLI arguments that reproduce ``config``: every value that differs from the default."""
-    args = [sys.executable, "-m", "core", "train"]
-    defaults = TrainConfig()
-    for name in TrainConfig.model_fields:
-        value = getattr(config, name)
-        if value == getattr(defaults, name):
-            continue
-        if isinstance(value, bool):
-            args.append(f"--{name}" if value else f"--no-{name}")
-        elif isinstance(value, list):
-            args.append(f"--set={name}={json.dumps(value, ensure_ascii=False)}")
-        elif value is None:
-            args.append(f"--set={name}=none")
-        else:
-            args.append(f"--{name}={_plain(value)}")
-    if resume:
-        args.append("--resume")
-    return args
-
-
-def _plain(value: Any) -> str:
-    if isinstance(value, float):
-        return repr(value)
-    return str(value)
-
-
-def command_line(config: TrainConfig, resume: bool = False) -> str:
-    """The command that trains ``config`` from a terminal (for the GUI's "Show command")."""
-    return command_text(command_args(config, resume))
-
-
-# --------------------------------------------------------------------------- steps arithmetic
-@dataclass
-class ConceptFolder:
-    name: str
-    repeats: int
-    images: int
-
-
-@dataclass
-class StepsPlan:
-    folders: list[ConceptFolder] = field(default_factory=list)
-    reg_folders: list[ConceptFolder] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-    images: int = 0
-    uses_per_epoch: int = 0
-    reg_uses_per_epoch: int = 0
-    batch_size: int = 1
-    gradient_accumulation_steps: int = 1
-    epochs: int = 0
-    steps_per_epoch: int = 0
-    total_steps: int = 0
-    text: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.total_steps > 0
-
-
-def _count_images(folder: Path) -> int:
-    try:
-        return sum(1 for e in os.scandir(folder) if e.is_file() and e.name.lower().endswith(IMAGE_EXTS))
-    except OSError:
-        return 0
-
-
-def scan_concepts(root: str | os.PathLike, what: str = "Training images") -> tuple[list[ConceptFolder], list[str]]:
-    """The ``<repeats>_<name>`` folders of ``root`` with their image counts, and problems in words."""
-    problems: list[str] = []
-    if not str(root).strip():
-        return [], [f"{what} folder is not set."]
-    root = Path(root)
-    if not root.is_dir():
-        return [], [f"{what} folder not found: {root}"]
-    folders: list[ConceptFolder] = []
-    try:
-        entries = sorted(os.scandir(root), key=lambda e: e.name)
-    except OSError as e:
-        return [], [f"{what} folder cannot be read: {e}"]
-    loose = 0
-    for e in entries:
-        if e.name.startswith("."):
-            continue
-        if e.is_file():
-            loose += e.name.lower().endswith(IMAGE_EXTS)
-            continue
-        if not e.is_dir():
-            continue
-        n = _count_images(Path(e.path))
-        m = FOLDER_RE.match(e.name)
-        if not m:
-            problems.append(
-                f"Folder '{e.name}' ({n} images) is not used: its name lacks the '<repeats>_' prefix. "
-                f"Rename it to e.g. '10_{e.name}' (10 = how often each image is used per epoch).")
-            continue
-        repeats = int(m.group(1))
-        if repeats == 0:
-            problems.append(f"Folder '{e.name}' is not used: 0 repeats. Use a number of 1 or more, e.g. '10_{m.group(2)}'.")
-            continue
-        if n == 0:
-            problems.append(f"Folder '{e.name}' holds no images ({' '.join(IMAGE_EXTS)}).")
-        folders.append(ConceptFolder(e.name, repeats, n))
-    if loose:
-        problems.append(
-            f"{loose} images lie directly in {root} and are not used: move them into a sub-folder named "
-            "'<repeats>_<name>', e.g. '10_zqx'.")
-    if not folders and not problems:
-        problems.append(f"{what} folder {root} is empty: add a sub-folder such as '10_zqx' with your images.")
-    return folders, problems
-
-
-def steps_plan(train_data_dir: str | os.PathLike, cfg: TrainConfig) -> StepsPlan:
-    """images x repeats x epochs / batch = steps, as the trainer will count them (before bucketing)."""
-    plan = StepsPlan(batch_size=cfg.train_batch_size, gradient_accumulation_steps=cfg.gradient_accumulation_steps)
-    plan.folders, plan.problems = scan_concepts(train_data_dir)
-    plan.images = sum(f.images for f in plan.folders)
-    plan.uses_per_epoch = sum(f.images * f.repeats for f in plan.folders)
-    if cfg.reg_data_dir:
-        plan.reg_folders, reg_problems = scan_concepts(cfg.reg_data_dir, "Regularization images")
-        plan.problems += reg_problems
-        if any(f.images for f in plan.reg_folders):
-            plan.reg_uses_per_epoch = plan.uses_per_epoch  # kohya: as many as training uses
-    if plan.uses_per_epoch == 0:
-        if not plan.problems:
-            plan.problems.append("No training images found.")
-        plan.text = "No steps: " + " ".join(plan.problems)
-        return plan
-    uses = plan.uses_per_epoch + plan.reg_uses_per_epoch
-    batches = math.ceil(uses / cfg.train_batch_size)
-    plan.steps_per_epoch = math.ceil(batches / cfg.gradient_accumulation_steps)
-    if cfg.max_train_steps > 0:
-        plan.total_steps = cfg.max_train_steps
-        plan.epochs = math.ceil(plan.total_steps / plan.steps_per_epoch)
-    else:
-        plan.epochs = cfg.max_train_epochs
-        plan.total_steps = plan.epochs * plan.steps_per_epoch
-        if plan.epochs == 0:
-            plan.problems.append("max_train_epochs and max_train_steps are both 0: set one of them.")
-
-    used = [f for f in plan.folders if f.images]
-    if len(used) == 1:
-        text = f"{used[0].images} images x {used[0].repeats} repeats = {plan.uses_per_epoch} per epoch"
-    else:
-        detail = " + ".join(f"{f.images} x {f.repeats}" for f in used)
-        text = f"{plan.images} images with repeats ({detail}) = {plan.uses_per_epoch} per epoch"
-    if plan.reg_uses_per_epoch:
-        text += f" (+{plan.reg_uses_per_epoch} regularization = {uses})"
-    text += f"; / batch {cfg.train_batch_size}"
-    if cfg.gradient_accumulation_steps > 1:
-        text += f" / {cfg.gradient_accumulation_steps} accumulation"
-    text += f" = {plan.steps_per_epoch} steps per epoch"
-    if cfg.max_train_steps > 0:
-        text += f"; max_train_steps = {plan.total_steps} steps (about {plan.total_steps / plan.steps_per_epoch:.1f} epochs)"
-    else:
-        text += f"; x {plan.epochs} epochs = {plan.total_steps} steps"
-    if cfg.enable_bucket and cfg.train_batch_size > 1:
-        text += " (aspect-ratio buckets can add a few steps: each image size fills its own batches)"
-    plan.text = text
-    return plan
+        return getattr(importlib.import_module(f".{_MOVED[name]}", __package__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

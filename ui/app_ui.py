@@ -1,4 +1,4 @@
-"""The whole page: header and tabs (Training, Generate when ui.generate_tab is installed, Settings)."""
+"""The whole page: header and tabs (Dataset, Captioning, Training, Generate, Settings)."""
 from __future__ import annotations
 
 import importlib
@@ -48,21 +48,22 @@ CSS = """
 """
 
 
-def _build_generate_tab(ctx: AppContext) -> None:
-    """The Generate tab, when its module is installed (it is optional: no module, no tab)."""
+def _build_optional_tab(ctx: AppContext, module_name: str, title: str, tab_id: str) -> None:
+    """A tab whose module may be absent (no module, no tab). ``build`` gets whichever of ctx/settings/blocks
+    it asks for."""
     try:
-        if importlib.util.find_spec("ui.generate_tab") is None:
+        if importlib.util.find_spec(module_name) is None:
             return
     except (ImportError, ValueError):
         return
-    module = importlib.import_module("ui.generate_tab")
+    module = importlib.import_module(module_name)
     build = getattr(module, "build", None)
     if build is None:
         return
     offered = {"ctx": ctx, "context": ctx, "settings": ctx.settings, "blocks": ctx.blocks}
     params = inspect.signature(build).parameters
     kwargs = {k: v for k, v in offered.items() if k in params}
-    with gr.Tab("Generate", id="generate"):
+    with gr.Tab(title, id=tab_id):
         build(**kwargs)
 
 
@@ -72,10 +73,13 @@ def build_app(settings: Settings) -> tuple[gr.Blocks, AppContext]:
         ctx.blocks = demo
         gr.HTML('<div class="lw-header"><h1>LoRA Workshop</h1>'
                 "<p>Train LoRAs for Stable Diffusion 1.5 and SDXL on your own computer.</p></div>")
-        with gr.Tabs():
+        # Training opens first: on a fresh install it is ready to train the demo (toy model + demo dataset).
+        with gr.Tabs(selected="training"):
+            _build_optional_tab(ctx, "ui.dataset_tab", "Dataset", "dataset")
+            _build_optional_tab(ctx, "ui.caption_tab", "Captioning", "captioning")
             with gr.Tab("Training", id="training"):
                 training_tab.build(ctx)
-            _build_generate_tab(ctx)
+            _build_optional_tab(ctx, "ui.generate_tab", "Generate", "generate")
             with gr.Tab("Settings", id="settings"):
                 settings_tab.build(ctx)
     return demo, ctx

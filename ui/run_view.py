@@ -9,7 +9,8 @@ import html
 import time
 from pathlib import Path
 
-from core.runs import CONSOLE_LOG, RunInfo, StepsPlan, tail_text
+from core.runs import CONSOLE_LOG, RunInfo, tail_text
+from core.steps_plan import StepsPlan
 
 STATUS_WORDS = {
     "running": "Training",

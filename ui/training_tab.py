@@ -15,8 +15,9 @@ import gradio as gr
 
 from core import presets as presets_mod
 from core.config_io import ConfigError, flatten, load_config, read_toml, validate
-from core.runs import (RunBusyError, RunExistsError, is_run_dir, list_runs, read_run, request, run_dir_of,
-                       start_run, steps_plan, command_line)
+from core.launch import command_line, request, start_run
+from core.runs import RunBusyError, RunExistsError, is_run_dir, list_runs, read_run, run_dir_of
+from core.steps_plan import steps_plan
 from core.schema import TrainConfig
 
 from . import run_view
@@ -50,6 +51,28 @@ def model_choices(models_dir: str) -> list[str]:
     return found
 
 
+STARTER_NOTE = ('<div class="lw-plan"><b>Ready to try:</b> the form is set up for the built-in demo: the small toy '
+                'model learns a shape it has never seen (a star, trigger word <code>zqx</code>) from 16 pictures in '
+                '2-3 minutes, even without a GPU. Press <b>Start training</b> and watch the samples turn into '
+                'stars. Put your own base model in the models folder (Settings) to start from a blank form.</div>')
+
+
+def starting_form(models_dir: str, outputs_dir: str) -> tuple[TrainConfig, str | None]:
+    """The form's first values and preset: the built-in demo (toy model, demo dataset, Demo preset) when the
+    models folder holds no model of the user's own, else an empty form."""
+    from core.toy.starter import DEMO_PRESET, TOY_MODEL, starter_config
+
+    own = [m for m in model_choices(models_dir) if Path(m).resolve() != TOY_MODEL.resolve()]
+    if not own:
+        try:
+            cfg = starter_config(outputs_dir)
+        except (OSError, ConfigError, KeyError):  # no demo then: a read-only outputs folder, a missing preset
+            cfg = None
+        if cfg is not None:
+            return cfg, DEMO_PRESET
+    return TrainConfig(output_dir=outputs_dir), None
+
+
 def preset_labels() -> list[str]:
     return [p.label for p in presets_mod.list_presets()]
 
@@ -57,7 +80,7 @@ def preset_labels() -> list[str]:
 def build(ctx: AppContext) -> None:
     """Build the tab inside the current Blocks context."""
     form = SchemaForm()
-    initial = TrainConfig(output_dir=ctx.settings.outputs_dir)
+    initial, starter_preset = starting_form(ctx.settings.models_dir, ctx.settings.outputs_dir)
 
     def model_picker(meta: dict[str, Any], value: Any) -> gr.components.Component:
         return gr.Dropdown(choices=model_choices(ctx.settings.models_dir), value=value or None,
@@ -74,10 +97,12 @@ def build(ctx: AppContext) -> None:
         # ------------------------------------------------------------------ settings column
         with gr.Column(scale=3, min_width=420):
             with gr.Row(equal_height=True):
-                preset_dd = gr.Dropdown(choices=preset_labels(), value=None, label="Preset", scale=2, interactive=True,
+                preset_dd = gr.Dropdown(choices=preset_labels(), value=starter_preset, label="Preset", scale=2, interactive=True,
                                         info="Fills in proven values for a kind of LoRA. Your folders and names stay.",
                                         elem_id="preset")
                 preset_desc = gr.Markdown("", elem_id="preset-desc")
+            if starter_preset:
+                gr.HTML(STARTER_NOTE, elem_id="starter-note")
             with gr.Accordion("Save as preset · load or save a config file", open=False, elem_id="files-accordion"):
                 with gr.Row(equal_height=True):
                     preset_name = gr.Textbox(label="Save these settings as a preset", placeholder="My character preset",

@@ -1,0 +1,255 @@
+"""LoRA files for generation: listing them with what their metadata says (model family, rank, trigger
+words), A1111 ``<lora:name:weight>`` prompt tags, and finding a LoRA by name in the LoRA folders.
+
+Reads only safetensors headers (no torch), so listing a folder of LoRAs is cheap.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+LORA_EXTS = (".safetensors",)
+# <lora:name>, <lora:name:0.8>, <lora:name:0.8:te=..> (extra fields ignored, as A1111's unet/te split is not supported)
+LORA_TAG = re.compile(r"<lora:([^:>]+)(?::([^:>]*))?(?::[^>]*)?>", re.IGNORECASE)
+_ADAPTER_MARKS = ("lora_down", "lora_up", "lora_a.", "lora_b.", "lora.down", "lora.up", "hada_w1", "lokr_w1")
+_SKIP_DIRS = {"state", "samples", "control", "__pycache__", "generated"}
+
+
+class GenerateError(ValueError):
+    """A problem with what was asked (unknown LoRA, wrong family, bad tag...); the message says what to do."""
+
+
+FAMILY_TITLES = {"sd15": "SD 1.5", "sd2": "SD 2.x", "sdxl": "SDXL", "flux": "Flux", "sd3": "SD3"}
+
+
+def family_of_version(version: str) -> str | None:
+    """Our family name for a kohya ``ss_base_model_version`` (``sd_v1``, ``sdxl_base_v1-0``, ...)."""
+    v = (version or "").strip().lower()
+    if not v:
+        return None
+    if v.startswith("sdxl"):
+        return "sdxl"
+    if v.startswith("sd_v1") or v in ("sd1", "sd15", "sd_1.5"):
+        return "sd15"
+    if v.startswith("sd_v2"):
+        return "sd2"
+    if v.startswith("flux"):
+        return "flux"
+    if v.startswith("sd3"):
+        return "sd3"
+    return None
+
+
+def family_of_architecture(arch: str) -> str | None:
+    """Our family name for a ModelSpec architecture (``stable-diffusion-xl-v1-base/lora``)."""
+    a = (arch or "").lower()
+    if a.startswith("stable-diffusion-xl"):
+        return "sdxl"
+    if a.startswith("stable-diffusion-v1"):
+        return "sd15"
+    if a.startswith("stable-diffusion-v2"):
+        return "sd2"
+    if a.startswith("flux"):
+        return "flux"
+    if a.startswith("stable-diffusion-3"):
+        return "sd3"
+    return None
+
+
+@dataclass
+class LoraInfo:
+    """A LoRA file and what its header says (read without loading any tensor)."""
+
+    path: str
+    name: str  # file stem: what <lora:name:..> matches
+    mtime: float
+    size: int
+    output_name: str = ""  # ss_output_name
+    epoch: int | None = None  # ss_epoch
+    steps: int | None = None  # ss_steps
+    base_version: str = ""  # ss_base_model_version
+    family: str | None = None  # sd15 / sd2 / sdxl / flux ... when the header says
+    trigger: str = ""  # modelspec.trigger_phrase
+    warning: str = ""  # e.g. made for another family than the loaded base model
+
+    @property
+    def label(self) -> str:
+        """One line for a picker: name, epoch, family, folder."""
+        bits = []
+        if self.epoch is not None:
+            bits.append(f"epoch {self.epoch}")
+        if self.steps is not None:
+            bits.append(f"step {self.steps}")
+        if self.family:
+            bits.append(FAMILY_TITLES.get(self.family, self.family))
+        bits.append(f"{Path(self.path).parent.name}/")
+        return f"{self.name} — " + " · ".join(bits) + ("  ⚠ other model family" if self.warning else "")
+
+
+_INFO_CACHE: dict[str, tuple[tuple[float, int], LoraInfo | None]] = {}
+
+
+def read_lora_info(path: str | os.PathLike) -> LoraInfo | None:
+    """Header metadata of one file, or None when it is not a LoRA (a base model, a VAE, unreadable...)."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError:
+        return None
+    key = str(p.resolve())
+    stamp = (st.st_mtime, st.st_size)
+    hit = _INFO_CACHE.get(key)
+    if hit and hit[0] == stamp:
+        return _copy(hit[1])
+    info = _read_header(p, st)
+    _INFO_CACHE[key] = (stamp, info)
+    return _copy(info)
+
+
+def _copy(info: LoraInfo | None) -> LoraInfo | None:
+    return None if info is None else LoraInfo(**info.__dict__)
+
+
+def _read_header(p: Path, st: os.stat_result) -> LoraInfo | None:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(p), framework="np") as f:  # reads the JSON header only
+            meta = f.metadata() or {}
+            keys = list(f.keys())
+    except Exception:
+        return None
+    if not any(m in k.lower() for k in keys[:2000] for m in _ADAPTER_MARKS):
+        return None
+    def number(key: str) -> int | None:
+        try:
+            return int(float(meta[key])) if meta.get(key) not in (None, "", "None") else None
+        except (TypeError, ValueError):
+            return None
+
+    version = meta.get("ss_base_model_version", "")
+    family = family_of_version(version) or family_of_architecture(meta.get("modelspec.architecture", ""))
+    if family is None:  # untagged files: SDXL LoRAs have two text encoders or sgm unet names
+        low = " ".join(keys[:2000])
+        if "lora_te1_" in low or "lora_te2_" in low or "input_blocks_" in low:
+            family = "sdxl"
+    return LoraInfo(path=str(p), name=p.stem, mtime=st.st_mtime, size=st.st_size,
+                    output_name=meta.get("ss_output_name", ""), epoch=number("ss_epoch"),
+                    steps=number("ss_steps"), base_version=version,
+                    family=family, trigger=meta.get("modelspec.trigger_phrase", ""))
+
+
+def _walk(folder: Path, depth: int) -> Iterable[Path]:
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for e in entries:
+        if e.name.startswith("."):
+            continue
+        try:
+            if e.is_file() and e.name.lower().endswith(LORA_EXTS):
+                yield Path(e.path)
+            elif e.is_dir() and depth > 0 and e.name.lower() not in _SKIP_DIRS:
+                yield from _walk(Path(e.path), depth - 1)
+        except OSError:
+            continue
+
+
+def list_loras(folders: Iterable[str | os.PathLike], base_family: str | None = None,
+               max_depth: int = 3) -> list[LoraInfo]:
+    """Every LoRA ``.safetensors`` in the folders (and subfolders, except training state), newest first.
+
+    ``base_family`` (``sd15``/``sdxl``/...): LoRAs whose header names another family get a ``warning``.
+    """
+    seen: set[str] = set()
+    found: list[LoraInfo] = []
+    for folder in folders:
+        if not folder or not str(folder).strip():
+            continue
+        root = Path(folder).expanduser()
+        if not root.is_dir():
+            continue
+        for path in _walk(root, max_depth):
+            key = str(path.resolve())
+            if key in seen:
+                continue
+            seen.add(key)
+            info = read_lora_info(path)
+            if info is None:
+                continue
+            info.warning = family_warning(info, base_family)
+            found.append(info)
+    found.sort(key=lambda i: i.mtime, reverse=True)
+    return found
+
+
+def family_warning(info: LoraInfo, base_family: str | None) -> str:
+    if not base_family or not info.family or info.family == base_family:
+        return ""
+    lora = FAMILY_TITLES.get(info.family, info.family)
+    base = FAMILY_TITLES.get(base_family, base_family)
+    return (f"{info.name} was trained for {lora} but the base model is {base}: it cannot be used with it. "
+            f"Choose a {lora} base model, or a LoRA made for {base}.")
+
+
+# --------------------------------------------------------------------------- <lora:name:0.8> tags
+def parse_lora_tags(prompt: str) -> tuple[str, list[tuple[str, float]]]:
+    """Cut ``<lora:name:strength>`` tags out of a prompt: (prompt without them, [(name, strength)])."""
+    tags: list[tuple[str, float]] = []
+
+    def take(m: re.Match) -> str:
+        name, value = m.group(1).strip(), (m.group(2) or "").strip()
+        if not name:
+            raise GenerateError(f"{m.group(0)}: the LoRA name is missing. Write it as <lora:name:0.8>.")
+        try:
+            strength = float(value) if value else 1.0
+        except ValueError:
+            raise GenerateError(f"{m.group(0)}: the strength '{value}' is not a number. "
+                                f"Write it as <lora:{name}:0.8>.") from None
+        tags.append((name, strength))
+        return " "
+
+    text = LORA_TAG.sub(take, prompt or "")
+    # tidy what the tags leave behind: doubled commas and spaces
+    text = re.sub(r"\s*,(\s*,)+", ",", text)
+    text = re.sub(r"[ \t]{2,}", " ", text)
+    text = re.sub(r"\s+,", ",", text)
+    return text.strip().strip(",").strip(), tags
+
+
+def resolve_lora_name(name: str, folders: Sequence[str | os.PathLike]) -> str:
+    """Path of the LoRA a tag names: an existing file path, or a file stem in the folders (any case)."""
+    p = Path(name).expanduser()
+    if p.suffix.lower() in LORA_EXTS and p.is_file():
+        return str(p)
+    want = name.lower().removesuffix(".safetensors")
+    available = list_loras(folders)
+    for info in available:
+        if info.name.lower() == want:
+            return info.path
+    searched = [str(Path(f).expanduser()) for f in folders if f and str(f).strip()]
+    where = ", ".join(searched) if searched else "(no LoRA folder is set)"
+    names = sorted({i.name for i in available})
+    hint = f" Available: {', '.join(names[:12])}{' ...' if len(names) > 12 else ''}." if names else \
+        " No LoRA files were found there."
+    raise GenerateError(f"<lora:{name}>: no LoRA file named '{want}.safetensors' in {where}.{hint}")
+
+
+def merge_loras(explicit: Iterable[tuple[str, float]], tags: Iterable[tuple[str, float]],
+                folders: Sequence[str | os.PathLike]) -> list[tuple[str, float]]:
+    """Explicit (path, strength) choices plus prompt tags (resolved by name); a tag wins for the same file."""
+    merged: dict[str, tuple[str, float]] = {}
+    for path, strength in explicit:
+        if not path:
+            continue
+        if not Path(path).expanduser().is_file():
+            raise GenerateError(f"LoRA file not found: {path}. Refresh the list, or check the path.")
+        merged[str(Path(path).expanduser().resolve())] = (str(Path(path).expanduser()), float(strength))
+    for name, strength in tags:
+        path = resolve_lora_name(name, folders)
+        merged[str(Path(path).resolve())] = (path, float(strength))
+    return list(merged.values())

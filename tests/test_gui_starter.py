@@ -1,0 +1,95 @@
+"""A fresh install's first visit: the Training tab is set up for the built-in demo (toy model, demo
+dataset, Demo preset), and pressing Start trains a LoRA with the real trainer whose samples show the
+concept (stars). Debian chromium drives the real app; screenshots go to test-artifacts/."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from gui_server import running_app
+from test_gui_training import CHROMIUM, CHROMIUM_ARGS, field, free_port, playwright_api, shot
+
+REPO = Path(__file__).resolve().parent.parent
+TOY = REPO / "models" / "toy-sd15"
+
+if playwright_api is not None:
+    expect = playwright_api.expect
+
+
+@pytest.fixture(scope="module")
+def fresh_app(tmp_path_factory):
+    """The app as on a fresh install: an empty models folder of the user's, the real trainer."""
+    if not (TOY / "model_index.json").is_file():
+        pytest.fail("the toy model is missing: build it with `python -m core.toy.build --out models/toy-sd15`")
+    root = tmp_path_factory.mktemp("fresh")
+    (root / "models").mkdir()
+    settings = root / "settings.json"
+    settings.write_text(json.dumps({"models_dir": str(root / "models"), "loras_dir": str(root / "out"),
+                                    "outputs_dir": str(root / "out")}))
+    env = {k: v for k, v in os.environ.items() if k != "LW_TRAINER_CMD"}
+    env.update(GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1")
+    port = free_port()
+    cmd = [sys.executable, str(REPO / "app.py"), "--port", str(port), "--settings", str(settings)]
+    with running_app(cmd, port, root, env) as (url, _):
+        yield {"url": url, "root": root}
+
+
+@pytest.fixture
+def page(fresh_app):
+    if playwright_api is None or not Path(CHROMIUM).exists():
+        pytest.skip("needs the playwright package and Debian chromium (/usr/bin/chromium)")
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+        pg.goto(fresh_app["url"])
+        pg.wait_for_selector("#start-btn")
+        yield pg
+        browser.close()
+
+
+def test_fresh_install_offers_the_demo(page, fresh_app):
+    expect(page.locator("#starter-note")).to_contain_text("built-in demo")
+    expect(field(page, "pretrained_model_name_or_path")).to_have_value(str(TOY))
+    data = fresh_app["root"] / "out" / "demo-dataset"
+    expect(field(page, "train_data_dir")).to_have_value(str(data))
+    assert len(list((data / "10_zqx").glob("*.png"))) == 16  # written for the user, in their outputs folder
+    expect(field(page, "resolution")).to_have_value("32")
+    expect(page.locator("#preset input")).to_have_value("Demo (CPU)")
+    expect(page.locator("#plan-box")).to_contain_text("16 images x 10 repeats = 160 per epoch")
+    expect(page.locator("#plan-box")).to_contain_text("400 steps")
+    shot(page, "starter-fresh-install.png")
+
+
+@pytest.mark.slow  # a real 400-step training on the CPU: about 2 minutes on an idle 2-core machine
+def test_pressing_start_on_a_fresh_install_teaches_the_concept(page, fresh_app):
+    from core.toy import checker
+
+    page.click("#start-btn")
+    expect(page.locator("#action-msg")).to_contain_text("Started 'my_first_lora'")
+    expect(page.locator("#progress")).to_contain_text("Training complete", timeout=900_000)
+    run = fresh_app["root"] / "out" / "my_first_lora"
+    assert (fresh_app["root"] / "out" / "my_first_lora.safetensors").is_file()
+    samples = sorted((run / "samples").glob("*.png"))
+    last_step = max(s.name.split("_")[0] for s in samples)
+    final = [s for s in samples if s.name.startswith(last_step)]
+    assert len(final) == 3, samples
+    assert checker.concept_score(final, "star") >= 2 / 3, [checker.classify(s).as_dict() for s in final]
+    expect(page.locator("#samples")).to_be_visible()
+    shot(page, "starter-trained.png")
+
+
+def test_the_demo_is_offered_only_until_the_user_has_a_model(tmp_path):
+    from ui.training_tab import starting_form
+
+    models, outputs = tmp_path / "models", tmp_path / "out"
+    models.mkdir()
+    cfg, preset = starting_form(str(models), str(outputs))
+    assert preset == "Demo (CPU)" and cfg.pretrained_model_name_or_path == str(TOY)
+    assert cfg.output_name == "my_first_lora" and cfg.trigger_word == "zqx"
+    (models / "my_model.safetensors").write_bytes(b"x")
+    cfg, preset = starting_form(str(models), str(outputs))
+    assert preset is None and cfg.pretrained_model_name_or_path == "" and cfg.output_dir == str(outputs)
