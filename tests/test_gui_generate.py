@@ -8,14 +8,13 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from gui_server import ml_modules_imported_by, running_app
 from tiny_models import make_tiny_sd15
 from train_helpers import tiny_config, train_in_process
 
@@ -67,27 +66,9 @@ def app(tmp_path_factory, tiny_dataset):
     settings = {"models_dir": str(root / "models"), "loras_dir": str(root / "loras"), "output_dir": str(root / "out")}
     port = free_port()
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    log = open(root / "app.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-c", APP, str(REPO), json.dumps(settings), str(port)], cwd=root,
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 90
-    while True:
-        try:
-            if urllib.request.urlopen(url, timeout=2).status == 200:
-                break
-        except OSError:
-            pass
-        assert proc.poll() is None, (root / "app.log").read_text()
-        assert time.time() < deadline, "the app did not answer"
-        time.sleep(0.3)
-    yield {"url": url, "root": root, "model": model}
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    cmd = [sys.executable, "-c", APP, str(REPO), json.dumps(settings), str(port)]
+    with running_app(cmd, port, root, env) as (url, _):
+        yield {"url": url, "root": root, "model": model}
 
 
 @pytest.fixture
@@ -185,12 +166,7 @@ def test_generate_tab_end_to_end(page, app):
 
 
 def test_building_the_tab_imports_no_ml_libraries(tmp_path):
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import gradio as gr; from ui import generate_tab\n"
-            "with gr.Blocks() as demo:\n"
-            "    with gr.Tab('Generate'):\n"
-            "        generate_tab.build({'models_dir': sys.argv[2], 'loras_dir': '', 'output_dir': sys.argv[2]})\n"
-            "print(sorted(m for m in ('torch', 'diffusers', 'transformers', 'peft') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code, str(REPO), str(tmp_path)], capture_output=True, text=True,
-                         timeout=120, env=dict(os.environ, GRADIO_ANALYTICS_ENABLED="False"))
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().splitlines()[-1] == "[]"
+    assert ml_modules_imported_by("""
+from ui import generate_tab
+with gr.Tab('Generate'):
+    generate_tab.build({'models_dir': FOLDER, 'loras_dir': '', 'output_dir': FOLDER})""", tmp_path) == []

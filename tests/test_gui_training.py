@@ -14,11 +14,12 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import psutil
 import pytest
+
+from gui_server import running_app
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts"
@@ -73,26 +74,9 @@ def app(tmp_path_factory):
     env = dict(os.environ, LW_TRAINER_CMD=f"{sys.executable} {REPO / 'tests' / 'fake_trainer.py'}",
                FAKE_STEP_SECONDS="0.12", FAKE_LOAD_SECONDS="0.3", GRADIO_ANALYTICS_ENABLED="False",
                HF_HUB_OFFLINE="1")
-    log = open(root / "app.log", "wb")
-    proc = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--port", str(port), "--settings", str(settings)],
-                            cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 90
-    while True:
-        try:
-            if urllib.request.urlopen(url, timeout=2).status == 200:
-                break
-        except OSError:
-            pass
-        assert proc.poll() is None, (root / "app.log").read_text()
-        assert time.time() < deadline, "the app did not answer"
-        time.sleep(0.3)
-    yield {"url": url, "root": root, "proc": proc, "settings": settings}
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    cmd = [sys.executable, str(REPO / "app.py"), "--port", str(port), "--settings", str(settings)]
+    with running_app(cmd, port, root, env) as (url, proc):
+        yield {"url": url, "root": root, "proc": proc, "settings": settings}
     for status in (root / "out").glob("*/status.json"):  # trainers outlive the GUI by design: end ours
         pid = json.loads(status.read_text()).get("pid")
         try:
@@ -101,7 +85,6 @@ def app(tmp_path_factory):
                 p.kill()
         except (psutil.Error, TypeError):
             pass
-    log.close()
 
 
 @pytest.fixture(scope="module")

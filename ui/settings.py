@@ -19,6 +19,7 @@ class Settings:
     models_dir: str = str(PROJECT_ROOT / "models")
     loras_dir: str = str(PROJECT_ROOT / "outputs")
     outputs_dir: str = str(PROJECT_ROOT / "outputs")
+    datasets_dir: str = str(PROJECT_ROOT / "datasets")  # uploads and prepared training folders (Dataset tab)
     hf_token: str = ""
     path: str = str(DEFAULT_PATH)
 

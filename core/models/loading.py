@@ -7,19 +7,18 @@ failure into a message that says what to do.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
+from ..hub import HUB_ID
 from .base import Components, ModelFamily
 from .sd15 import SD2, SD15
 from .sdxl import SDXL
 
 FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (SD15(), SD2(), SDXL())}
 CONFIG_ROOT = Path(__file__).parent / "configs"
-HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 SINGLE_FILE_EXTS = {".safetensors", ".ckpt", ".pt", ".pth", ".bin"}
 
 
@@ -89,33 +88,15 @@ def _folder_prediction_type(folder: Path) -> str:
 
 def download(repo_id: str, progress: Callable[[str], None] | None = None) -> str:
     """Fetch a diffusers repo from the hub (with a progress bar) or take it from the local cache."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+    from ..hub import snapshot
 
     patterns = ["*.json", "*.txt", "tokenizer*/*", "unet/*.safetensors", "vae/*.safetensors",
                 "text_encoder*/*.safetensors"]
     ignore = ["*.fp16.safetensors", "*non_ema*", "*.ckpt", "*.bin", "*.onnx*", "*.msgpack"]
-    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-    if progress:
-        progress(f"Downloading {repo_id} from the Hugging Face hub (or using the local copy)")
-    from huggingface_hub.utils import enable_progress_bars
-
-    enable_progress_bars()  # the download gets its progress bar even where library bars are off
-    try:
-        return snapshot_download(repo_id, allow_patterns=patterns, ignore_patterns=ignore, local_files_only=offline)
-    except GatedRepoError:
-        raise ModelLoadError(
-            f"{repo_id} is a gated model: accept its licence on huggingface.co/{repo_id} with your account, then "
-            "set your access token (Settings tab, or the HF_TOKEN environment variable).") from None
-    except RepositoryNotFoundError:
-        raise ModelLoadError(
-            f"{repo_id} was not found on the Hugging Face hub (or it is private: set your access token).") from None
-    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as e:
-        raise ModelLoadError(
-            f"Could not get {repo_id}: the hub cannot be reached from here ({type(e).__name__}) and no complete "
-            f"copy is in the local cache. Download it on a computer with internet (for example "
-            f"`hf download {repo_id}`), or download a single-file .safetensors checkpoint and set "
-            "pretrained_model_name_or_path to its path.") from None
+    return snapshot(repo_id, allow_patterns=patterns, ignore_patterns=ignore, progress=progress, error=ModelLoadError,
+                    advice=f"Download it on a computer with internet (for example `hf download {repo_id}`), or "
+                           "download a single-file .safetensors checkpoint and set pretrained_model_name_or_path "
+                           "to its path.")
 
 
 CONFIG_FOLDERS = {"sd15": "sd15", "sd2": "sd2v", "sdxl": "sdxl"}

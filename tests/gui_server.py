@@ -1,0 +1,73 @@
+"""Helpers of the GUI tests: run the app in a subprocess until it answers; what building a tab imports."""
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@contextmanager
+def running_app(cmd: list[str], port: int, root: Path, env: dict[str, str],
+                timeout: float = 90) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Start ``cmd`` (an app serving on ``port``) in ``root``, output in ``root/app.log``; yield (url, process)
+    once the page answers, and stop the app afterwards."""
+    log = open(root / "app.log", "wb")
+    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.time() + timeout
+        while True:
+            try:
+                if urllib.request.urlopen(url, timeout=2).status == 200:
+                    break
+            except OSError:
+                pass
+            assert proc.poll() is None, (root / "app.log").read_text()
+            assert time.time() < deadline, "the app did not answer"
+            time.sleep(0.3)
+        yield url, proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@contextmanager
+def tab_page(browser, url: str, tab: str, ready_selector: str) -> Iterator:
+    """A new 1400x1000 page of the app at ``url`` with the tab named ``tab`` open, once ``ready_selector`` shows."""
+    pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+    pg.set_default_timeout(30_000)
+    try:
+        pg.goto(url)
+        pg.get_by_role("tab", name=tab).click()
+        pg.wait_for_selector(ready_selector)
+        yield pg
+    finally:
+        pg.close()
+
+
+ML_MODULES = ("torch", "diffusers", "transformers", "peft", "onnxruntime", "open_clip", "clip_interrogator")
+
+
+def ml_modules_imported_by(build: str, folder: Path) -> list[str]:
+    """The ML libraries a fresh Python has imported after running ``build`` inside ``with gr.Blocks():``
+    (``gr`` is gradio, ``FOLDER`` the path ``folder``): building a tab must import none, so the app starts fast."""
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import gradio as gr\nFOLDER = sys.argv[2]\n"
+            "with gr.Blocks() as demo:\n" + textwrap.indent(build.strip(), "    ") + "\n"
+            f"print(sorted(m for m in {ML_MODULES!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, str(REPO), str(folder)], capture_output=True, text=True,
+                         timeout=120, env=dict(os.environ, GRADIO_ANALYTICS_ENABLED="False"))
+    assert out.returncode == 0, out.stderr
+    return ast.literal_eval(out.stdout.strip().splitlines()[-1])
