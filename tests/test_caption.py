@@ -199,3 +199,31 @@ def test_clip_interrogator_fast_and_classic(tmp_path, models, blip, capsys):
         if mode == "classic":  # caption, medium artist, trending, movement, flavors
             assert any(f", {m} " in text for m in mediums), text
     assert list(cache.glob("*_flavors.safetensors"))  # the term embeddings are kept for the next run
+
+
+def test_the_bad_file_corpus_is_captioned_without_a_crash(tmp_path, wd14):
+    """The dataset tests' corpus (corrupt, truncated, empty, text named .png, CMYK, 16-bit, palette with
+    transparency, a decompression bomb, EXIF-rotated, non-ASCII names, a cp1252 caption ...): every
+    picture that can be read gets a caption, every one that cannot is reported by name with the reason,
+    and no picture is changed."""
+    from dataset_corpus import hash_tree, make_corpus
+
+    root = tmp_path / "corpus"
+    kinds = make_corpus(root)
+    pictures = {k: v for k, v in hash_tree(root).items() if not k.endswith(".txt")}
+    summary = caption_folder(root, get_backend("wd14")(str(wd14), device="cpu"), existing="overwrite",
+                             prefix="zqx, ")
+    failed = {r.path.relative_to(root).as_posix(): r.reason for r in summary.failed}
+    unreadable = {name for name, kind in kinds.items()
+                  if kind in ("unreadable", "truncated", "empty", "not_an_image", "too_large")}
+    assert set(failed) == unreadable, failed
+    assert all(reason for reason in failed.values())
+    assert "too large to open safely" in failed["bomb.png"], failed["bomb.png"]
+    captioned = {r.path.relative_to(root).as_posix() for r in summary.captioned}
+    readable = {name for name in kinds if name not in unreadable and not name.endswith(".txt")}
+    assert captioned == readable, (captioned ^ readable)
+    for name in captioned:
+        text = (root / name).with_suffix(".txt").read_bytes().decode("utf-8")
+        assert text.startswith("zqx, ") and len(text) > len("zqx, "), (name, text)
+    after = {k: v for k, v in hash_tree(root).items() if not k.endswith(".txt")}
+    assert after == pictures  # the pictures themselves are untouched

@@ -102,3 +102,11 @@ def test_dataset_tab_end_to_end(page, app):
     expect(page.locator("#ds-tags")).to_contain_text("sks")
     expect(caption_box(page)).to_have_value("sks, zqx, a print picture")
     shot(page, "dataset_captions.png")
+
+    # hand the prepared folder to the Training tab
+    page.click("#ds-use")
+    expect(page.locator("#field-train_data_dir textarea, #field-train_data_dir input").first).to_have_value(
+        str(root / "datasets" / "zqx"))
+    expect(page.locator("#field-trigger_word textarea, #field-trigger_word input").first).to_have_value("zqx")
+    expect(page.locator("#plan-box")).to_contain_text("4 images x 10 repeats")
+    shot(page, "dataset_to_training.png")

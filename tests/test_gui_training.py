@@ -34,6 +34,13 @@ except ImportError:  # the browser tests skip; the others still run
     playwright_api = None
 
 
+def fake_trainer_command() -> str:
+    """LW_TRAINER_CMD for the fake trainer, quoted: the checkout's path may hold spaces."""
+    from core.launch import command_text
+
+    return command_text([sys.executable, str(REPO / "tests" / "fake_trainer.py")])
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -71,7 +78,7 @@ def app(tmp_path_factory):
     settings.write_text(json.dumps({"models_dir": str(root / "models"), "loras_dir": str(root / "out"),
                                     "outputs_dir": str(root / "out")}))
     port = free_port()
-    env = dict(os.environ, LW_TRAINER_CMD=f"{sys.executable} {REPO / 'tests' / 'fake_trainer.py'}",
+    env = dict(os.environ, LW_TRAINER_CMD=fake_trainer_command(),
                FAKE_STEP_SECONDS="0.12", FAKE_LOAD_SECONDS="0.3", GRADIO_ANALYTICS_ENABLED="False",
                HF_HUB_OFFLINE="1")
     cmd = [sys.executable, str(REPO / "app.py"), "--port", str(port), "--settings", str(settings)]

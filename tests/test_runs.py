@@ -14,10 +14,11 @@ import pytest
 
 from core import runs
 from core.config_io import to_toml
+from core.launch import command_text
 from core.schema import TrainConfig
 
 TESTS = Path(__file__).resolve().parent
-FAKE = f"{sys.executable} {TESTS / 'fake_trainer.py'}"
+FAKE = command_text([sys.executable, str(TESTS / 'fake_trainer.py')])  # quoted: the path may hold spaces
 
 
 # ------------------------------------------------------------------ helpers

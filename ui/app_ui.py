@@ -74,7 +74,7 @@ def build_app(settings: Settings) -> tuple[gr.Blocks, AppContext]:
         gr.HTML('<div class="lw-header"><h1>LoRA Workshop</h1>'
                 "<p>Train LoRAs for Stable Diffusion 1.5 and SDXL on your own computer.</p></div>")
         # Training opens first: on a fresh install it is ready to train the demo (toy model + demo dataset).
-        with gr.Tabs(selected="training"):
+        with gr.Tabs(selected="training") as tabs:
             _build_optional_tab(ctx, "ui.dataset_tab", "Dataset", "dataset")
             _build_optional_tab(ctx, "ui.caption_tab", "Captioning", "captioning")
             with gr.Tab("Training", id="training"):
@@ -82,4 +82,7 @@ def build_app(settings: Settings) -> tuple[gr.Blocks, AppContext]:
             _build_optional_tab(ctx, "ui.generate_tab", "Generate", "generate")
             with gr.Tab("Settings", id="settings"):
                 settings_tab.build(ctx)
+        ctx.components["tabs"] = tabs
+        for wire in ctx.after_build:
+            wire()
     return demo, ctx

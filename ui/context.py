@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .settings import Settings
 
@@ -14,6 +14,10 @@ class AppContext:
     settings: Settings
     blocks: Any = None  # the gr.Blocks being built / served
     extra_output_dirs: list[str] = field(default_factory=list)
+    # Components other tabs may drive ("tabs", "train.train_data_dir", ...), and wiring to do once every tab
+    # exists (a tab built early cannot reach a later one's components while it is being built).
+    components: dict[str, Any] = field(default_factory=dict)
+    after_build: list[Callable[[], None]] = field(default_factory=list)
 
     def output_dirs(self, *more: str) -> list[str]:
         """Folders whose run folders the history lists: the settings' outputs, plus those used here."""

@@ -82,8 +82,10 @@ def build(ctx: AppContext) -> None:
                                 elem_id="ds-overwrite")
     prepare_btn = gr.Button("Make the training folder", variant="primary", elem_id="ds-prepare")
     prep_msg = gr.HTML("", elem_id="ds-prep-msg")
-    prepared = gr.Textbox(label="Training images folder: copy it into the Training tab (train_data_dir)",
-                          interactive=False, buttons=["copy"], visible=False, elem_id="ds-prepared")
+    with gr.Row(equal_height=True):
+        prepared = gr.Textbox(label="Training images folder (the Training tab's train_data_dir)", scale=4,
+                              interactive=False, buttons=["copy"], visible=False, elem_id="ds-prepared")
+        use_btn = gr.Button("Use it for training", variant="primary", scale=1, visible=False, elem_id="ds-use")
     # ---------------------------------------------------------------- step 3
     gr.Markdown("### 3 · Captions")
     editor = dataset_captions.build(ctx)
@@ -110,21 +112,38 @@ def build(ctx: AppContext) -> None:
         out = (out or "").strip() or str(Path(ctx.settings.datasets_dir) / (name_ or "dataset"))
         hide = gr.update(visible=False)
         if not (src or "").strip():
-            return run_view.notice_html("Upload pictures or type a folder first (step 1).", "warn"), gr.skip(), hide, gr.skip()
+            return (run_view.notice_html("Upload pictures or type a folder first (step 1).", "warn"), gr.skip(), hide,
+                    gr.skip(), hide)
         try:
             res = prepare(src.strip(), out, name=name_, repeats=int(repeats_ or 0), resolution=int(size_) or None,
                           crop=crop_, background=bg or "white", keep_small=keep, overwrite=replace,
                           progress=core_progress(progress))
         except (PrepareError, OSError) as e:
-            return run_view.notice_html(str(e).split("\n")[0], "err"), gr.skip(), hide, gr.skip()
+            return run_view.notice_html(str(e).split("\n")[0], "err"), gr.skip(), hide, gr.skip(), hide
         ctx.allow(res.train_data_dir)
         msg = run_view.notice_html(f"Done: {len(res.written)} pictures are in {res.folder}. Use the folder below as "
                                    "the training images folder; edit the captions in step 3.", "ok")
-        return msg, report_view(res.report)[1], gr.update(value=str(res.train_data_dir), visible=True), str(res.folder)
+        return (msg, report_view(res.report)[1], gr.update(value=str(res.train_data_dir), visible=True), str(res.folder),
+                gr.update(visible=True))
 
     upload.upload(on_upload, [upload], [src_box]).then(on_check, [src_box, size, keep_small], [summary, report])
     check_btn.click(on_check, [src_box, size, keep_small], [summary, report])
     src_box.submit(on_check, [src_box, size, keep_small], [summary, report])
     prepare_btn.click(on_prepare, [src_box, name, repeats, size, crop, out_box, background, keep_small, overwrite],
-                      [prep_msg, report, prepared, editor.folder]).then(
+                      [prep_msg, report, prepared, editor.folder, use_btn]).then(
         editor.load, editor.load_inputs, editor.load_outputs)
+
+    def wire_use_for_training() -> None:
+        """Once the Training tab exists: fill in its data folder and trigger word, and switch to it."""
+        target = [ctx.components.get(k) for k in ("train.train_data_dir", "train.trigger_word", "tabs")]
+        if any(c is None for c in target):
+            return
+
+        def use(folder: str, trigger: str):
+            if not (folder or "").strip():
+                return gr.skip(), gr.skip(), gr.skip()
+            return folder, (trigger or "").strip() or gr.skip(), gr.Tabs(selected="training")
+
+        use_btn.click(use, [prepared, name], target)
+
+    ctx.after_build.append(wire_use_for_training)

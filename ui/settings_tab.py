@@ -35,6 +35,8 @@ def build(ctx: AppContext) -> None:
     outputs = gr.Textbox(s.outputs_dir, label="Outputs folder", elem_id="set-outputs",
                          info="Default output folder of new trainings (LoRA files and run folders); the run history "
                               "lists the runs in it.")
+    datasets = gr.Textbox(s.datasets_dir, label="Datasets folder", elem_id="set-datasets",
+                          info="Where the Dataset tab keeps uploaded pictures and makes training folders.")
     gr.Markdown("### Hugging Face token")
     gr.Markdown("Needed only for gated models on the Hugging Face hub. It is stored in settings.json, readable only "
                 "by your user, passed to the trainer, and never shown here again.", elem_classes=["lw-small"])
@@ -46,8 +48,8 @@ def build(ctx: AppContext) -> None:
         clear_btn = gr.Button("Remove the token", elem_id="clear-token")
     msg = gr.HTML("")
 
-    def on_save(m: str, l: str, o: str, t: str):
-        s.models_dir, s.loras_dir, s.outputs_dir = m.strip(), l.strip(), o.strip()
+    def on_save(m: str, l: str, o: str, d: str, t: str):
+        s.models_dir, s.loras_dir, s.outputs_dir, s.datasets_dir = m.strip(), l.strip(), o.strip(), d.strip()
         if t and t.strip():
             s.hf_token = t.strip()
         try:
@@ -66,7 +68,7 @@ def build(ctx: AppContext) -> None:
             return gr.skip(), notice_html(f"Cannot write {s.path}: {e}", "err")
         return token_line(s.token_state), notice_html("The token was removed.")
 
-    save_btn.click(on_save, [models, loras, outputs, token], [token_md, token, msg])
+    save_btn.click(on_save, [models, loras, outputs, datasets, token], [token_md, token, msg])
     clear_btn.click(on_clear, None, [token_md, msg])
 
     gr.Markdown("### System")

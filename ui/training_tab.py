@@ -116,6 +116,8 @@ def build(ctx: AppContext) -> None:
                 files_msg = gr.HTML("", elem_id="files-msg")
             form.build(initial, custom={"pretrained_model_name_or_path": model_picker},
                        after_basic_group={"data": add_plan_box})
+            for name in ("train_data_dir", "trigger_word"):  # the Dataset tab fills these in
+                ctx.components[f"train.{name}"] = form.components[name]
         # ------------------------------------------------------------------ run column
         with gr.Column(scale=2, min_width=360, elem_id="run-column"):
             form_errors = gr.HTML("", elem_id="form-errors-box")

@@ -196,6 +196,10 @@ def _caption_batch(captioner: Captioner, batch: list[tuple[Path, str]], existing
         except Image.UnidentifiedImageError:
             results[path] = FileResult(path, "failed",
                                        reason="cannot be read as an image (not an image file, or a damaged one)")
+        except Image.DecompressionBombError:
+            results[path] = FileResult(path, "failed", reason="is too large to open safely (over "
+                                       f"{2 * Image.MAX_IMAGE_PIXELS // 1_000_000} million pixels, or a damaged header); "
+                                       "scale it down in an image editor")
         except Exception as e:
             why = _reason(e).replace(f"'{path}'", "").replace(str(path), path.name)
             results[path] = FileResult(path, "failed", reason=f"cannot be read as an image ({why})")

@@ -86,8 +86,8 @@ class Report:
     def summary(self) -> str:
         left_out = sorted({p.file for p in self.problems if p.severity == "error"})
         notes = [p for p in self.problems if p.severity != "error"]
-        return (f"Checked {self.files_checked} files in {self.root}: {len(self.usable)} images can be used, "
-                f"{len(left_out)} files left out, {len(notes)} notes about files that are fixed or kept.")
+        return (f"Checked {_n(self.files_checked, 'file')} in {self.root}: {_n(len(self.usable), 'image')} can be used, "
+                f"{_n(len(left_out), 'file')} left out, {_n(len(notes), 'note')} about files that are fixed or kept.")
 
     def text(self) -> str:
         out = [self.summary()]
@@ -304,3 +304,8 @@ def check_folder(root: str | Path, *, resolution: int = DEFAULT_RESOLUTION, keep
     order = {p.relative_to(root).as_posix(): i for i, p in enumerate(paths + captions)}
     report.problems.sort(key=lambda p: (order.get(p.file, 0), p.severity != "error"))
     return report
+
+
+def _n(count: int, noun: str) -> str:
+    """``1 file``, ``3 files``."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
