@@ -121,6 +121,20 @@ def newest_run_base_model(output_dirs: list[str]) -> str:
         return ""
 
 
+def native_size(model: str) -> int | None:
+    """The base model's own image size: from a diffusers folder's configs, else by family (None when unknown)."""
+    from core.models.detect import native_image_size
+
+    p = Path(model).expanduser() if model else None
+    size = native_image_size(p) if p is not None and p.is_dir() else None
+    if size:
+        _SIZES_SEEN.add(size)
+    return size or SIZE_DEFAULTS.get(base_family(model) or "")
+
+
+_SIZES_SEEN = set(SIZE_DEFAULTS.values())  # sizes that were a model's own: changed along with the model
+
+
 def base_family(model: str) -> str | None:
     """sd15 / sd2 / sdxl ... of a local base model, from its config or header only (None when unknown)."""
     if not model:
@@ -264,7 +278,7 @@ def build(settings: Any, ctx: Any = None) -> None:
     default_model = newest_run_base_model(_lora_dirs(settings, ctx)) or (models[0] if models else "")
     if default_model and default_model not in models:
         models = [default_model, *models]
-    size = SIZE_DEFAULTS.get(base_family(default_model) or "", 512)  # reads a config / header only
+    size = native_size(default_model) or 512  # reads configs / a header only
 
     gr.Markdown("Try your LoRAs: pick a base model and up to four LoRAs with a strength each, write a prompt "
                 "and generate. **Compare** below renders a grid of saved epochs × strengths with one seed.",
@@ -307,8 +321,8 @@ def build(settings: Any, ctx: Any = None) -> None:
                 steps_sl = gr.Slider(1, 150, value=20, step=1, label="Steps", elem_id="gen-steps", scale=3)
                 cfg_sl = gr.Slider(1, 30, value=7.0, step=0.5, label="Guidance (CFG)", elem_id="gen-cfg", scale=3)
             with gr.Row():
-                width_sl = gr.Slider(64, 2048, value=size, step=8, label="Width", elem_id="gen-width")
-                height_sl = gr.Slider(64, 2048, value=size, step=8, label="Height", elem_id="gen-height")
+                width_sl = gr.Slider(32, 2048, value=size, step=8, label="Width", elem_id="gen-width")
+                height_sl = gr.Slider(32, 2048, value=size, step=8, label="Height", elem_id="gen-height")
             with gr.Row(equal_height=False):
                 with gr.Column(scale=3, min_width=200):
                     seed_nb = gr.Number(value=-1, precision=0, label="Seed", elem_id="gen-seed",
@@ -368,13 +382,12 @@ def build(settings: Any, ctx: Any = None) -> None:
 
     def on_model_change(model, width, height, *current):
         out = refresh(model, *current)
-        family = base_family(model)
-        size = SIZE_DEFAULTS.get(family or "")
+        size = native_size(model)
         w = h = gr.update()
         if size:  # follow the model's native size unless the user chose another one
-            if int(width) in SIZE_DEFAULTS.values():
+            if int(width) in _SIZES_SEEN:
                 w = size
-            if int(height) in SIZE_DEFAULTS.values():
+            if int(height) in _SIZES_SEEN:
                 h = size
         return [*out, w, h]
 

@@ -327,6 +327,20 @@ _PIPELINE_FAMILIES = {
 }
 
 
+def native_image_size(path: str | Path) -> int | None:
+    """The image size a diffusers folder was trained at: the UNet's sample_size times the VAE's down-sampling
+    (64 x 8 = 512 for SD1.5, 128 x 8 = 1024 for SDXL, 8 x 4 = 32 for the built-in toy model); None when the
+    folder's configs do not say."""
+    path = Path(path)
+    try:
+        unet = json.loads((path / "unet" / "config.json").read_text(encoding="utf-8"))
+        vae = json.loads((path / "vae" / "config.json").read_text(encoding="utf-8"))
+        sample, blocks = int(unet["sample_size"]), len(vae["block_out_channels"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return sample * 2 ** (blocks - 1) if sample > 0 and blocks > 0 else None
+
+
 def detect_diffusers_folder(path: str | Path) -> str:
     """Family of a diffusers pipeline folder, from ``model_index.json`` (and the UNet config for SD1/SD2)."""
     path = Path(path)
