@@ -115,6 +115,9 @@ def test_toy_model_loads_through_the_normal_loader(toy_model):
     assert comps.pipeline.vae_scale_factor == 4 and comps.unet.config.sample_size == 8
     ids = comps.tokenizers[0]("a red zqx on a white background").input_ids
     assert ids[0] == 49406 and ids[-1] == 49407 and len(ids) > 8  # real CLIP BPE
+    from core.models.detect import native_image_size
+
+    assert native_image_size(toy_model) == 32  # what the Generate tab and the Demo preset use
     size = sum(p.stat().st_size for p in toy_model.rglob("*") if p.is_file())
     assert size <= 30e6, f"the toy model folder is {size / 1e6:.1f} MB"
 
