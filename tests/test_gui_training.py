@@ -190,9 +190,10 @@ def test_progress_panel_says_complete_only_for_completed_runs(tmp_path):
 
 def test_app_start_imports_no_ml_libraries(tmp_path):
     code = ("import sys; sys.path.insert(0, sys.argv[1]); from ui.app_ui import build_app; "
-            "from ui.settings import Settings; build_app(Settings(path=sys.argv[2])); "
+            "from ui.settings import Settings; d = sys.argv[3]; "
+            "build_app(Settings(path=sys.argv[2], models_dir=d, outputs_dir=d, loras_dir=d, datasets_dir=d)); "
             "print(sorted(m for m in ('torch', 'diffusers', 'transformers', 'accelerate', 'peft') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code, str(REPO), str(tmp_path / "s.json")], capture_output=True,
+    out = subprocess.run([sys.executable, "-c", code, str(REPO), str(tmp_path / "s.json"), str(tmp_path)], capture_output=True,
                          text=True, timeout=120, env=dict(os.environ, GRADIO_ANALYTICS_ENABLED="False"))
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -121,8 +121,9 @@ def build(ctx: AppContext) -> None:
         except (PrepareError, OSError) as e:
             return run_view.notice_html(str(e).split("\n")[0], "err"), gr.skip(), hide, gr.skip(), hide
         ctx.allow(res.train_data_dir)
-        msg = run_view.notice_html(f"Done: {len(res.written)} pictures are in {res.folder}. Use the folder below as "
-                                   "the training images folder; edit the captions in step 3.", "ok")
+        msg = run_view.notice_html(f"Done: {len(res.written)} pictures are in {res.folder}. Edit their captions in "
+                                   "step 3, then press Use it for training, and in the Training tab choose the preset "
+                                   "and the base model for your model (SD1.5 or SDXL).", "ok")
         return (msg, report_view(res.report)[1], gr.update(value=str(res.train_data_dir), visible=True), str(res.folder),
                 gr.update(visible=True))
 
