@@ -19,9 +19,9 @@ import sys
 import time
 from pathlib import Path
 
+from .toy.starter import DEMO_PRESET as PRESET
 from .toy.starter import TOY_MODEL as DEFAULT_MODEL
 
-PRESET = "Demo (CPU)"
 OUTPUT_NAME = "demo_zqx"
 LEARNED = (0.6, 0.2)  # the concept counts as learned at >= 0.6 with the LoRA and < 0.2 without
 
@@ -61,15 +61,12 @@ class DemoError(Exception):
 
 def _config(args, data_dir: Path, out: Path):
     from .config_io import ConfigError, apply_overrides, validate
-    from .presets import find_preset
+    from .toy.starter import demo_values
 
     try:
-        preset = find_preset(PRESET)
+        values = demo_values(args.model, data_dir, out, OUTPUT_NAME)
     except KeyError:
         raise DemoError(f"The '{PRESET}' preset is missing from presets/: reinstall.", 2) from None
-    values = dict(preset.values)
-    values.update(pretrained_model_name_or_path=str(args.model), train_data_dir=str(data_dir), output_dir=str(out),
-                  output_name=OUTPUT_NAME, trigger_word="zqx")
     if args.steps:
         values["max_train_steps"] = args.steps
     try:
@@ -104,7 +101,7 @@ def _run(args, echo, t0: float) -> dict:
         raise DemoError(f"training failed (exit code {code}); see {out / OUTPUT_NAME / 'train.log'}", code)
     lora_path = out / f"{OUTPUT_NAME}.safetensors"
 
-    from .toy.build import generate, load_toy, save_grid
+    from .toy.measure import generate, load_toy, save_grid
 
     echo(f"Generating {args.images} images without and with the LoRA")
     t_gen = time.time()

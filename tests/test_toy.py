@@ -131,7 +131,7 @@ def test_toy_model_recorded_quality(toy_model):
 
 
 def test_toy_model_follows_prompts(toy_model):
-    from core.toy.build import generate, load_toy
+    from core.toy.measure import generate, load_toy
 
     pipe = load_toy(toy_model)
     wanted = [(c, s) for s in shapes.BASE_SHAPES for c in shapes.COLORS]

@@ -16,7 +16,7 @@ from typing import Callable
 from PIL import Image, ImageOps
 
 from core.dataset.captions import add_prefix, join_tags, list_images, load_caption, save_caption, split_tags
-from core.dataset.inspect import open_image
+from core.dataset.inspect import MAX_PIXELS, open_image
 from core.dataset.prepare import to_rgb
 
 from .base import CaptionError, Captioner
@@ -198,7 +198,7 @@ def _caption_batch(captioner: Captioner, batch: list[tuple[Path, str]], existing
                                        reason="cannot be read as an image (not an image file, or a damaged one)")
         except Image.DecompressionBombError:
             results[path] = FileResult(path, "failed", reason="is too large to open safely (over "
-                                       f"{2 * Image.MAX_IMAGE_PIXELS // 1_000_000} million pixels, or a damaged header); "
+                                       f"{MAX_PIXELS // 1_000_000} million pixels, or a damaged header); "
                                        "scale it down in an image editor")
         except Exception as e:
             why = _reason(e).replace(f"'{path}'", "").replace(str(path), path.name)

@@ -39,13 +39,12 @@ from pathlib import Path
 import numpy as np
 
 from . import shapes as S
+from .measure import measure, to_tensor
+from .work import Paused, Progress, Work, _rng_state, _set_rng_state
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "core" / "models" / "configs"
 BUILD_VERSION = 1
-DEFAULT_GUIDANCE = 4.0
-DEFAULT_SAMPLE_STEPS = 20
-SAMPLER = "dpmsolver++"
 
 
 @dataclass
@@ -121,50 +120,6 @@ def noise_scheduler():
 
 # ----------------------------------------------------------------------------- helpers
 
-class Progress:
-    """Progress lines with the stage's rate and ETA, and the whole build's elapsed time."""
-
-    def __init__(self, echo=print):
-        self.echo = echo
-        self.t0 = time.time()
-
-    def stage(self, name: str, total: int, start: int = 0):
-        return _Stage(self, name, total, start)
-
-    def say(self, text: str) -> None:
-        self.echo(f"[{_hms(time.time() - self.t0)}] {text}")
-
-
-class _Stage:
-    def __init__(self, p: Progress, name: str, total: int, start: int = 0):
-        self.p, self.name, self.total, self.start = p, name, total, start
-        self.t0 = time.time()
-        self.every = max(1, total // 40)
-
-    def step(self, i: int, **values) -> None:
-        if i % self.every and i != self.total:
-            return
-        dt = time.time() - self.t0
-        rate = dt / max(i - self.start, 1)
-        vals = " ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items())
-        self.p.say(f"{self.name} {i}/{self.total} {vals} {rate:.2f}s/step ETA {_hms(rate * (self.total - i))}")
-
-
-def _hms(s: float) -> str:
-    s = int(max(s, 0))
-    return f"{s // 3600:d}:{s % 3600 // 60:02d}:{s % 60:02d}"
-
-
-def to_tensor(images: np.ndarray):
-    import torch
-
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
-
-
-def to_uint8(x) -> np.ndarray:
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-
-
 def lr_at(step: int, total: int, base: float, warmup: int) -> float:
     if step < warmup:
         return base * (step + 1) / warmup
@@ -177,60 +132,6 @@ def setup_torch(threads: int = 2) -> None:
 
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
-
-
-# ----------------------------------------------------------------------------- resumable work state
-
-class Paused(Exception):
-    """--max-minutes ran out: the stage state is saved; the same command continues it."""
-
-
-class Work:
-    """Stage state in ``<out>.work/``: the same command continues an interrupted or paused build."""
-
-    def __init__(self, out: Path, plan: Plan, deadline: float | None):
-        self.dir = out.with_name(out.name + ".work")
-        self.plan = plan
-        self.deadline = deadline
-        self.key = json.dumps({"v": BUILD_VERSION, **asdict(plan)}, sort_keys=True)
-
-    def load(self, name: str) -> dict | None:
-        import torch
-
-        f = self.dir / f"{name}.pt"
-        if not f.is_file() or (self.dir / "plan.json").read_text(encoding="utf-8") != self.key:
-            return None
-        return torch.load(f, map_location="cpu", weights_only=True)
-
-    def save(self, name: str, state: dict) -> None:
-        import torch
-
-        self.dir.mkdir(parents=True, exist_ok=True)
-        plan_file = self.dir / "plan.json"
-        if not plan_file.is_file() or plan_file.read_text(encoding="utf-8") != self.key:
-            for old in self.dir.glob("*.pt"):
-                old.unlink()
-            plan_file.write_text(self.key, encoding="utf-8")
-        tmp = self.dir / f"{name}.pt.tmp"
-        torch.save(state, tmp)
-        tmp.replace(self.dir / f"{name}.pt")
-
-    def out_of_time(self) -> bool:
-        return self.deadline is not None and time.time() > self.deadline
-
-    def remove(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def _rng_state(rng: np.random.Generator) -> dict:
-    st = rng.bit_generator.state
-    return {"state": str(st["state"]["state"]), "inc": str(st["state"]["inc"]),
-            "has_uint32": int(st["has_uint32"]), "uinteger": int(st["uinteger"])}
-
-
-def _set_rng_state(rng: np.random.Generator, d: dict) -> None:
-    rng.bit_generator.state = {"bit_generator": "PCG64", "state": {"state": int(d["state"]), "inc": int(d["inc"])},
-                               "has_uint32": int(d["has_uint32"]), "uinteger": int(d["uinteger"])}
 
 
 # ----------------------------------------------------------------------------- stage 1: VAE
@@ -429,102 +330,6 @@ def folder_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-# ----------------------------------------------------------------------------- stage 3: measure
-
-def eval_prompts(seeds: int) -> list[tuple[str, str, str, int]]:
-    """(color, shape, background, seed) for every base caption and ``seeds`` seeds."""
-    return [(c, s, b, 1000 + k) for k in range(seeds) for s in S.BASE_SHAPES for c in S.COLORS for b in S.BACKGROUNDS]
-
-
-def generate(pipe, prompts: list[str], seeds: list[int], steps: int = DEFAULT_SAMPLE_STEPS,
-             guidance: float = DEFAULT_GUIDANCE, batch: int = 48) -> list[np.ndarray]:
-    """uint8 HxWx3 images, one per prompt, each from its own seeded generator."""
-    import torch
-
-    out = []
-    for i in range(0, len(prompts), batch):
-        gens = [torch.Generator().manual_seed(s) for s in seeds[i:i + batch]]
-        with torch.no_grad():
-            res = pipe(prompt=prompts[i:i + batch], generator=gens, num_inference_steps=steps,
-                       guidance_scale=guidance, height=S.SIZE, width=S.SIZE, output_type="np")
-        out += [(im * 255).round().astype(np.uint8) for im in res.images]
-    return out
-
-
-def load_toy(path: str | Path):
-    """The toy model through the normal loader, with the sampler the demo uses."""
-    from ..models.loading import load_pipeline
-    from ..samplers import make_scheduler
-
-    pipe, fam = load_pipeline(str(path))
-    pipe.scheduler = make_scheduler(SAMPLER, pipe.scheduler.config)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-def measure(out: Path, plan: Plan, progress: Progress, vae_train=None) -> dict:
-    import torch
-
-    from . import checker
-
-    pipe = load_toy(out)
-    # VAE: drawn images -> encode -> decode -> checker, per shape
-    rng = np.random.default_rng(plan.seed + 400)
-    images, specs = S.batch(rng, 240 if plan.eval_seeds > 0 else 16, ("circle", "square", "triangle", "star"))
-    with torch.no_grad():
-        rec = to_uint8(pipe.vae.decode(pipe.vae.encode(to_tensor(images)).latent_dist.mean).sample)
-    mse = float(((rec.astype(np.float32) - images.astype(np.float32)) / 255.0).__pow__(2).mean())
-    verdicts = [checker.classify(im) for im in rec]
-    vae_fig = {
-        "psnr_db": round(10 * math.log10(1.0 / max(mse, 1e-10)), 2),
-        "shape_right": round(sum(v.shape == s.shape for v, s in zip(verdicts, specs)) / len(specs), 3),
-        "color_right": round(sum(v.color == s.color for v, s in zip(verdicts, specs)) / len(specs), 3),
-        "star_right": round(sum(v.shape == "star" for v, s in zip(verdicts, specs) if s.shape == "star")
-                            / max(1, sum(s.shape == "star" for s in specs)), 3),
-    }
-    progress.say(f"VAE reconstruction: {vae_fig}")
-    if plan.eval_seeds <= 0:
-        return {"vae": vae_fig, "prompt_following": None}
-    # UNet + text encoder: prompt following
-    items = eval_prompts(plan.eval_seeds)
-    prompts = [S.caption(c, s, b) for c, s, b, _ in items]
-    t0 = time.time()
-    imgs = generate(pipe, prompts, [k for *_, k in items])
-    gen_s = time.time() - t0
-    verdicts = [checker.classify(im) for im in imgs]
-    per_shape = {}
-    for shape in S.BASE_SHAPES:
-        sel = [v for v, it in zip(verdicts, items) if it[1] == shape]
-        per_shape[shape] = round(sum(v.shape == shape for v in sel) / len(sel), 3)
-    follow = {
-        "images": len(items), "sampler": SAMPLER, "steps": DEFAULT_SAMPLE_STEPS, "guidance": DEFAULT_GUIDANCE,
-        "color_right": round(sum(v.color == it[0] for v, it in zip(verdicts, items)) / len(items), 3),
-        "shape_right": round(sum(v.shape == it[1] for v, it in zip(verdicts, items)) / len(items), 3),
-        "both_right": round(sum(v.color == it[0] and v.shape == it[1] for v, it in zip(verdicts, items)) / len(items), 3),
-        "shape_right_by_shape": per_shape,
-        "seconds_per_image": round(gen_s / len(items), 3),
-    }
-    progress.say(f"Prompt following: {follow}")
-    # The demo's trigger word means nothing to the base: how often does it draw a star anyway?
-    zq = [S.caption(c, "zqx", b) for c in S.COLORS for b in S.BACKGROUNDS]
-    zimgs = generate(pipe, zq, list(range(2000, 2000 + len(zq))))
-    follow["star_rate_for_trigger_word"] = round(checker.concept_score(zimgs, "star"), 3)
-    save_grid(imgs[: len(S.BASE_SHAPES) * len(S.COLORS) * len(S.BACKGROUNDS)], out / "samples.png",
-              cols=len(S.COLORS) * len(S.BACKGROUNDS))
-    return {"vae": vae_fig, "prompt_following": follow}
-
-
-def save_grid(images: list[np.ndarray], path: Path, cols: int, scale: int = 2) -> None:
-    from PIL import Image
-
-    rows = math.ceil(len(images) / cols)
-    h, w = images[0].shape[:2]
-    grid = Image.new("RGB", (cols * w, rows * h), (255, 255, 255))
-    for i, im in enumerate(images):
-        grid.paste(Image.fromarray(im), ((i % cols) * w, (i // cols) * h))
-    grid.resize((cols * w * scale, rows * h * scale), Image.Resampling.NEAREST).save(path, optimize=True)
-
-
 # ----------------------------------------------------------------------------- main
 
 README = """# Toy Stable Diffusion 1.5 model (LoRA Workshop)
@@ -546,7 +351,8 @@ def build(out: Path, plan: Plan, echo=print, command: str = "", threads: int = 2
     setup_torch(threads)
     progress = Progress(echo)
     t0 = time.time()
-    work = Work(out, plan, t0 + 60 * max_minutes if max_minutes else None)
+    key = json.dumps({"v": BUILD_VERSION, **asdict(plan)}, sort_keys=True)
+    work = Work(out, key, t0 + 60 * max_minutes if max_minutes else None)
     progress.say(f"Building the toy model into {out}: {json.dumps(asdict(plan))}")
     vae, unet, te = make_models(plan.seed)
     counts = {k: sum(p.numel() for p in m.parameters()) for k, m in (("unet", unet), ("vae", vae), ("text_encoder", te))}
@@ -577,7 +383,7 @@ def build(out: Path, plan: Plan, echo=print, command: str = "", threads: int = 2
     save_pipeline(vae, unet, te, out)
     progress.say(f"Saved {out} ({folder_size(out) / 1e6:.1f} MB); measuring")
     t = time.time()
-    figures = measure(out, plan, progress)
+    figures = measure(out, plan.seed, plan.eval_seeds, progress)
     measure_s = time.time() - t
     import diffusers
     import transformers

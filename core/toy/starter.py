@@ -29,16 +29,23 @@ def ensure_demo_dataset(outputs_dir: str | Path) -> Path:
     return root
 
 
+def demo_values(model: str | Path, train_data_dir: str | Path, output_dir: str | Path, output_name: str) -> dict:
+    """The demo's training values: the Demo (CPU) preset with the model, data, output and trigger word filled in
+    (the same for the GUI's starting form and `python -m core demo`). KeyError when the preset is missing."""
+    from ..presets import find_preset
+    from .demo_data import TRIGGER
+
+    return {**find_preset(DEMO_PRESET).values, "pretrained_model_name_or_path": str(model),
+            "train_data_dir": str(train_data_dir), "output_dir": str(output_dir), "output_name": output_name,
+            "trigger_word": TRIGGER}
+
+
 def starter_config(outputs_dir: str | Path):
     """A complete, valid TrainConfig for the demo (toy model + demo dataset + Demo preset), or None when the
     toy model is not installed."""
-    from ..presets import apply_preset, find_preset
-    from ..schema import TrainConfig
-    from .demo_data import TRIGGER
+    from ..config_io import validate
 
     if not toy_model_available():
         return None
-    base = TrainConfig(pretrained_model_name_or_path=str(TOY_MODEL), train_data_dir=str(ensure_demo_dataset(outputs_dir)),
-                       output_dir=str(Path(outputs_dir).expanduser()), output_name=STARTER_OUTPUT_NAME,
-                       trigger_word=TRIGGER)
-    return apply_preset(find_preset(DEMO_PRESET), base)
+    outputs = Path(outputs_dir).expanduser()
+    return validate(demo_values(TOY_MODEL, ensure_demo_dataset(outputs), outputs, STARTER_OUTPUT_NAME))
