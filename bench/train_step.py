@@ -86,7 +86,7 @@ def run_case(args) -> dict:
     import torch
 
     import core.train.trainer as trainer_mod
-    from core.config_io import validate
+    from core.config.toml_io import validate
 
     if args.size == "real":
         comps = real_components(args.family)

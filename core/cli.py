@@ -6,7 +6,7 @@ import importlib
 import sys
 from typing import Any, get_args, get_origin
 
-from .schema import GROUPS, TrainConfig, all_fields
+from .config.schema import GROUPS, TrainConfig, all_fields
 
 
 def _add_schema_options(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +43,7 @@ def _train_parser(sub) -> argparse.ArgumentParser:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from .config_io import ConfigError, apply_overrides, read_toml, to_toml, validate
+    from .config.toml_io import ConfigError, apply_overrides, read_toml, to_toml, validate
 
     try:
         data = read_toml(args.config) if args.config else {}

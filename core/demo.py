@@ -60,7 +60,7 @@ class DemoError(Exception):
 
 
 def _config(args, data_dir: Path, out: Path):
-    from .config_io import ConfigError, apply_overrides, validate
+    from .config.toml_io import ConfigError, apply_overrides, validate
     from .toy.starter import demo_values
 
     try:

@@ -25,8 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.config_io import ConfigError, atomic_write_text, load_config, save_config  # noqa: E402
-from core.steps_plan import steps_plan  # noqa: E402
+from core.config.toml_io import ConfigError, atomic_write_text, load_config, save_config  # noqa: E402
+from core.runs.steps_plan import steps_plan  # noqa: E402
 
 
 class Run:

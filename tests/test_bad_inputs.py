@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from core.config_io import ConfigError, load_config, validate
+from core.config.toml_io import ConfigError, load_config, validate
 from core.train.trainer import Trainer
 from train_helpers import run_cli, tiny_config
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.cli import build_parser, config_reference
-from core.schema import TrainConfig
+from core.config.schema import TrainConfig
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from core.config_io import save_config
+from core.config.toml_io import save_config
 from core.models.ldm_convert import pipeline_to_ldm_state_dict, save_single_file
 from train_helpers import run_cli, tiny_config
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from core import convert_config as cc
-from core.config_io import ConfigError, load_config, validate
+from core.config.toml_io import ConfigError, load_config, validate
 
 DATA = Path(__file__).parent / "data"
 GUI_SD15 = DATA / "kohya_gui_sd15_locon.json"

@@ -1,4 +1,4 @@
-"""core.generate on the CPU with the tiny SD1.5 model and a freshly trained tiny LoRA.
+"""core.generation.engine on the CPU with the tiny SD1.5 model and a freshly trained tiny LoRA.
 
 LoRA strengths change the image and strength 0 is exactly the base model; a second LoRA is
 applied to the same pipeline (no reload); <lora:name:w> tags; A1111 PNG parameters; the grid.
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.generate import (GenerateError, Generator, family_warning, list_loras, parse_lora_tags, read_lora_info,
+from core.generation.engine import (GenerateError, Generator, family_warning, list_loras, parse_lora_tags, read_lora_info,
                            resolve_lora_name)
 from train_helpers import tiny_config, train_in_process
 

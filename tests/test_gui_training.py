@@ -36,7 +36,7 @@ except ImportError:  # the browser tests skip; the others still run
 
 def fake_trainer_command() -> str:
     """LW_TRAINER_CMD for the fake trainer, quoted: the checkout's path may hold spaces."""
-    from core.launch import command_text
+    from core.runs.launch import command_text
 
     return command_text([sys.executable, str(REPO / "tests" / "fake_trainer.py")])
 
@@ -175,7 +175,7 @@ def test_refuses_to_expose_without_password():
 
 
 def test_progress_panel_says_complete_only_for_completed_runs(tmp_path):
-    from core.runs import RunInfo
+    from core.runs.reader import RunInfo
     from ui.run_view import progress_html
 
     for status in ("running", "failed", "stopped", "interrupted"):
@@ -331,7 +331,7 @@ def test_killed_trainer_is_interrupted_then_resumed(page, app):
 
 
 def test_config_files_and_user_presets(page, app):
-    from core.presets import USER_DIR, slug
+    from core.config.presets import USER_DIR, slug
 
     page.locator("#files-accordion").get_by_text("Save as preset").click()
     toml = app["root"] / "mine.toml"

@@ -8,7 +8,7 @@ import sys
 
 from safetensors.torch import load_file
 
-from core.config_io import save_config
+from core.config.toml_io import save_config
 from train_helpers import REPO, tiny_config
 
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from core import presets
-from core.config_io import ConfigError
-from core.schema import TrainConfig
+from core.config import presets
+from core.config.toml_io import ConfigError
+from core.config.schema import TrainConfig
 
 REQUIRED = ["SD1.5 character", "SD1.5 style", "SDXL character", "SDXL style", "Demo (CPU)"]
 

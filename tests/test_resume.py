@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from core.config_io import save_config
+from core.config.toml_io import save_config
 from train_helpers import REPO, run_cli, tiny_config
 
 STEPS = 40

@@ -1,4 +1,4 @@
-"""core.runs: event tailing, run status, steps arithmetic, command line, and launching (fake trainer)."""
+"""core.runs.reader: event tailing, run status, steps arithmetic, command line, and launching (fake trainer)."""
 from __future__ import annotations
 
 import json
@@ -12,10 +12,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from core import runs
-from core.config_io import to_toml
-from core.launch import command_text
-from core.schema import TrainConfig
+from core.runs import reader as runs
+from core.config.toml_io import to_toml
+from core.runs.launch import command_text
+from core.config.schema import TrainConfig
 
 TESTS = Path(__file__).resolve().parent
 FAKE = command_text([sys.executable, str(TESTS / 'fake_trainer.py')])  # quoted: the path may hold spaces
@@ -371,7 +371,7 @@ def test_resume_without_state_is_refused(tmp_path, fake_trainer):
 def test_real_trainer_stop_resume_complete(tiny_sd15, tiny_dataset, tmp_path, monkeypatch):
     """`python -m core train` on the tiny model with the Demo preset: stop, resume, complete."""
     monkeypatch.delenv(runs.TRAINER_CMD_ENV, raising=False)
-    from core import presets
+    from core.config import presets
 
     base = TrainConfig(pretrained_model_name_or_path=str(tiny_sd15), train_data_dir=str(tiny_dataset),
                        output_dir=str(tmp_path / "out"), output_name="real", trigger_word="zqx")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from core.config_io import validate
+from core.config.toml_io import validate
 from core.train.trainer import Trainer
 
 REPO = Path(__file__).resolve().parent.parent

@@ -1,2 +1,2 @@
 """The Gradio GUI. It holds no training logic: it writes configs, starts `python -m core train`,
-and reads the run directory (core.runs)."""
+and reads the run directory (core.runs.reader)."""

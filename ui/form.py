@@ -1,4 +1,4 @@
-"""The training form, generated from core.schema: one component per TrainConfig field.
+"""The training form, generated from core.config.schema: one component per TrainConfig field.
 
 Basic fields come first, grouped as in the schema; the other fields sit in one closed accordion
 per group. Labels come from the key names, help text from the schema, limits from the schema.
@@ -12,8 +12,8 @@ from typing import Any, Callable, get_args, get_origin
 
 import gradio as gr
 
-from core.config_io import ConfigError, validate
-from core.schema import GROUPS, TrainConfig, all_fields
+from core.config.toml_io import ConfigError, validate
+from core.config.schema import GROUPS, TrainConfig, all_fields
 
 WORDS = {"lr": "LR", "snr": "SNR", "vae": "VAE", "lora": "LoRA", "ff": "FF", "sdpa": "SDPA", "n": "N", "reso": "resolution",
          "dir": "folder", "num": "number of", "dim": "dim", "te": "TE", "dora": "DoRA", "unet": "UNet", "proj": "proj",

@@ -1,6 +1,6 @@
 """The Generate tab: try LoRAs on a base model, and compare saved epochs / strengths in a grid.
 
-The work is done by core.generate.Generator (imported lazily, in the callbacks, so the app starts
+The work is done by core.generation.engine.Generator (imported lazily, in the callbacks, so the app starts
 fast): one base pipeline stays loaded and LoRAs are switched on it without reloading. Images are
 saved as PNGs with A1111-style parameters into ``<outputs folder>/generated/<date>/``.
 
@@ -19,7 +19,7 @@ from typing import Any
 
 import gradio as gr
 
-from core.samplers import A1111_NAMES, SAMPLERS
+from core.generation.samplers import A1111_NAMES, SAMPLERS
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MODEL_EXTS = (".safetensors", ".ckpt")
@@ -154,7 +154,7 @@ def base_family(model: str) -> str | None:
 
 # --------------------------------------------------------------------------- LoRA choices
 def lora_choices(settings: Any, ctx: Any, family: str | None) -> tuple[list[tuple[str, str]], list[Any]]:
-    from core.generate import list_loras
+    from core.generation.engine import list_loras
 
     infos = list_loras(_lora_dirs(settings, ctx), family)
     return [(i.label, i.path) for i in infos], infos
@@ -162,7 +162,7 @@ def lora_choices(settings: Any, ctx: Any, family: str | None) -> tuple[list[tupl
 
 def lora_notes(paths: list[str], family: str | None) -> str:
     """Markdown under the LoRA pickers: trigger words to put in the prompt, family warnings."""
-    from core.generate import family_warning, read_lora_info
+    from core.generation.engine import family_warning, read_lora_info
 
     lines = []
     for path in paths:
@@ -193,7 +193,7 @@ def lora_notes(paths: list[str], family: str | None) -> str:
 # --------------------------------------------------------------------------- the generator
 def _generator(settings: Any, ctx: Any = None):
     global _GENERATOR
-    from core.generate import Generator
+    from core.generation.engine import Generator
 
     with _GEN_LOCK:
         if _GENERATOR is None:
@@ -232,7 +232,7 @@ def _error(message: str) -> gr.Error:
 
 
 def _user_error(e: Exception) -> gr.Error:
-    from core.generate import GenerateError
+    from core.generation.engine import GenerateError
 
     known = (GenerateError, ValueError, FileNotFoundError)
     if isinstance(e, known):
@@ -403,7 +403,7 @@ def build(settings: Any, ctx: Any = None) -> None:
                 *(gr.Slider(value=1.0) for _ in range(LORA_SLOTS)), "", *_row_visibility([None] * LORA_SLOTS)]
 
     def newest_epochs(model):
-        from core.generate import list_loras
+        from core.generation.engine import list_loras
 
         infos = list_loras(_lora_dirs(settings, ctx), base_family(model))
         if not infos:

@@ -1,6 +1,6 @@
 """How a run looks in the GUI: progress HTML, loss data, log text, gallery items, history rows.
 
-Plain functions of core.runs.RunInfo (no gradio), so they are cheap to call every second and easy
+Plain functions of core.runs.reader.RunInfo (no gradio), so they are cheap to call every second and easy
 to test. "Training complete" appears only for status "completed".
 """
 from __future__ import annotations
@@ -9,8 +9,8 @@ import html
 import time
 from pathlib import Path
 
-from core.runs import CONSOLE_LOG, RunInfo, tail_text
-from core.steps_plan import StepsPlan
+from core.runs.reader import CONSOLE_LOG, RunInfo, tail_text
+from core.runs.steps_plan import StepsPlan
 
 STATUS_WORDS = {
     "running": "Training",

@@ -1,8 +1,8 @@
 """The Training tab: the settings form, presets and config files, start/stop, the live view of a run
 (progress, loss, samples, log, refreshed every second) and the run history.
 
-Everything about training goes through core: the form is generated from core.schema, runs are
-started and read with core.runs. Reloading the page re-attaches to the run in progress.
+Everything about training goes through core: the form is generated from core.config.schema, runs are
+started and read with core.runs.reader. Reloading the page re-attaches to the run in progress.
 """
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ from typing import Any
 
 import gradio as gr
 
-from core import presets as presets_mod
-from core.config_io import ConfigError, flatten, load_config, read_toml, validate
-from core.launch import command_line, request, start_run
-from core.runs import RunBusyError, RunExistsError, is_run_dir, list_runs, read_run, run_dir_of
-from core.steps_plan import steps_plan
-from core.schema import TrainConfig
+from core.config import presets as presets_mod
+from core.config.toml_io import ConfigError, flatten, load_config, read_toml, validate
+from core.runs.launch import command_line, request, start_run
+from core.runs.reader import RunBusyError, RunExistsError, is_run_dir, list_runs, read_run, run_dir_of
+from core.runs.steps_plan import steps_plan
+from core.config.schema import TrainConfig
 
 from . import run_view
 from .context import AppContext
@@ -218,7 +218,7 @@ def build(ctx: AppContext) -> None:
         cfg, err = valid_config(values)
         if cfg is None:
             return gr.update(visible=False), err
-        from core.config_io import save_config
+        from core.config.toml_io import save_config
 
         path = Path(tempfile.mkdtemp(prefix="lw-config-")) / f"{cfg.output_name}.toml"
         save_config(cfg, path)

@@ -8,11 +8,11 @@ note (a changed name, a nearest choice, a computed value), listed as "not conver
 and the reason, or, for empty/off/default GUI fields, named in one "ignored" line. The report goes to
 stderr as lines starting with "# " and is also written as a comment header at the top of the TOML,
 so nothing is lost when the output is redirected to a file. The converted values are checked with
-:func:`core.config_io.validate`; a value it rejects is reported and left out, so the TOML always loads.
+:func:`core.config.toml_io.validate`; a value it rejects is reported and left out, so the TOML always loads.
 """
 from __future__ import annotations
 
-from ..config_io import flatten
+from ..config.toml_io import flatten
 from .args import parse_cli_args, split_args
 from .cli import add_arguments, main, run
 from .converter import convert, convert_file

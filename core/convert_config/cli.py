@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..config_io import ConfigError, atomic_write_text
+from ..config.toml_io import ConfigError, atomic_write_text
 from .converter import convert_file
 from .report import render
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from typing import Any, Literal, Union, get_args, get_origin
 
-from ..schema import TrainConfig
+from ..config.schema import TrainConfig
 
 
 def blank(v: Any) -> bool:

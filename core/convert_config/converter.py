@@ -5,7 +5,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..config_io import ConfigError, flatten, validate
+from ..config.toml_io import ConfigError, flatten, validate
 from .coerce import BadValue, blank, coerce, off, to_bool, to_float
 from .detect import KOHYA_GUI, OURS, SD_SCRIPTS, detect_kind, read_source
 from .extra_settings import step_additional_parameters, step_dataset_config

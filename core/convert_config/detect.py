@@ -6,7 +6,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from ..config_io import ConfigError
+from ..config.toml_io import ConfigError
 
 KOHYA_GUI = "kohya_ss GUI"
 SD_SCRIPTS = "sd-scripts"

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config_io import to_toml
+from ..config.toml_io import to_toml
 
 SECRET = re.compile(r"(api_key|password|secret|(^|_)token)$", re.I)
 

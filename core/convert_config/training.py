@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..schema import TrainConfig
+from ..config.schema import TrainConfig
 from .args import split_args
 from .coerce import BadValue, blank, off, same, to_float
 from .detect import SD_SCRIPTS

@@ -1,8 +1,8 @@
 """Value mappings: optimizer, scheduler, sampler, precision and LoRA_type names -> ours."""
 from __future__ import annotations
 
-from ..samplers import A1111_NAMES
-from ..schema import TrainConfig, literal_choices
+from ..generation.samplers import A1111_NAMES
+from ..config.schema import TrainConfig, literal_choices
 
 # ------------------------------------------------------------------ optimizers
 OPTIMIZERS = {"adamw": "AdamW", "adamw8bit": "AdamW8bit", "lion": "Lion", "lion8bit": "Lion8bit",

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from core.config_io import atomic_write_text
+from core.config.toml_io import atomic_write_text
 from core.data.dataset import add_trigger, read_caption
 
 from .inspect import Progress, scan

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageColor, ImageOps
 
-from core.config_io import atomic_write_bytes, atomic_write_text
+from core.config.toml_io import atomic_write_bytes, atomic_write_text
 from core.data.dataset import IMAGE_EXTS
 
 from .captions import save_caption

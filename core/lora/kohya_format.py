@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from ..config_io import atomic_write_bytes
+from ..config.toml_io import atomic_write_bytes
 
 SAVE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "float": torch.float32}
 

@@ -5,7 +5,7 @@ import datetime as dt
 import json
 from typing import Any
 
-from ..schema import TrainConfig
+from ..config.schema import TrainConfig
 
 
 def build_metadata(cfg: TrainConfig, family, *, epoch: int, step: int, num_epochs: int, num_images: int,

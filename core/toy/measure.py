@@ -49,7 +49,7 @@ def generate(pipe, prompts: list[str], seeds: list[int], steps: int = DEFAULT_SA
 def load_toy(path: str | Path):
     """The toy model through the normal loader, with the sampler the demo uses."""
     from ..models.loading import load_pipeline
-    from ..samplers import make_scheduler
+    from ..generation.samplers import make_scheduler
 
     pipe, fam = load_pipeline(str(path))
     pipe.scheduler = make_scheduler(SAMPLER, pipe.scheduler.config)

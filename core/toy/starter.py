@@ -32,7 +32,7 @@ def ensure_demo_dataset(outputs_dir: str | Path) -> Path:
 def demo_values(model: str | Path, train_data_dir: str | Path, output_dir: str | Path, output_name: str) -> dict:
     """The demo's training values: the Demo (CPU) preset with the model, data, output and trigger word filled in
     (the same for the GUI's starting form and `python -m core demo`). KeyError when the preset is missing."""
-    from ..presets import find_preset
+    from ..config.presets import find_preset
     from .demo_data import TRIGGER
 
     return {**find_preset(DEMO_PRESET).values, "pretrained_model_name_or_path": str(model),
@@ -43,7 +43,7 @@ def demo_values(model: str | Path, train_data_dir: str | Path, output_dir: str |
 def starter_config(outputs_dir: str | Path):
     """A complete, valid TrainConfig for the demo (toy model + demo dataset + Demo preset), or None when the
     toy model is not installed."""
-    from ..config_io import validate
+    from ..config.toml_io import validate
 
     if not toy_model_available():
         return None

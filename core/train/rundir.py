@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..config_io import atomic_write_text
+from ..config.toml_io import atomic_write_text
 
 CONTROL_REQUESTS = ("stop", "sample", "save")
 

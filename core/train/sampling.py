@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from ..samplers import a1111_parameters, make_scheduler, parse_prompt_line
+from ..generation.samplers import a1111_parameters, make_scheduler, parse_prompt_line
 
 
 @torch.no_grad()
@@ -38,7 +38,7 @@ def make_samples(comps, cfg, out_dir: Path, step: int, device: torch.device, dty
             params = a1111_parameters(spec.prompt, spec.negative, spec.steps, cfg.sample_sampler, spec.cfg,
                                       seed, w, h, model=cfg.pretrained_model_name_or_path)
             params += f"\nLoRA: {cfg.output_name}, step {step}"
-            from ..samplers import save_png
+            from ..generation.samplers import save_png
 
             paths.append(str(save_png(image, out_dir / f"s{step:06d}_{i:02d}.png", params)))
             prompts.append(spec.prompt)

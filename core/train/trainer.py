@@ -10,14 +10,14 @@ from pathlib import Path
 
 import torch
 
-from ..config_io import ConfigError, save_config
+from ..config.toml_io import ConfigError, save_config
 from ..data.buckets import BucketChooser
 from ..data.dataset import DatasetError, TrainingSet, load_image, load_items, process_caption, sdxl_meta
 from ..data.latents import LatentCache, encode
 from ..lora import network as net
 from ..models.base import TextCond
 from ..models.loading import ModelLoadError, load_components
-from ..schema import TrainConfig
+from ..config.schema import TrainConfig
 from .optim import OptimizerError, make_optimizer, make_scheduler
 from .checkpoints import CheckpointMixin, TrainingFailed
 from .rundir import RunDir

@@ -26,10 +26,10 @@ from typing import Any, Iterable
 
 import psutil
 
-from .config_io import atomic_write_text
-from .schema import TrainConfig
+from ..config.toml_io import atomic_write_text
+from ..config.schema import TrainConfig
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TRAINER_CMD_ENV = "LW_TRAINER_CMD"
 CONTROL_REQUESTS = ("stop", "sample", "save")
 STATUSES = ("running", "completed", "failed", "stopped", "interrupted")
@@ -495,8 +495,8 @@ def _deliver_pending_requests(run_dir: Path, launch: dict[str, Any]) -> None:
     atomic_write_text(run_dir / LAUNCH_FILE, json.dumps(launch, indent=1))
 
 
-# Launching, control requests and the command line live in core/launch.py, the steps arithmetic in
-# core/steps_plan.py. The GUI and the tests reach them as runs.X too: resolved on first use (launch.py
+# Launching, control requests and the command line live in core/runs/launch.py, the steps arithmetic in
+# core/runs/steps_plan.py. The GUI and the tests reach them as reader.X too: resolved on first use (launch.py
 # imports this module, so a plain import here would be circular).
 _MOVED = {name: "launch" for name in ("command_args", "command_line", "command_text", "request", "start_run",
                                        "trainer_command")}

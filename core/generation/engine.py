@@ -141,7 +141,7 @@ class Generator:
 
     def load(self, model: str, vae: str = "", progress: Progress | None = None):
         """Load the base model (or keep the one loaded when it is the same); return the pipeline."""
-        from .models.loading import load_pipeline
+        from ..models.loading import load_pipeline
 
         model = (model or "").strip()
         vae = (vae or "").strip()

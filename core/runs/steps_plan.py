@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .schema import TrainConfig
+from ..config.schema import TrainConfig
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 FOLDER_RE = re.compile(r"^(\d+)_(.+)$")

@@ -14,10 +14,10 @@ from typing import Any
 
 import tomli_w
 
-from .config_io import ConfigError, atomic_write_text, flatten, validate
+from .toml_io import ConfigError, atomic_write_text, flatten, validate
 from .schema import GROUPS, TrainConfig, field_meta
 
-PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
+PRESETS_DIR = Path(__file__).resolve().parents[2] / "presets"
 USER_DIR = PRESETS_DIR / "user"
 
 

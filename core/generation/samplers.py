@@ -91,7 +91,7 @@ def save_png(image, path: str | Path, parameters: str) -> Path:
 
     from PIL.PngImagePlugin import PngInfo
 
-    from .config_io import atomic_write_bytes
+    from ..config.toml_io import atomic_write_bytes
 
     info = PngInfo()
     info.add_text("parameters", parameters)

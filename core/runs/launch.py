@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .config_io import atomic_write_text, save_config
-from .runs import (_LAUNCHED, _LOGS, CONSOLE_LOG, CONTROL_REQUESTS, LAUNCH_FILE, PROJECT_ROOT, TRAINER_CMD_ENV,
+from ..config.toml_io import atomic_write_text, save_config
+from .reader import (_LAUNCHED, _LOGS, CONSOLE_LOG, CONTROL_REQUESTS, LAUNCH_FILE, PROJECT_ROOT, TRAINER_CMD_ENV,
                    EventLog, RunBusyError, RunExistsError, _key, _launch_pending, _read_json, has_state, is_run_dir,
                    read_run, run_dir_of)
-from .schema import TrainConfig
+from ..config.schema import TrainConfig
 
 
 def request(run_dir: str | os.PathLike, kind: str) -> Path:
