@@ -89,6 +89,16 @@ def module_alphas(spec: NetworkSpec, conv: list[str]) -> dict[str, tuple[int, fl
     return {n: (spec.conv_dim, spec.conv_alpha) for n in conv}
 
 
+def lora_scales(peft_sd: dict[str, torch.Tensor], spec: NetworkSpec, conv: list[str]) -> dict[str, float]:
+    """alpha / rank of every module in a peft state dict (the factor the loaders apply)."""
+    scales = {}
+    for k in peft_sd:
+        if k.endswith(".lora_B.weight"):
+            m = k[: -len(".lora_B.weight")]
+            scales[m] = (spec.conv_alpha / spec.conv_dim) if m in conv else spec.alpha / spec.dim
+    return scales
+
+
 def peft_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     from peft import get_peft_model_state_dict
 

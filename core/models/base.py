@@ -1,4 +1,10 @@
-"""The interface every model family implements (one module per family: sd15, sdxl, ...)."""
+"""The interface every model family implements (one module per family: sd15, sdxl, flux).
+
+Everything that differs between families lives behind :class:`ModelFamily`, so the training loop
+stays family-free: text encoding (and what may be cached), how a batch of latents becomes a noisy
+model input with its target (:class:`Objective`), the model call, which layers get a LoRA, how the
+LoRA file is named and written, and how sample images are made.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -13,7 +19,7 @@ class Components:
 
     family: "ModelFamily"
     pipeline: Any  # the diffusers pipeline the parts came from (used for sampling)
-    unet: torch.nn.Module
+    unet: torch.nn.Module  # the denoiser: a UNet (SD) or a transformer (Flux)
     vae: torch.nn.Module
     text_encoders: list[torch.nn.Module]
     tokenizers: list[Any]
@@ -21,10 +27,14 @@ class Components:
     source: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def denoiser(self) -> torch.nn.Module:
+        return self.unet
+
 
 @dataclass
 class TextCond:
-    """Text conditioning for a batch: what the UNet needs besides latents and timesteps."""
+    """Text conditioning for a batch: what the denoiser needs besides latents and timesteps."""
 
     hidden_states: torch.Tensor
     pooled: torch.Tensor | None = None
@@ -42,8 +52,30 @@ class TextCond:
         return TextCond(torch.stack([c.hidden_states for c in items]), pooled)
 
 
+@dataclass
+class NoisyBatch:
+    """One batch made ready for the denoiser by the family's objective."""
+
+    model_input: torch.Tensor  # noised latents, (B, C, H, W)
+    timesteps: torch.Tensor  # what the denoiser is told about the noise level
+    target: torch.Tensor  # what its output is compared with
+    weights: torch.Tensor | None = None  # per-sample loss weights of the objective (min-SNR ...), or None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Objective:
+    """How a family turns clean latents into (noisy input, timesteps, target) and weighs the loss."""
+
+    def noisy_batch(self, latents: torch.Tensor, gen: torch.Generator) -> NoisyBatch:  # pragma: no cover
+        raise NotImplementedError
+
+    def prediction(self, raw: torch.Tensor, batch: NoisyBatch) -> torch.Tensor:
+        """The denoiser output as compared with the target (the identity unless a family says otherwise)."""
+        return raw
+
+
 class ModelFamily:
-    """One Stable Diffusion family. Subclasses fill in the class attributes and the hooks."""
+    """One model family. Subclasses fill in the class attributes and the hooks."""
 
     name: ClassVar[str]
     title: ClassVar[str]
@@ -53,12 +85,15 @@ class ModelFamily:
     te_lora_prefixes: ClassVar[tuple[str, ...]]  # kohya key prefix per text encoder
     default_resolution: ClassVar[int]
     vae_needs_fp32: ClassVar[bool] = False
+    uses_cfg: ClassVar[bool] = True  # classifier-free guidance with a negative prompt (Flux dev: distilled guidance)
+    denoiser_name: ClassVar[str] = "UNet"
 
     def pipeline_class(self):
         import diffusers
 
         return getattr(diffusers, self.pipeline_class_name)
 
+    # ------------------------------------------------------------ loading
     def components(self, pipe: Any, source: str, v_parameterization: bool) -> Components:
         encoders = [e for e in (getattr(pipe, "text_encoder", None), getattr(pipe, "text_encoder_2", None)) if e is not None]
         tokenizers = [t for t in (getattr(pipe, "tokenizer", None), getattr(pipe, "tokenizer_2", None)) if t is not None]
@@ -68,6 +103,11 @@ class ModelFamily:
         pred = pipe.scheduler.config.get("prediction_type", "epsilon")
         return Components(self, pipe, pipe.unet, pipe.vae, encoders, tokenizers, pred, source)
 
+    def config_warnings(self, cfg) -> list[str]:
+        """Settings that do not apply to this family (said once, before training)."""
+        return []
+
+    # --------------------------------------------------------------- text
     def tokenize(self, comps: Components, captions: list[str]) -> list[torch.Tensor]:
         return [
             tok(captions, padding="max_length", max_length=tok.model_max_length, truncation=True,
@@ -78,12 +118,75 @@ class ModelFamily:
     def encode_text(self, comps: Components, captions: list[str], clip_skip: int) -> TextCond:  # pragma: no cover
         raise NotImplementedError
 
-    def added_cond(self, comps: Components, cond: TextCond, meta: list[dict[str, Any]], dtype: torch.dtype) -> dict | None:
-        return None
+    def trainable_text_encoders(self, comps: Components) -> list[int]:
+        """Indices of the text encoders a LoRA may be trained on."""
+        return list(range(len(comps.text_encoders)))
 
-    def pipeline_kwargs(self, clip_skip: int) -> dict[str, Any]:
-        return {}
+    def release_text_encoders(self, comps: Components, keep: list[int]) -> None:
+        """Called once every caption's conditioning is cached: free the encoders training no longer needs."""
+
+    # -------------------------------------------------------------- model
+    def make_objective(self, comps: Components, cfg, device: torch.device) -> Objective:  # pragma: no cover
+        raise NotImplementedError
+
+    def predict(self, model: torch.nn.Module, comps: Components, batch: NoisyBatch, cond: TextCond,
+                meta: list[dict[str, Any]], dtype: torch.dtype) -> torch.Tensor:  # pragma: no cover
+        """Call the denoiser on a noisy batch; return its output in the latents' layout."""
+        raise NotImplementedError
+
+    def set_plain_attention(self, model: torch.nn.Module) -> None:
+        from diffusers.models.attention_processor import AttnProcessor
+
+        model.set_attn_processor(AttnProcessor())
+
+    # --------------------------------------------------------------- LoRA
+    def denoiser_targets(self, model: torch.nn.Module, spec) -> tuple[list[str], list[str]]:
+        """(module names trained at network_dim, conv module names trained at conv_dim)."""
+        from ..lora import network as net
+
+        return net.unet_targets(model, spec)
 
     def unet_lora_module_name(self, name: str) -> str:
         """The UNet module path written into kohya LoRA keys (diffusers paths unless a family says otherwise)."""
         return name
+
+    def lora_tensors(self, models: dict[str, torch.nn.Module], spec, conv_modules: dict[str, list[str]],
+                     dtype: torch.dtype, fmt: str = "kohya") -> dict[str, torch.Tensor]:
+        """The saved LoRA's tensors: kohya keys (what every SD loader maps) or the diffusers/peft form."""
+        from ..lora import network as net
+        from ..lora.kohya_format import text_encoder_module, to_diffusers, to_kohya
+
+        out: dict[str, torch.Tensor] = {}
+        for key, model in models.items():
+            peft_sd = net.peft_state_dict(model)
+            conv = conv_modules.get(key, [])
+            if fmt == "kohya":
+                prefix = "lora_unet" if key == "unet" else self.te_lora_prefixes[int(key[2:])]
+                rename = self.unet_lora_module_name if key == "unet" else text_encoder_module
+                out.update(to_kohya(peft_sd, prefix, spec.alpha, net.module_alphas(spec, conv), dtype, rename))
+            else:
+                prefix = "unet" if key == "unet" else ("text_encoder" if key == "te0" else "text_encoder_2")
+                out.update(to_diffusers(peft_sd, prefix, dtype, net.lora_scales(peft_sd, spec, conv), key != "unet"))
+        return out
+
+    def metadata(self, comps: Components, cfg) -> dict[str, str]:
+        """Family-specific header metadata (added to the common ss_* / modelspec keys)."""
+        return {}
+
+    # ------------------------------------------------------------ samples
+    def pipeline_kwargs(self, clip_skip: int) -> dict[str, Any]:
+        return {}
+
+    def sample_call(self, spec, cfg) -> dict[str, Any]:
+        """Keyword arguments for one sample image of a kohya-syntax prompt line (`spec`)."""
+        return dict(prompt=spec.prompt, negative_prompt=spec.negative or None, num_inference_steps=spec.steps,
+                    guidance_scale=spec.cfg, **self.pipeline_kwargs(cfg.clip_skip))
+
+    def sample_scheduler(self, sampler: str, config):
+        from ..generation.samplers import make_scheduler
+
+        return make_scheduler(sampler, config)
+
+    @property
+    def size_multiple(self) -> int:
+        return 8

@@ -4,9 +4,10 @@ from __future__ import annotations
 import torch
 
 from .base import Components, ModelFamily, TextCond
+from .ddpm import UNetFamily
 
 
-class SD15(ModelFamily):
+class SD15(UNetFamily, ModelFamily):
     name = "sd15"
     title = "Stable Diffusion 1.5"
     pipeline_class_name = "StableDiffusionPipeline"

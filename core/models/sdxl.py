@@ -6,9 +6,10 @@ from typing import Any
 import torch
 
 from .base import Components, ModelFamily, TextCond
+from .ddpm import UNetFamily
 
 
-class SDXL(ModelFamily):
+class SDXL(UNetFamily, ModelFamily):
     name = "sdxl"
     title = "Stable Diffusion XL"
     pipeline_class_name = "StableDiffusionXLPipeline"
@@ -26,6 +27,9 @@ class SDXL(ModelFamily):
             if out[0].ndim == 2:  # the projection model returns the pooled text embedding first
                 pooled = out[0]
         return TextCond(torch.cat(hidden, dim=-1), pooled)
+
+    def config_warnings(self, cfg) -> list[str]:
+        return ["clip_skip is ignored for SDXL (it always uses the penultimate layer)."] if cfg.clip_skip > 1 else []
 
     def unet_lora_module_name(self, name: str) -> str:
         """sgm paths (input_blocks.4.1...), as sd-scripts writes them: the form every SDXL loader maps,

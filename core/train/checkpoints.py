@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 
 from ..lora import network as net
-from ..lora.kohya_format import SAVE_DTYPES, model_hash, save_lora, text_encoder_module, to_diffusers, to_kohya
+from ..lora.kohya_format import SAVE_DTYPES, model_hash, save_lora
 from ..lora.metadata import build_metadata
 from .state import load_state, save_state
 
@@ -20,24 +20,7 @@ class TrainingFailed(Exception):
 
 class CheckpointMixin:
     def lora_tensors(self, models, fmt: str = "kohya") -> dict[str, torch.Tensor]:
-        fam, dtype = self.comps.family, SAVE_DTYPES[self.cfg.save_precision]
-        out: dict[str, torch.Tensor] = {}
-        for key, model in models.items():
-            peft_sd = net.peft_state_dict(model)
-            conv = self.conv_modules.get(key, [])
-            if fmt == "kohya":
-                prefix = "lora_unet" if key == "unet" else fam.te_lora_prefixes[int(key[2:])]
-                rename = fam.unet_lora_module_name if key == "unet" else text_encoder_module
-                out.update(to_kohya(peft_sd, prefix, self.spec.alpha, net.module_alphas(self.spec, conv), dtype, rename))
-            else:
-                prefix = "unet" if key == "unet" else ("text_encoder" if key == "te0" else "text_encoder_2")
-                scales = {}
-                for k in peft_sd:
-                    if k.endswith(".lora_B.weight"):
-                        m = k[: -len(".lora_B.weight")]
-                        scales[m] = (self.spec.conv_alpha / self.spec.conv_dim) if m in conv else self.spec.alpha / self.spec.dim
-                out.update(to_diffusers(peft_sd, prefix, dtype, scales, key != "unet"))
-        return out
+        return self.comps.family.lora_tensors(models, self.spec, self.conv_modules, SAVE_DTYPES[self.cfg.save_precision], fmt)
 
     def _save_lora(self, models, suffix: str, kind: str, epoch: int) -> Path:
         if not self.main:
@@ -46,6 +29,7 @@ class CheckpointMixin:
         meta = build_metadata(self.cfg, self.comps.family, epoch=epoch, step=self.global_step, num_epochs=self.epochs,
                               num_images=ts.n_train, dataset_dirs=ts.folder_stats(), tag_frequency=ts.tag_frequency(),
                               started_at=self.started_at, base_model_name=Path(self.cfg.pretrained_model_name_or_path).name)
+        meta.update(self.comps.family.metadata(self.comps, self.cfg))
         tensors = self.lora_tensors(models)
         meta["sshs_model_hash"] = model_hash(tensors)
         path = save_lora(self.run.lora_path(suffix), tensors, meta)

@@ -221,8 +221,8 @@ class Trainer(CheckpointMixin):
                                 base_config_dir=cfg.base_config_dir, v_parameterization=cfg.v_parameterization,
                                 progress=lambda m: self.say(m))
         self.say(f"Loaded a {comps.family.title} model", event="progress", stage="load_model", done=1, total=1)
-        if comps.family.name == "sdxl" and cfg.clip_skip > 1:
-            self.warn("clip_skip is ignored for SDXL (it always uses the penultimate layer).")
+        for w in comps.family.config_warnings(cfg):
+            self.warn(w)
         return comps
 
     def _check_caption_lengths(self, comps, ts: TrainingSet) -> None:
@@ -237,48 +237,45 @@ class Trainer(CheckpointMixin):
         spec = net.NetworkSpec.from_config(cfg)
         self.spec = spec
         dev, wd = self.acc.device, self.weight_dtype
+        fam = comps.family
         comps.unet.requires_grad_(False)
         for te in comps.text_encoders:
             te.requires_grad_(False)
         for m in (comps.unet, *comps.text_encoders):
             _move(m, dev, wd)
-        _move(comps.vae, dev, torch.float32 if comps.family.vae_needs_fp32 else wd)
+        _move(comps.vae, dev, torch.float32 if fam.vae_needs_fp32 else wd)
         comps.vae.requires_grad_(False).eval()
         if not cfg.sdpa:
-            from diffusers.models.attention_processor import AttnProcessor
-
-            comps.unet.set_attn_processor(AttnProcessor())
+            fam.set_plain_attention(comps.unet)
         self.conv_modules: dict[str, list[str]] = {}
+        self.trained_te = fam.trainable_text_encoders(comps) if cfg.train_text_encoder else []
         unet_params, te_params = [], []
         torch.manual_seed(cfg.seed)  # LoRA initialisation: the same seed gives the same LoRA
         if cfg.train_unet:
-            main, conv = net.unet_targets(comps.unet, spec)
+            main, conv = fam.denoiser_targets(comps.unet, spec)
             self.conv_modules["unet"] = conv
             unet_params = net.inject(comps.unet, spec, (main, conv))
-        if cfg.train_text_encoder:
-            for i, te in enumerate(comps.text_encoders):
-                te_params += net.inject(te, spec, (net.text_encoder_targets(te), []))
-                self.conv_modules[f"te{i}"] = []
+        for i in self.trained_te:
+            te_params += net.inject(comps.text_encoders[i], spec, (net.text_encoder_targets(comps.text_encoders[i]), []))
+            self.conv_modules[f"te{i}"] = []
         if cfg.gradient_checkpointing:
             comps.unet.enable_gradient_checkpointing()
-            if cfg.train_text_encoder:
-                for te in comps.text_encoders:
-                    te.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            for i in self.trained_te:
+                comps.text_encoders[i].gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         comps.unet.train(cfg.train_unet)
-        for te in comps.text_encoders:
-            te.train(cfg.train_text_encoder)
+        for i, te in enumerate(comps.text_encoders):
+            te.train(i in self.trained_te)
         n = sum(p.numel() for p in unet_params + te_params)
-        self.say(f"LoRA: rank {spec.dim}, alpha {spec.alpha:g}, {n / 1e6:.2f}M trainable parameters "
-                 f"({'UNet' if unet_params else ''}{' + ' if unet_params and te_params else ''}{'text encoder' if te_params else ''})")
+        parts = ([fam.denoiser_name] if unet_params else []) + (["text encoder"] if te_params else [])
+        self.say(f"LoRA: rank {spec.dim}, alpha {spec.alpha:g}, {n / 1e6:.2f}M trainable parameters ({' + '.join(parts)})")
         return unet_params, te_params
 
     def trained_models(self, comps) -> dict[str, torch.nn.Module]:
         models = {}
         if self.cfg.train_unet:
             models["unet"] = comps.unet
-        if self.cfg.train_text_encoder:
-            for i, te in enumerate(comps.text_encoders):
-                models[f"te{i}"] = te
+        for i in self.trained_te:
+            models[f"te{i}"] = comps.text_encoders[i]
         return models
 
     # ----------------------------------------------------------------- caches
@@ -344,12 +341,7 @@ class Trainer(CheckpointMixin):
         optimizer = make_optimizer(cfg.optimizer_type, groups, cfg.optimizer_args, dev)
         scheduler = make_scheduler(optimizer, cfg.lr_scheduler, cfg.lr_warmup_steps, self.total_steps,
                                    cfg.lr_scheduler_num_cycles, cfg.lr_scheduler_power)
-        from diffusers import DDPMScheduler
-
-        noise_sched = DDPMScheduler.from_config(comps.pipeline.scheduler.config)
-        noise_sched.register_to_config(prediction_type=comps.prediction_type)
-        self.alphas_cumprod = noise_sched.alphas_cumprod.to(dev)
-        self.noise_sched = noise_sched
+        self.objective = comps.family.make_objective(comps, cfg, dev)
 
         models = self.trained_models(comps)
         wrapped = {k: self.acc.prepare(m) if self.acc.num_processes > 1 else m for k, m in models.items()}
@@ -451,24 +443,14 @@ class Trainer(CheckpointMixin):
             with torch.set_grad_enabled(cfg.train_text_encoder), self.acc.autocast():
                 cond = fam.encode_text(comps, captions, cfg.clip_skip) if not cfg.train_text_encoder else \
                     self._encode_trained(comps, captions)
-        noise = torch.randn(latents.shape, generator=gen).to(dev)
-        if cfg.noise_offset:
-            noise = noise + cfg.noise_offset * torch.randn((latents.shape[0], latents.shape[1], 1, 1), generator=gen).to(dev)
-        t = torch.randint(0, self.noise_sched.config.num_train_timesteps, (latents.shape[0],), generator=gen).to(dev)
-        noisy = self.noise_sched.add_noise(latents, noise, t)
-        target = noise if self.noise_sched.config.prediction_type == "epsilon" else self.noise_sched.get_velocity(latents, noise, t)
-        wd = self.weight_dtype
-        added = fam.added_cond(comps, cond, [sdxl_meta(it) for it in items], wd)
+        batch_in = self.objective.noisy_batch(latents, gen)
         with self.acc.autocast():
-            pred = self.unet_fwd(noisy.to(wd), t, encoder_hidden_states=cond.hidden_states.to(wd),
-                                 added_cond_kwargs=added).sample
-        loss = torch.nn.functional.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+            raw = fam.predict(self.unet_fwd, comps, batch_in, cond, [sdxl_meta(it) for it in items], self.weight_dtype)
+        pred = self.objective.prediction(raw, batch_in)
+        loss = torch.nn.functional.mse_loss(pred.float(), batch_in.target.float(), reduction="none").mean(dim=(1, 2, 3))
         weights = torch.tensor([cfg.prior_loss_weight if it.is_reg else 1.0 for it in items], device=dev)
-        if cfg.min_snr_gamma > 0:
-            ac = self.alphas_cumprod[t]
-            snr = ac / (1 - ac)
-            clipped = torch.clamp(snr, max=cfg.min_snr_gamma)
-            weights = weights * (clipped / (snr + 1) if self.noise_sched.config.prediction_type == "v_prediction" else clipped / snr)
+        if batch_in.weights is not None:
+            weights = weights * batch_in.weights
         loss = (loss * weights).mean()
         if not torch.isfinite(loss):
             raise TrainingFailed(
