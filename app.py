@@ -75,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     if str(PROJECT_ROOT) not in sys.path:
         sys.path.insert(0, str(PROJECT_ROOT))
+    from core.logs import quiet_library_notices
+
+    quiet_library_notices()  # the Generate tab loads diffusers (and so bitsandbytes) in this process
     from ui.app_ui import CSS, build_app
     from ui.settings import load_settings
 

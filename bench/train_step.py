@@ -8,6 +8,14 @@ own process so that peak memory is measured per case.
   python bench/train_step.py --family sdxl --size real --resolution 1024 --gradient-checkpointing
   python bench/train_step.py --matrix cpu      # the CPU figures in docs/benchmarks.md
   python bench/train_step.py --matrix gpu      # the GPU figures
+  python bench/train_step.py --family flux --size real --blocks 1,1 --resolution 256
+  python bench/train_step.py --matrix flux-cpu # real-width Flux with 1-2 blocks, extrapolated to 19 + 38 blocks
+
+Flux at real width: the transformer has the real width (3072, 24 heads) and `--blocks D,S` double and single
+blocks (19,38 is the real model); CLIP-L and the autoencoder are real size; T5-XXL has its real width (4096) with
+`--t5-layers` layers (24 is the real one; its outputs are cached and it is freed before the first step, so it adds
+to loading time and to the peak only before training). The flux-cpu matrix measures (1,1), (2,1) and (1,2) blocks
+and extrapolates time and memory linearly per block to the real 19 + 38.
 """
 from __future__ import annotations
 
@@ -33,14 +41,47 @@ MATRICES = {
         ["--family", "sd15", "--size", "real", "--resolution", "256", "--steps", "3"],
         ["--family", "sd15", "--size", "real", "--resolution", "256", "--steps", "3", "--gradient-checkpointing"],
     ],
+    "flux-cpu": [
+        ["--family", "flux", "--size", "real", "--resolution", "256", "--steps", "2", "--blocks", b,
+         "--network-train-unet-only", "--t5-layers", "1", "--mixed-precision", "no"]
+        for b in ("1,1", "2,1", "1,2")
+    ],
     "gpu": [
         [*base, *extra]
         for base in (["--family", "sd15", "--size", "real", "--resolution", "512", "--mixed-precision", "bf16"],
                      ["--family", "sdxl", "--size", "real", "--resolution", "1024", "--mixed-precision", "bf16"])
         for extra in ([], ["--gradient-checkpointing"], ["--no-cache-latents"],
                       ["--gradient-checkpointing", "--network-train-unet-only", "--optimizer", "AdamW8bit"])
+    ] + [
+        ["--family", "flux", "--size", "real", "--resolution", "1024", "--mixed-precision", "bf16", "--blocks", "19,38",
+         "--t5-layers", "24", "--network-train-unet-only", "--gradient-checkpointing", *extra]
+        for extra in ([], ["--optimizer", "AdamW8bit"])
     ],
 }
+
+
+def real_flux_components(blocks: tuple[int, int], t5_layers: int):
+    import torch
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Config, T5EncoderModel
+
+    from core.models.loading import FAMILIES, shipped_config_dir
+    from tiny_flux import t5_tokenizer
+
+    folder = shipped_config_dir("flux-dev")
+    torch.manual_seed(0)
+    tcfg = dict(FluxTransformer2DModel.load_config(folder / "transformer"))
+    tcfg.update(num_layers=blocks[0], num_single_layers=blocks[1])
+    dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    tr = FluxTransformer2DModel.from_config(tcfg).to(dtype)
+    t5cfg = T5Config.from_pretrained(folder / "text_encoder_2")
+    t5cfg.num_layers = t5_layers
+    parts = dict(transformer=tr, vae=AutoencoderKL.from_config(AutoencoderKL.load_config(folder / "vae")).to(dtype),
+                 text_encoder=CLIPTextModel(CLIPTextConfig.from_pretrained(folder / "text_encoder")).to(dtype),
+                 tokenizer=CLIPTokenizer.from_pretrained(folder / "tokenizer"),
+                 text_encoder_2=T5EncoderModel(t5cfg).to(dtype), tokenizer_2=t5_tokenizer(),
+                 scheduler=FlowMatchEulerDiscreteScheduler.from_pretrained(folder / "scheduler"))
+    return FAMILIES["flux"].components(FluxPipeline(**parts), "random flux", False)
 
 
 def real_components(family: str):
@@ -89,13 +130,19 @@ def run_case(args) -> dict:
     from core.config.toml_io import validate
 
     if args.size == "real":
-        comps = real_components(args.family)
+        blocks = tuple(int(x) for x in args.blocks.split(","))
+        comps = real_flux_components(blocks, args.t5_layers) if args.family == "flux" else real_components(args.family)
         trainer_mod.load_components = lambda *a, **k: comps
         model = "random"
+    elif args.family == "flux":
+        from tiny_flux import make_tiny_flux
+
+        model = str(make_tiny_flux("dev"))
     else:
         from tiny_models import make_tiny_sd15, make_tiny_sdxl
 
         model = str(make_tiny_sd15() if args.family == "sd15" else make_tiny_sdxl())
+    flux = {"t5xxl_max_token_length": 64} if args.family == "flux" else {}
     steps = args.steps + 1  # the first step (allocation, autotuning) is not counted
     with tempfile.TemporaryDirectory() as tmp:
         data = make_images(Path(tmp) / "data", max(2, args.batch * 2), args.resolution)
@@ -106,7 +153,7 @@ def run_case(args) -> dict:
             network_dim=args.rank, network_alpha=args.rank / 2, cache_latents=args.cache_latents,
             gradient_checkpointing=args.gradient_checkpointing, mixed_precision=args.mixed_precision,
             network_train_unet_only=args.network_train_unet_only, optimizer_type=args.optimizer,
-            sample_every_n_epochs=0, save_state_every_n_steps=10**6, model_family=args.family))
+            sample_every_n_epochs=0, save_state_every_n_steps=10**6, model_family=args.family, **flux))
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         t = trainer_mod.Trainer(cfg, echo=lambda m: None)
@@ -130,12 +177,30 @@ def run_case(args) -> dict:
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu x{torch.get_num_threads()}",
         "steps_timed": len(times) - 1, "sec_per_step": round(sec, 4), "it_per_s": round(1 / sec, 3) if sec else None,
         "peak_mem_mib": round(peak, 1), "peak_kind": kind,
+        **({"blocks": args.blocks, "t5_layers": args.t5_layers} if args.family == "flux" and args.size == "real" else {}),
     }
+
+
+def extrapolate_flux(results: list[dict]) -> dict:
+    """Time and peak memory of (1,1), (2,1), (1,2) blocks -> per double block, per single block, the rest, and
+    the real 19 + 38 blocks (linear in the block counts)."""
+    by = {r["blocks"]: r for r in results}
+    out = {"extrapolated_to": "19,38", "basis": "linear per block from (1,1), (2,1), (1,2) at real width"}
+    for key in ("sec_per_step", "peak_mem_mib"):
+        base, d, s = by["1,1"][key], by["2,1"][key] - by["1,1"][key], by["1,2"][key] - by["1,1"][key]
+        out[f"{key}_per_double_block"] = round(d, 3)
+        out[f"{key}_per_single_block"] = round(s, 3)
+        out[key] = round(base + 18 * d + 37 * s, 2)
+    out["it_per_s"] = round(1 / out["sec_per_step"], 4) if out["sec_per_step"] > 0 else None
+    out["device"] = results[0]["device"]
+    return out
 
 
 def parse(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--family", choices=["sd15", "sdxl"], default="sd15")
+    p.add_argument("--family", choices=["sd15", "sdxl", "flux"], default="sd15")
+    p.add_argument("--blocks", default="19,38", help="Flux at real size: double,single blocks (19,38 = Flux.1)")
+    p.add_argument("--t5-layers", type=int, default=24, help="Flux at real size: T5-XXL layers (24 = the real one)")
     p.add_argument("--size", choices=["tiny", "real"], default="tiny")
     p.add_argument("--resolution", type=int, default=64)
     p.add_argument("--batch", type=int, default=1)
@@ -162,6 +227,8 @@ def main(argv=None) -> int:
             res["wall_s"] = round(time.time() - t0, 1)
             results.append(res)
             print(json.dumps(res), flush=True)
+        if args.matrix == "flux-cpu" and all("error" not in r for r in results):
+            print(json.dumps(extrapolate_flux(results)), flush=True)
         return 0 if all("error" not in r for r in results) else 1
     print(json.dumps(run_case(args)))
     return 0

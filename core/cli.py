@@ -71,7 +71,7 @@ PIPE = "\\|"
 def config_reference() -> str:
     """Markdown reference of every training parameter, generated from the schema."""
     out = ["# Training parameters", "",
-           "Generated from `core/schema.py` by `python -m core config-reference`. Names follow kohya's sd-scripts.",
+           "Generated from `core/config/schema.py` by `python -m core config-reference`. Names follow kohya's sd-scripts.",
            "Basic parameters are shown up front in the GUI; the others are under Advanced.", ""]
     fields = all_fields()
     for group, title in GROUPS.items():
@@ -124,5 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .logs import quiet_library_notices
+
+    quiet_library_notices()  # every subcommand (caption, demo, train ...) may import bitsandbytes
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)

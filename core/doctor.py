@@ -13,7 +13,6 @@ import argparse
 import importlib
 import importlib.metadata
 import importlib.util
-import logging
 import os
 import platform
 import re
@@ -347,27 +346,20 @@ def _checks(offline: bool | None) -> list[tuple[str, Callable[[], Check]]]:
     return out
 
 
-# Import-time chatter of libraries that says nothing about this installation (bitsandbytes on a
-# CPU without its optional `kernels` package warns about 4-bit kernels, which training never uses).
-_QUIET_LOGGERS = ("bitsandbytes",)
-
-
 def run_doctor(offline: bool | None = None) -> list[Check]:
     """Run every check. A check that crashes is reported as a FAIL, never raised."""
+    from .logs import quiet_library_notices
+
+    # Import-time chatter that says nothing about this installation (bitsandbytes' optional 4-bit CPU
+    # kernel notice); only that notice is dropped, bitsandbytes' own setup warnings still show.
+    quiet_library_notices()
     results = []
-    saved = {n: logging.getLogger(n).level for n in _QUIET_LOGGERS}
-    for n in _QUIET_LOGGERS:
-        logging.getLogger(n).setLevel(logging.ERROR)
-    try:
-        for name, fn in _checks(offline):
-            try:
-                results.append(fn())
-            except Exception as e:
-                results.append(Check(name, False, f"the check itself crashed: {type(e).__name__}: {e}",
-                                     "Please report this with the output of `python -m core doctor`."))
-    finally:
-        for n, level in saved.items():
-            logging.getLogger(n).setLevel(level)
+    for name, fn in _checks(offline):
+        try:
+            results.append(fn())
+        except Exception as e:
+            results.append(Check(name, False, f"the check itself crashed: {type(e).__name__}: {e}",
+                                 "Please report this with the output of `python -m core doctor`."))
     return results
 
 

@@ -8,6 +8,8 @@ resumable state/ and makes sample PNGs. Environment knobs:
   FAKE_LOAD_SECONDS   seconds of "loading the model" before the first step (default 0.3)
   FAKE_CRASH_AT_STEP  raise an error at this step: error + end(failed, exit 1) events, exit code 1
                       (a training_comment "fake-crash-at-step N" does the same for one run)
+  FAKE_FAIL_AT_LOAD   fail while "loading the model", before any step: error + end(failed, exit 2)
+                      (a training_comment "fake-fail-at-load" does the same for one run)
   FAKE_TOTAL_STEPS    total steps when train_data_dir holds no images (default 20)
 """
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.config.toml_io import ConfigError, atomic_write_text, load_config, save_config  # noqa: E402
+from core.runs.reader import replaceable_run_note  # noqa: E402
 from core.runs.steps_plan import steps_plan  # noqa: E402
 
 
@@ -106,8 +109,10 @@ def main(argv: list[str]) -> int:
     if args.resume and not state_file.is_file():
         print(f"Config error:\n  Nothing to resume: {run.path} has no saved state.", file=sys.stderr)
         return 2
+    replace_note = None
     if not args.resume and (run.path / "events.jsonl").exists():
-        if not args.overwrite:
+        replace_note = None if args.overwrite else replaceable_run_note(run.path)
+        if not args.overwrite and replace_note is None:
             print(f"Config error:\n  The run folder {run.path} already holds a run.", file=sys.stderr)
             return 2
         for name in ("events.jsonl", "status.json", "train.log"):
@@ -117,6 +122,8 @@ def main(argv: list[str]) -> int:
     for name in ("stop", "sample", "save"):
         (run.path / "control" / name).unlink(missing_ok=True)
     save_config(cfg, run.path / "config.toml")
+    if replace_note:
+        run.log(replace_note)
 
     stop = {"flag": False}
     signal.signal(signal.SIGTERM, lambda *a: stop.update(flag=True))
@@ -136,6 +143,13 @@ def main(argv: list[str]) -> int:
         epochs = max(1, cfg.max_train_epochs) if not cfg.max_train_steps else 1
         per_epoch = max(1, math.ceil(total / epochs))
     load_s = float(os.environ.get("FAKE_LOAD_SECONDS", "0.3"))
+    if os.environ.get("FAKE_FAIL_AT_LOAD") or "fake-fail-at-load" in cfg.training_comment:
+        msg = f"Cannot load the base model {cfg.pretrained_model_name_or_path!r}: not found (fake)."
+        run.log(f"ERROR: {msg}")
+        run.event("error", message=msg)
+        run.event("end", status="failed", exit_code=2, message=msg)
+        run.set_status(status="failed", exit_code=2, step=0)
+        return 2
     for i in range(1, 4):
         run.event("progress", stage="load_model", done=i, total=3)
         time.sleep(load_s / 3)

@@ -173,3 +173,28 @@ def test_out_of_memory_names_the_settings_to_lower(tiny_sd15, tiny_dataset, tmp_
     assert end["status"] == "failed"
     for setting in ("train_batch_size", "gradient_checkpointing", "cache_latents", "AdamW8bit"):
         assert setting in end["message"]
+
+
+def test_run_that_failed_loading_its_base_model_is_started_again_without_overwrite(tiny_sd15, tiny_dataset, tmp_path):
+    """The CLI path of the 'failed before training' rule (core.runs.reader.replaceable_run_note)."""
+    from core.config.toml_io import save_config
+
+    out, config = tmp_path / "out", tmp_path / "run.toml"
+    save_config(tiny_config(tmp_path / "nowhere.safetensors", tiny_dataset, out, max_train_steps=2), config)
+    r = run_cli("train", "--config", str(config))
+    assert r.returncode == 2 and "not found" in r.stdout, r.stdout + r.stderr
+
+    save_config(tiny_config(tiny_sd15, tiny_dataset, out, max_train_steps=2), config)  # the fix
+    r = run_cli("train", "--config", str(config))
+    assert r.returncode == 0, r.stdout + r.stderr
+    log = (out / "lora" / "train.log").read_text()
+    note = "The previous attempt at this run failed before training ("
+    assert note in r.stdout and note in log and "nowhere.safetensors" in log.split(note)[1].split("\n")[0]
+    events = [json.loads(x) for x in (out / "lora" / "events.jsonl").read_text().splitlines()]
+    assert [e["type"] for e in events].count("start") == 1 and events[-1]["status"] == "completed"
+    assert not [e for e in events if e["type"] == "error"], "the failed attempt's events were replaced"
+
+    before = (out / "lora" / "events.jsonl").read_bytes()
+    r = run_cli("train", "--config", str(config))  # a run that trained stays protected
+    assert r.returncode == 2 and "already holds a run" in r.stdout + r.stderr, r.stdout + r.stderr
+    assert (out / "lora" / "events.jsonl").read_bytes() == before and (out / "lora.safetensors").is_file()

@@ -86,3 +86,31 @@ def load_single(path):
     from safetensors.torch import load_file
 
     return load_file(path)
+
+
+def test_bitsandbytes_kernel_notice_stays_out_of_the_terminal_and_train_log(tiny_sd15, tiny_dataset, tmp_path):
+    """bitsandbytes logs "Failed to load CPU gemm_4bit_forward from kernels-community" when it is imported
+    on a CPU with AVX512-BF16 and no `kernels` package; core.logs drops that notice in every process."""
+    import subprocess
+    import sys
+
+    from train_helpers import REPO
+
+    def stderr_of(code: str) -> str:
+        r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        return r.stderr
+
+    quiet = stderr_of("from core.logs import quiet_library_notices; quiet_library_notices(); import bitsandbytes")
+    assert "kernels-community" not in quiet
+    loud = stderr_of("import bitsandbytes")  # without it: the notice, where this CPU has the kernel's instructions
+    assert "kernels-community" in loud or "gemm_4bit" not in loud
+
+    r = run_cli("train", "--help")
+    assert r.returncode == 0 and "kernels-community" not in r.stdout + r.stderr
+    config = tmp_path / "run.toml"
+    save_config(tiny_config(tiny_sd15, tiny_dataset, tmp_path / "out", max_train_steps=1), config)
+    r = run_cli("train", "--config", str(config))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "kernels-community" not in r.stdout + r.stderr
+    assert "kernels-community" not in (tmp_path / "out" / "lora" / "train.log").read_text()

@@ -219,3 +219,20 @@ def test_report_text_runs_in_a_separate_process(monkeypatch):
     text = doctor.doctor_report_text()
     assert [sys.executable, "-m", "core.doctor"] in calls
     assert text.startswith("LoRA Workshop system check") and SUMMARY_RE.match(text.splitlines()[-1])
+
+
+def test_only_the_bitsandbytes_kernel_notice_is_dropped(caplog):
+    import logging
+
+    from core.logs import quiet_library_notices
+
+    quiet_library_notices()
+    quiet_library_notices()  # idempotent: one filter per logger
+    log = logging.getLogger("bitsandbytes.backends.cpu.ops")
+    assert len(log.filters) == 1
+    with caplog.at_level(logging.WARNING):
+        log.warning("Failed to load CPU gemm_4bit_forward from kernels-community: %s. Please ...", "No module")
+        log.warning("some other bitsandbytes warning")
+        logging.getLogger("bitsandbytes.cextension").warning("bitsandbytes was compiled without GPU support")
+    assert [r.getMessage() for r in caplog.records] == ["some other bitsandbytes warning",
+                                                        "bitsandbytes was compiled without GPU support"]

@@ -48,6 +48,13 @@ def test_preset_values_are_the_well_known_ones():
     assert d.mixed_precision == "no" and d.optimizer_type == "AdamW" and d.learning_rate == 3e-3
     assert d.max_train_epochs == 10 and d.train_batch_size == 4 and d.sample_every_n_epochs == 2
     assert d.sample_prompts and all("zqx" in p and "--w 32" in p for p in d.sample_prompts)
+    for name in ("Flux dev character", "Flux dev style"):  # sd-scripts' Flux guide, at alpha = rank
+        f = by[name]
+        assert (f.timestep_sampling, f.discrete_flow_shift, f.model_prediction_type, f.guidance_scale) == \
+            ("shift", 3.1582, "raw", 1.0)
+        assert f.network_alpha == f.network_dim and f.learning_rate == 1e-4 and f.mixed_precision == "bf16"
+        assert f.network_train_unet_only and f.gradient_checkpointing and f.resolution == "1024"
+        assert not (f.min_snr_gamma or f.lora_ff or f.conv_dim)  # nothing that Flux would ignore
     for name, cfg in by.items():  # peers' complaint: learning rates 10x too high
         if cfg.optimizer_type in ("AdamW", "AdamW8bit") and name != "Demo (CPU)":
             assert cfg.learning_rate <= 2e-4, name

@@ -360,6 +360,84 @@ def test_killed_trainer_is_interrupted_and_crash_is_failed(tmp_path, fake_traine
     assert info.step == 2  # the overwrite started from scratch
 
 
+def failed_at_load(run_dir: Path, message: str = "Cannot load the base model 'nope.safetensors'") -> None:
+    write_status(run_dir, status="failed", exit_code=2, step=0, pid=dead_pid())
+    write_events(run_dir, {"type": "start", "pid": 1, "step": 0},
+                 {"type": "progress", "stage": "load_model", "done": 0, "total": 1},
+                 {"type": "error", "message": message},
+                 {"type": "end", "status": "failed", "exit_code": 2, "message": message})
+
+
+def test_only_a_run_that_trained_nothing_is_replaceable(tmp_path):
+    d = tmp_path / "out" / "r"
+    failed_at_load(d, "Cannot load the base model 'nope.safetensors'\nsecond line")
+    note = runs.replaceable_run_note(d)
+    assert note == ("The previous attempt at this run failed before training (Cannot load the base model "
+                    "'nope.safetensors'); starting it again.")
+
+    (tmp_path / "out" / "r-000001.safetensors").write_bytes(b"x")  # a LoRA of this run beside the folder
+    assert runs.replaceable_run_note(d) is None
+    (tmp_path / "out" / "r-000001.safetensors").unlink()
+    (tmp_path / "out" / "r-v2.safetensors").write_bytes(b"x")  # another run's LoRA does not count
+    assert runs.replaceable_run_note(d) is not None
+    make_state(d)
+    assert runs.replaceable_run_note(d) is None
+
+    trained = tmp_path / "out" / "t"  # failed at step 3: its steps are worth keeping
+    write_status(trained, status="failed", exit_code=1, step=3, pid=dead_pid())
+    write_events(trained, {"type": "start", "pid": 1, "step": 0}, *steps(1, 3),
+                 {"type": "end", "status": "failed", "exit_code": 1, "message": "CUDA out of memory"})
+    assert runs.replaceable_run_note(trained) is None
+    completed = tmp_path / "out" / "c"
+    write_status(completed, status="completed", exit_code=0, step=0, pid=dead_pid())
+    write_events(completed, {"type": "start", "pid": 1, "step": 0},
+                 {"type": "checkpoint", "kind": "final", "path": str(tmp_path / "out" / "c.safetensors")},
+                 {"type": "end", "status": "completed", "exit_code": 0, "message": "done"})
+    assert runs.replaceable_run_note(completed) is None
+
+    loading = tmp_path / "out" / "l"  # no end event and its trainer is alive: still loading, not ours
+    me = psutil.Process()
+    write_status(loading, status="running", pid=os.getpid(), started_at=me.create_time() + 1)
+    write_events(loading, {"type": "start", "pid": os.getpid(), "step": 0})
+    assert runs.replaceable_run_note(loading) is None
+    gone = tmp_path / "out" / "g"  # no end event, process gone (killed while loading)
+    write_status(gone, status="running", pid=dead_pid())
+    write_events(gone, {"type": "start", "pid": 1, "step": 0})
+    assert "ended before training (the trainer process ended without finishing)" in runs.replaceable_run_note(gone)
+
+
+def test_run_that_failed_at_load_is_started_again_without_replace(tmp_path, fake_trainer):
+    cfg = TrainConfig(output_dir=str(tmp_path / "out"), output_name="again", max_train_steps=6,
+                      training_comment="fake-fail-at-load")
+    run_dir = tmp_path / "out" / "again"
+    proc = runs.start_run(cfg)
+    info = wait_for(run_dir, lambda i: i.status != "running")
+    assert proc.wait(5) == 2 and info.status == "failed" and info.step == 0
+
+    cfg.training_comment = ""  # the setting is fixed; Start again, without ticking Replace
+    proc = runs.start_run(cfg)
+    info = wait_for(run_dir, lambda i: i.status != "running")
+    assert proc.wait(5) == 0 and info.status == "completed" and info.step == 6
+    log = (run_dir / "train.log").read_text()
+    assert "The previous attempt at this run failed before training (Cannot load the base model" in log
+    assert "fake" not in (run_dir / "config.toml").read_text().split("training_comment")[-1].split("\n")[0]
+
+    with pytest.raises(runs.RunExistsError):  # a completed run stays protected
+        runs.start_run(cfg)
+
+
+def test_partly_trained_failed_run_is_still_protected(tmp_path, fake_trainer):
+    cfg = TrainConfig(output_dir=str(tmp_path / "out"), output_name="part", max_train_steps=20,
+                      training_comment="fake-crash-at-step 3")
+    run_dir = tmp_path / "out" / "part"
+    proc = runs.start_run(cfg)
+    info = wait_for(run_dir, lambda i: i.status != "running")
+    assert proc.wait(5) == 1 and info.status == "failed" and info.step == 2
+    with pytest.raises(runs.RunExistsError):
+        runs.start_run(cfg)
+    assert runs.replaceable_run_note(run_dir) is None
+
+
 def test_resume_without_state_is_refused(tmp_path, fake_trainer):
     cfg = TrainConfig(output_dir=str(tmp_path / "out"), output_name="nostate")
     with pytest.raises(FileNotFoundError):

@@ -8,7 +8,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from train_helpers import CaptureLogs, tiny_config, train_in_process, unet_inputs, unet_out
+from train_helpers import (CaptureLogs, dora_merge_comfyui, dora_merge_trained, dora_modules, kohya_delta,
+                           tiny_config, train_in_process, trained_weight, unet_inputs, unet_out)
 
 OPTIONS = {
     "lion": dict(optimizer_type="Lion", learning_rate=1e-4),
@@ -44,27 +45,63 @@ def test_option_trains(name, tiny_sd15, tiny_dataset, tmp_path):
         assert lrs[0] < lrs[1], "warmup raises the learning rate"
 
 
-def test_dora_file_applies_the_trained_weights_the_way_comfyui_merges_them(tiny_sd15, tiny_dataset, tmp_path):
-    """diffusers drops kohya `dora_scale` keys for SD models (it says so); ComfyUI and Forge apply them.
-    Check the file against ComfyUI's weight_decompose: W' = dora_scale * (W + s*up@down) / ||W + s*up@down||."""
-    cfg = tiny_config(tiny_sd15, tiny_dataset, tmp_path, max_train_steps=4, use_dora=True, network_train_unet_only=True)
-    t = train_in_process(cfg)
+def check_dora_file(t, path) -> dict[str, int]:
+    """Every DoRA module of the saved file against the weights peft trained; returns the modules by kind.
+
+    diffusers drops kohya `dora_scale` keys for SD models (it says so); ComfyUI and Forge apply them. The file
+    holds peft's magnitude m per output row, shaped (out, 1) or (out, 1, 1, 1), so that ComfyUI's and Forge's
+    weight_decompose take their per-output branch (dora_scale.shape[0] == weight.shape[0]). With DoRA's own
+    formula, W' = m * (W + s*up@down) / ||W + s*up@down||_row, the file gives back the trained weights exactly.
+    ComfyUI/Forge divide by ||W||_row instead (the original weight): the same direction per row, each row's
+    length off by ||W + dW|| / ||W|| (docs/architecture.md, "DoRA files", has the figures)."""
     from safetensors.torch import load_file
 
-    sd = load_file(tmp_path / "lora.safetensors")
-    name = "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_v"
-    key = "lora_unet_" + name.replace(".", "_")
-    layer = t.comps.unet.get_submodule(name)
-    base = layer.base_layer.weight.detach().clone()
-    layer.merge()
-    trained = layer.base_layer.weight.detach()
-    scale = sd[key + ".alpha"].item() / sd[key + ".lora_down.weight"].shape[0]
-    calc = base + scale * (sd[key + ".lora_up.weight"] @ sd[key + ".lora_down.weight"])
-    dora = sd[key + ".dora_scale"]
-    assert dora.shape == (calc.shape[0], 1)
-    merged = calc * (dora / calc.norm(dim=1, keepdim=True))
-    assert (merged - trained).abs().max() < 1e-5
-    assert (merged - base).abs().max() > 1e-4
+    from core.lora.kohya_format import kohya_name
+
+    sd = load_file(path)
+    kinds: dict[str, int] = {}
+    layers = dora_modules(t.comps.unet)
+    assert layers and len([k for k in sd if k.endswith(".dora_scale")]) == len(layers)
+    for name, layer in layers.items():
+        key = kohya_name("lora_unet", name)
+        base, trained = trained_weight(layer)
+        delta = kohya_delta(sd, key, base.shape)
+        dora = sd[key + ".dora_scale"]
+        assert dora.shape == (base.shape[0],) + (1,) * (base.dim() - 1), (key, dora.shape)
+        assert (dora_merge_trained(base, delta, dora) - trained).abs().max() < 1e-5, key
+        comfy = dora_merge_comfyui(base, delta, dora)
+        calc = base + delta
+        row = lambda w: w.reshape(w.shape[0], -1).norm(dim=1).reshape(dora.shape)  # noqa: E731
+        assert torch.allclose(comfy, trained * row(calc) / row(base), rtol=1e-4, atol=1e-6), key
+        kind = "linear" if base.dim() == 2 else ("conv1x1" if base.shape[-1] == 1 else "conv3x3")
+        kinds[kind] = kinds.get(kind, 0) + 1
+    assert any((trained_weight(m)[1] - trained_weight(m)[0]).abs().max() > 1e-4 for m in layers.values())
+    return kinds
+
+
+def test_dora_file_gives_back_the_trained_weights(tiny_sd15, tiny_dataset, tmp_path):
+    cfg = tiny_config(tiny_sd15, tiny_dataset, tmp_path, max_train_steps=4, use_dora=True, network_train_unet_only=True)
+    t = train_in_process(cfg)
+    assert set(check_dora_file(t, tmp_path / "lora.safetensors")) == {"linear"}
+
+
+@pytest.mark.parametrize("extra", [dict(conv_dim=4, conv_alpha=2), dict(lora_proj=True)], ids=["conv_dim", "lora_proj"])
+def test_dora_on_convolutions_saves_and_gives_back_the_trained_weights(extra, tiny_sd15, tiny_dataset, tmp_path):
+    """peft keeps a Conv2d magnitude as (1, out, 1, 1): saving used to crash after the whole training. SD1.5's
+    proj_in/proj_out are 1x1 convolutions, so lora_proj reaches the same code."""
+    cfg = tiny_config(tiny_sd15, tiny_dataset, tmp_path, max_train_steps=3, use_dora=True, network_train_unet_only=True,
+                      **extra)
+    t = train_in_process(cfg)
+    kinds = check_dora_file(t, tmp_path / "lora.safetensors")
+    assert kinds.get("conv1x1") and kinds.get("linear")
+    if "conv_dim" in extra:
+        assert kinds.get("conv3x3")
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "lora.safetensors"), "pt") as f:
+        meta = f.metadata()
+    assert "peft" in meta["lw_dora_exact_in"] and meta["lw_dora_approximate_in"].startswith("ComfyUI, Forge")
+    assert "AUTOMATIC1111" in meta["lw_dora_not_in"]
 
 
 def test_latent_disk_cache_is_reused_and_invalidated(tiny_sd15, tiny_dataset, tmp_path):

@@ -90,3 +90,61 @@ def unet_out(unet, inputs) -> torch.Tensor:
 def te_out(te, tokenizer, text: str = "zqx, a red circle") -> torch.Tensor:
     ids = tokenizer([text], padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
     return te(ids, output_hidden_states=True).hidden_states[-2]
+
+
+# ------------------------------------------------------------------ DoRA as each loader applies it
+# Re-statements of the loaders' own code (float32, strength 1), applied to one kohya module's tensors:
+#   ComfyUI comfy/weight_adapter/base.py weight_decompose (Forge backend/patcher/lora.py is the same code):
+#     a dora_scale whose first dimension is the output size is "per output row", and the merged weight is
+#     divided by the row norm of the ORIGINAL weight W, not of W + dW.
+#   AUTOMATIC1111 extensions-builtin/Lora/network.py apply_weight_decompose: always divides by the column
+#     (per input) norm of W + dW, so an (out, 1) scale broadcasts against a (1, in) norm.
+#   DoRA as trained (peft, the paper, LyCORIS wd_on_out): W' = m * (W + dW) / ||W + dW||_row.
+
+def kohya_delta(sd: dict[str, torch.Tensor], key: str, shape: torch.Size) -> torch.Tensor:
+    """alpha/rank * up @ down for one kohya module, in the weight's shape (conv kernels included)."""
+    up, down = sd[key + ".lora_up.weight"].float(), sd[key + ".lora_down.weight"].float()
+    scale = sd[key + ".alpha"].item() / down.shape[0]
+    return scale * torch.mm(up.flatten(1), down.flatten(1)).reshape(shape)
+
+
+def _row_norm(w: torch.Tensor) -> torch.Tensor:
+    return w.reshape(w.shape[0], -1).norm(dim=1).reshape(w.shape[0], *[1] * (w.dim() - 1))
+
+
+def _col_norm(w: torch.Tensor) -> torch.Tensor:
+    return w.transpose(0, 1).reshape(w.shape[1], -1).norm(dim=1).reshape(w.shape[1], *[1] * (w.dim() - 1)) \
+        .transpose(0, 1)
+
+
+def dora_merge_trained(weight: torch.Tensor, delta: torch.Tensor, dora_scale: torch.Tensor) -> torch.Tensor:
+    calc = weight + delta
+    return calc * (dora_scale / _row_norm(calc))
+
+
+def dora_merge_comfyui(weight: torch.Tensor, delta: torch.Tensor, dora_scale: torch.Tensor) -> torch.Tensor:
+    calc = weight + delta
+    eps = torch.finfo(weight.dtype).eps
+    norm = _row_norm(weight) if dora_scale.shape[0] == calc.shape[0] else _col_norm(calc)
+    return calc * (dora_scale / (norm + eps))
+
+
+def dora_merge_a1111(weight: torch.Tensor, delta: torch.Tensor, dora_scale: torch.Tensor) -> torch.Tensor:
+    calc = weight + delta
+    return calc * (dora_scale / _col_norm(calc))
+
+
+def dora_modules(unet) -> dict[str, torch.nn.Module]:
+    """The UNet's peft DoRA layers by module path."""
+    return {name: m for name, m in unet.named_modules() if hasattr(m, "lora_magnitude_vector")
+            and "default" in getattr(m, "lora_magnitude_vector", {})}
+
+
+@torch.no_grad()
+def trained_weight(layer) -> tuple[torch.Tensor, torch.Tensor]:
+    """(base weight, the weight peft's DoRA layer trained), by peft's own merge; the layer is unmerged again."""
+    base = layer.base_layer.weight.detach().clone()
+    layer.merge(safe_merge=True)
+    merged = layer.base_layer.weight.detach().clone()
+    layer.unmerge()
+    return base, merged

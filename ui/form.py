@@ -17,7 +17,7 @@ from core.config.schema import GROUPS, TrainConfig, all_fields
 
 WORDS = {"lr": "LR", "snr": "SNR", "vae": "VAE", "lora": "LoRA", "ff": "FF", "sdpa": "SDPA", "n": "N", "reso": "resolution",
          "dir": "folder", "num": "number of", "dim": "dim", "te": "TE", "dora": "DoRA", "unet": "UNet", "proj": "proj",
-         "diffusers": "diffusers", "pretrained": "Base"}
+         "diffusers": "diffusers", "pretrained": "Base", "clip": "CLIP", "l": "L", "t5xxl": "T5-XXL", "ae": "AE (autoencoder)"}
 
 
 def label_for(name: str) -> str:
@@ -93,6 +93,7 @@ class SchemaForm:
     def __init__(self) -> None:
         self.components: dict[str, gr.components.Component] = {}
         self.metas = {m["name"]: m for m in all_fields()}
+        self.accordions: dict[str, gr.Accordion] = {}
 
     @property
     def names(self) -> list[str]:
@@ -103,7 +104,8 @@ class SchemaForm:
         return list(self.components.values())
 
     def build(self, initial: TrainConfig, *, custom: dict[str, Factory] | None = None,
-              after_basic_group: dict[str, Callable[[], None]] | None = None) -> None:
+              after_basic_group: dict[str, Callable[[], None]] | None = None,
+              initial_family: tuple[str | None, list[str]] = (None, [])) -> None:
         """Basic fields up front (one row per group), then an accordion per group for the rest.
 
         ``custom`` replaces the component of a field (e.g. a model picker); ``after_basic_group``
@@ -147,10 +149,56 @@ class SchemaForm:
             for g, title in GROUPS.items():
                 adv = [m for m in by_group[g] if not m["basic"]]
                 if adv:
-                    with gr.Accordion(title, open=False, elem_id=f"adv-{g}"):
+                    with gr.Accordion(title, open=False, elem_id=f"adv-{g}") as acc:
                         rows(adv, 3)
+                    self.accordions[g] = acc
         # advanced fields were created after the basic ones; keep schema order for inputs and outputs
         self.components = {n: self.components[n] for n in self.metas if n in self.components}
+        for comp, visible in zip(self.family_outputs, self._visibility(*initial_family, initial)):
+            comp.visible = visible
+
+    # ------------------------------------------------------------------ fields per model family
+    @property
+    def family_outputs(self) -> list[Any]:
+        """The components and group accordions whose visibility depends on the base model's family."""
+        return ([self.components[n] for n in self.names if self.metas[n]["families"]]
+                + [self.accordions[g] for g in self._family_groups()])
+
+    def _family_groups(self) -> list[str]:
+        """Advanced groups all of whose fields belong to some families (the Flux accordion)."""
+        out = []
+        for g in self.accordions:
+            fams = {self.metas[n]["families"] for n in self.names if self.metas[n]["group"] == g and not self.metas[n]["basic"]}
+            if fams and all(fams):
+                out.append(g)
+        return out
+
+    def _visibility(self, family: str | None, needs: list[str], values: TrainConfig | dict[str, Any]) -> list[bool]:
+        """Which family-specific fields to show: the advanced ones of the base model's family (all of them while
+        the family is not known); the files a base model still needs (basic fields such as clip_l) only when it
+        needs them."""
+
+        def shown(name: str) -> bool:
+            fams = self.metas[name]["families"]
+            if family is None:
+                return not self.metas[name]["basic"]
+            if family not in fams:
+                return False
+            return not self.metas[name]["basic"] or name in needs
+
+        out = [shown(n) for n in self.names if self.metas[n]["families"]]
+        for g in self._family_groups():
+            fams = {f for n in self.names if self.metas[n]["group"] == g for f in self.metas[n]["families"]}
+            out.append(family is None or family in fams)
+        return out
+
+    def family_updates(self, family: str | None, needs: list[str], values: tuple | list,
+                       fill: dict[str, Any] | None = None) -> list[Any]:
+        """Visibility updates for `family_outputs`; `fill` gives new values for some of those fields."""
+        fill = fill or {}
+        names = [n for n in self.names if self.metas[n]["families"]] + [None] * len(self._family_groups())
+        return [gr.update(visible=v, **({"value": fill[n]} if n in fill else {}))
+                for n, v in zip(names, self._visibility(family, needs, {**self.data(values), **fill}))]
 
     # ------------------------------------------------------------------ values <-> configs
     def data(self, values: tuple | list) -> dict[str, Any]:

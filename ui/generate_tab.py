@@ -20,12 +20,13 @@ from typing import Any
 import gradio as gr
 
 from core.generation.samplers import A1111_NAMES, SAMPLERS
+from core.models.choose import is_schnell
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MODEL_EXTS = (".safetensors", ".ckpt")
 LORA_SLOTS = 4
 DEFAULT_STRENGTHS = "0, 0.5, 0.8, 1.0"
-SIZE_DEFAULTS = {"sd15": 512, "sd2": 768, "sdxl": 1024}
+SIZE_DEFAULTS = {"sd15": 512, "sd2": 768, "sdxl": 1024, "flux": 1024}
 SAMPLER_CHOICES = [(A1111_NAMES.get(k, k), k) for k in SAMPLERS]
 DEFAULT_SAMPLER = "euler_a" if "euler_a" in SAMPLERS else next(iter(SAMPLERS))
 NOTE = ("Results are saved as PNG files with their settings (the A1111 `parameters` text) in "
@@ -200,6 +201,9 @@ def _generator(settings: Any, ctx: Any = None):
             _GENERATOR = Generator(_generated_dir(settings))
         _GENERATOR.outputs_dir = _generated_dir(settings)  # the Settings tab may have changed the folders
         _GENERATOR.lora_dirs = _lora_dirs(settings, ctx)
+        from core.models.choose import find_flux_parts  # what a transformer-only Flux file needs
+
+        _GENERATOR.flux_files = find_flux_parts(_setting(settings, "models_dir"))
         return _GENERATOR
 
 
@@ -391,6 +395,17 @@ def build(settings: Any, ctx: Any = None) -> None:
                 h = size
         return [*out, w, h]
 
+    def family_controls(model, cfg):
+        """Flux: distilled guidance (dev; schnell has none), no negative prompt, one sampler, no clip skip."""
+        family = base_family(model)
+        flux = family == "flux"
+        schnell = flux and is_schnell(model)
+        cfg_label = "Distilled guidance (Flux dev; 3.5 is usual)" if flux else "Guidance (CFG)"
+        cfg_value = 3.5 if flux and float(cfg) == 7.0 else 7.0 if not flux and float(cfg) == 3.5 else gr.update()
+        return [gr.update(visible=not flux), gr.update(visible=not flux),
+                gr.update(label=cfg_label, visible=not schnell, value=cfg_value), gr.update(visible=not flux),
+                gr.update(value=4) if schnell else gr.update()]
+
     def _row_visibility(picks):
         # the first row always; then one empty row after the last chosen LoRA
         return [gr.Row(visible=i == 0 or bool(picks[i]) or bool(picks[i - 1])) for i in range(LORA_SLOTS)]
@@ -484,6 +499,7 @@ def build(settings: Any, ctx: Any = None) -> None:
     refresh_btn.click(refresh, [model_dd, *pick_inputs], refresh_outputs)
     model_dd.change(on_model_change, [model_dd, width_sl, height_sl, *pick_inputs],
                     [*refresh_outputs, width_sl, height_sl])
+    model_dd.change(family_controls, [model_dd, cfg_sl], [negative_tb, sampler_dd, cfg_sl, clip_sl, steps_sl])
     for dd in lora_dds:
         dd.change(on_pick, [model_dd, *lora_dds], [lora_info, *lora_rows])
     clear_btn.click(clear_loras, None, [*lora_dds, *lora_sliders, lora_info, *lora_rows])

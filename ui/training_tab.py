@@ -19,10 +19,11 @@ from core.runs.launch import command_line, request, start_run
 from core.runs.reader import RunBusyError, RunExistsError, is_run_dir, list_runs, read_run, run_dir_of
 from core.runs.steps_plan import steps_plan
 from core.config.schema import TrainConfig
+from core.models.choose import FLUX_PARTS, describe_base, find_flux_parts
 
 from . import run_view
 from .context import AppContext
-from .form import SchemaForm
+from .form import SchemaForm, label_for
 
 MODEL_EXTS = (".safetensors", ".ckpt")
 LOG_LINES = 12
@@ -88,6 +89,12 @@ def build(ctx: AppContext) -> None:
                            info=f"{meta['help']} Models in your models folder are listed; you can also type a path "
                                 f"or a repo id. `{meta['name']}`", elem_id=f"field-{meta['name']}")
 
+    def part_picker(meta: dict[str, Any], value: Any) -> gr.components.Component:
+        files = [m for m in model_choices(ctx.settings.models_dir) if Path(m).is_file()]
+        return gr.Dropdown(choices=files, value=value or None, allow_custom_value=True, label=label_for(meta["name"]),
+                           info=f"{meta['help']} Files in your models folder are listed. `{meta['name']}`",
+                           elem_id=f"field-{meta['name']}")
+
     plan_box: list[gr.HTML] = []
 
     def add_plan_box() -> None:
@@ -114,8 +121,10 @@ def build(ctx: AppContext) -> None:
                     export_btn = gr.Button("Save config as TOML", size="md", elem_id="export-config")
                 export_file = gr.File(label="Config file", visible=False, interactive=False, elem_id="export-file")
                 files_msg = gr.HTML("", elem_id="files-msg")
-            form.build(initial, custom={"pretrained_model_name_or_path": model_picker},
-                       after_basic_group={"data": add_plan_box})
+            form.build(initial, custom={"pretrained_model_name_or_path": model_picker,
+                                        **{setting: part_picker for setting, _, _ in FLUX_PARTS}},
+                       after_basic_group={"data": add_plan_box},
+                       initial_family=describe_base(initial.pretrained_model_name_or_path, initial.base_config_dir))
             for name in ("train_data_dir", "trigger_word"):  # the Dataset tab fills these in
                 ctx.components[f"train.{name}"] = form.components[name]
         # ------------------------------------------------------------------ run column
@@ -235,6 +244,15 @@ def build(ctx: AppContext) -> None:
         cfg = form.best_effort(values)
         return run_view.plan_html(steps_plan(cfg.train_data_dir, cfg))
 
+    # ---------------------------------------------------------------- the base model's own settings
+    def on_base(*values):
+        """Show the settings of the base model's family only, and ask for the files a Flux transformer needs."""
+        cfg = form.best_effort(values)
+        family, needs = describe_base(cfg.pretrained_model_name_or_path, cfg.base_config_dir)
+        found = find_flux_parts(ctx.settings.models_dir) if needs else {}
+        fill = {k: v for k, v in found.items() if k in needs and not getattr(cfg, k)}  # files found: filled in
+        return form.family_updates(family, needs, values, fill)
+
     # ---------------------------------------------------------------- start / control
     def on_start(replace: bool, *values):
         cfg, err = valid_config(values)
@@ -244,6 +262,9 @@ def build(ctx: AppContext) -> None:
         if not cfg.pretrained_model_name_or_path.strip():
             problems.append("Base model (pretrained_model_name_or_path) is empty: choose a model file, a diffusers "
                             "folder or a Hugging Face repo id.")
+        family, needs = describe_base(cfg.pretrained_model_name_or_path, cfg.base_config_dir)
+        problems += [f"This Flux file holds only the transformer: choose {what} in {label_for(setting)} (`{setting}`)."
+                     for setting, _, what in FLUX_PARTS if setting in needs and not getattr(cfg, setting)]
         plan_ = steps_plan(cfg.train_data_dir, cfg)
         if not plan_.ok:
             problems += plan_.problems or ["The training images folder holds no usable images."]
@@ -357,6 +378,9 @@ def build(ctx: AppContext) -> None:
     load_btn.upload(on_load_file, [load_btn], form.inputs + [files_msg]).then(on_plan, form.inputs, [plan], **quiet)
     export_btn.click(on_export, form.inputs, [export_file, files_msg])
     command_btn.click(on_command, form.inputs, [command_box, form_errors])
+    base_fields = [form.components[n] for n in ("pretrained_model_name_or_path", "base_config_dir")]
+    gr.on([c.change for c in base_fields], on_base, form.inputs, form.family_outputs, trigger_mode="always_last",
+          **quiet)
     plan_triggers = [c.change for n, c in form.components.items() if form.metas[n]["group"] in PLAN_GROUPS]
     gr.on(plan_triggers, on_plan, form.inputs, [plan], trigger_mode="always_last", **quiet)
     start_btn.click(on_start, [overwrite] + form.inputs, [form_errors, viewed_run, action_msg]).then(

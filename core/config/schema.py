@@ -21,13 +21,22 @@ GROUPS: dict[str, str] = {
     "quality": "Loss and noise",
     "memory": "Speed and memory",
     "sample": "Sample images",
+    "flux": "Flux",
 }
 
 
-def param(default: Any, *, help: str, group: str, basic: bool = False, **kw: Any) -> Any:
-    """Declare one parameter: its default, help text, GUI group and level, plus pydantic limits."""
+SD_FAMILIES = ("sd15", "sd2", "sdxl")
+
+
+def param(default: Any, *, help: str, group: str, basic: bool = False, families: tuple[str, ...] = (),
+          **kw: Any) -> Any:
+    """Declare one parameter: its default, help text, GUI group and level, plus pydantic limits.
+    `families`: the model families it applies to (empty = all); the GUI shows it only for those."""
     assert group in GROUPS, group
-    return Field(default, description=help, json_schema_extra={"group": group, "basic": basic}, **kw)
+    extra: dict[str, Any] = {"group": group, "basic": basic}
+    if families:
+        extra["families"] = list(families)
+    return Field(default, description=help, json_schema_extra=extra, **kw)
 
 
 OptimizerName = Literal["AdamW", "AdamW8bit", "Lion", "Lion8bit", "Prodigy", "Adafactor", "SGD"]
@@ -45,11 +54,11 @@ class TrainConfig(BaseModel):
         "", group="model", basic=True,
         help="Base model: a diffusers folder, a single-file .safetensors checkpoint, or a Hugging Face "
              "repo id such as stable-diffusion-v1-5/stable-diffusion-v1-5.")
-    model_family: Literal["auto", "sd15", "sd2", "sdxl"] = param(
+    model_family: Literal["auto", "sd15", "sd2", "sdxl", "flux"] = param(
         "auto", group="model",
-        help="Model family. 'auto' detects SD1.5, SD2 or SDXL from the model files.")
+        help="Model family. 'auto' detects SD1.5, SD2, SDXL or Flux.1 (dev/schnell) from the model files.")
     v_parameterization: bool = param(
-        False, group="model",
+        False, group="model", families=SD_FAMILIES,
         help="The base model predicts v (SD2.x 768-v models and v-pred finetunes). Leave off for SD1.5 and SDXL.")
     vae: str = param(
         "", group="model",
@@ -58,9 +67,49 @@ class TrainConfig(BaseModel):
         "", group="model",
         help="Optional diffusers config folder for a single-file checkpoint whose architecture differs from "
              "the standard one. Normally left empty: the standard configs ship with the program.")
+    clip_l: str = param(
+        "", group="model", basic=True, families=("flux",),
+        help="Flux: the CLIP-L text encoder file (clip_l.safetensors), needed when the base model file holds only "
+             "the transformer (flux1-dev.safetensors from Black Forest Labs, a ComfyUI 'unet' file).")
+    t5xxl: str = param(
+        "", group="model", basic=True, families=("flux",),
+        help="Flux: the T5-XXL text encoder file (t5xxl_fp16.safetensors or t5xxl_fp8_e4m3fn.safetensors), needed "
+             "when the base model file holds only the transformer.")
+    ae: str = param(
+        "", group="model", basic=True, families=("flux",),
+        help="Flux: the autoencoder file (ae.safetensors), needed when the base model file holds only the transformer.")
     clip_skip: int = param(
-        1, group="model", ge=1, le=4,
+        1, group="model", families=SD_FAMILIES, ge=1, le=4,
         help="Use the output of the N-th last text-encoder layer (2 is common for anime SD1.5 models).")
+
+    # ----------------------------------------------------------------- flux
+    timestep_sampling: Literal["sigma", "uniform", "sigmoid", "shift", "flux_shift"] = param(
+        "shift", group="flux", families=("flux",),
+        help="Flux: how noise levels are drawn. shift (recommended by sd-scripts): sigmoid of a normal draw, shifted "
+             "towards more noise by discrete_flow_shift; sigmoid: the same without shift; uniform; sigma: the "
+             "scheduler's shifted levels; flux_shift: shifted by image size as Flux samples.")
+    sigmoid_scale: float = param(
+        1.0, group="flux", families=("flux",), gt=0.0, le=10.0,
+        help="Flux: scale of the normal draw for sigmoid/shift/flux_shift sampling (larger = closer to uniform).")
+    discrete_flow_shift: float = param(
+        3.1582, group="flux", families=("flux",), gt=0.0, le=100.0,
+        help="Flux: shift for timestep_sampling shift and sigma (3.1582 as sd-scripts' Flux guide recommends).")
+    model_prediction_type: Literal["raw", "additive", "sigma_scaled"] = param(
+        "raw", group="flux", families=("flux",),
+        help="Flux: how the transformer output is compared. raw (recommended): as the velocity noise - image; "
+             "additive: output + noisy input; sigma_scaled: as an estimate of the clean image.")
+    guidance_scale: float = param(
+        1.0, group="flux", families=("flux",), ge=0.0, le=100.0,
+        help="Flux dev: the distilled-guidance value fed to the transformer while training (1.0 is what sd-scripts' "
+             "guide and FluxGym train with). Samples use --g in the prompt line (default 3.5).")
+    t5xxl_max_token_length: int = param(
+        0, group="flux", families=("flux",), ge=0, le=512,
+        help="Flux: T5 tokens per caption, 16-512 (0 = the model's own: 512 for dev, 256 for schnell). Lower = "
+             "faster, but long captions are cut.")
+    flux_lora_layers: Literal["all", "attention"] = param(
+        "all", group="flux", families=("flux",),
+        help="Flux: 'all' trains every Linear layer of the double and single blocks (attention, feed-forward, "
+             "modulation), as sd-scripts; 'attention' only the attention projections (smaller file, less capacity).")
 
     # ----------------------------------------------------------------- data
     train_data_dir: str = param(
@@ -78,7 +127,7 @@ class TrainConfig(BaseModel):
         ".txt", group="data", help="Extension of the caption file next to each image.")
     resolution: str = param(
         "512", group="data", basic=True,
-        help="Training resolution: one number (512) or width,height (1024,768). SD1.5: 512, SDXL: 1024.")
+        help="Training resolution: one number (512) or width,height (1024,768). SD1.5: 512, SDXL and Flux: 1024 (Flux also trains well at 512-768).")
     shuffle_caption: bool = param(
         False, group="data", help="Shuffle comma-separated tags in captions each time an image is used.")
     keep_tokens: int = param(
@@ -125,18 +174,21 @@ class TrainConfig(BaseModel):
         help="LoRA alpha: the change is scaled by alpha/rank. Half the rank is a common choice.")
     network_dropout: float = param(0.0, group="network", ge=0.0, le=0.5, help="Dropout on LoRA layers.")
     lora_ff: bool = param(
-        False, group="network", help="Also train the UNet's feed-forward layers (more capacity, bigger file).")
+        False, group="network", families=SD_FAMILIES, help="Also train the UNet's feed-forward layers (more capacity, bigger file).")
     lora_proj: bool = param(
-        False, group="network", help="Also train the UNet's attention projection in/out layers (proj_in, proj_out).")
+        False, group="network", families=SD_FAMILIES, help="Also train the UNet's attention projection in/out layers (proj_in, proj_out).")
     conv_dim: int = param(
-        0, group="network", ge=0, le=512,
+        0, group="network", families=SD_FAMILIES, ge=0, le=512,
         help="Rank for the UNet's convolution layers (LoCon style). 0 = convolutions are not trained.")
-    conv_alpha: float = param(1.0, group="network", gt=0.0, le=512, help="Alpha for the convolution layers.")
+    conv_alpha: float = param(1.0, group="network", families=SD_FAMILIES, gt=0.0, le=512, help="Alpha for the convolution layers.")
     use_dora: bool = param(
         False, group="network",
-        help="Use DoRA (weight-decomposed LoRA). Works in ComfyUI and Forge; diffusers ignores the DoRA part of SD/SDXL files.")
+        help="Use DoRA (weight-decomposed LoRA). The file is exact only where DoRA's own formula is applied (peft); "
+             "ComfyUI and Forge apply it approximately (they normalise by the base weight's norm), AUTOMATIC1111 "
+             "applies it wrongly and diffusers ignores the DoRA part of SD/SDXL files. Plain LoRA loads the same "
+             "everywhere.")
     network_train_unet_only: bool = param(
-        False, group="network", basic=True, help="Train only the UNet, not the text encoder(s). Saves memory; usual for SDXL.")
+        False, group="network", basic=True, help="Train only the UNet (Flux: the transformer), not the text encoder(s). Saves memory; usual for SDXL and Flux (whose T5 is never trained).")
     network_train_text_encoder_only: bool = param(
         False, group="network", help="Train only the text encoder(s).")
 
@@ -170,10 +222,10 @@ class TrainConfig(BaseModel):
 
     # -------------------------------------------------------------- quality
     min_snr_gamma: float = param(
-        0.0, group="quality", ge=0.0, le=100.0,
+        0.0, group="quality", families=SD_FAMILIES, ge=0.0, le=100.0,
         help="Min-SNR loss weighting (5 is typical) for faster, steadier training. 0 = off.")
     noise_offset: float = param(
-        0.0, group="quality", ge=0.0, le=1.0,
+        0.0, group="quality", families=SD_FAMILIES, ge=0.0, le=1.0,
         help="Noise offset (0.05-0.1) lets the model learn very dark or very bright images.")
 
     # --------------------------------------------------------------- memory
@@ -236,6 +288,8 @@ class TrainConfig(BaseModel):
         if self.network_train_unet_only and self.network_train_text_encoder_only:
             raise ValueError(
                 "network_train_unet_only and network_train_text_encoder_only are both on: choose one")
+        if 0 < self.t5xxl_max_token_length < 16:
+            raise ValueError("t5xxl_max_token_length must be 0 (the model's own) or 16-512")
         if self.min_bucket_reso > self.max_bucket_reso:
             raise ValueError("min_bucket_reso is larger than max_bucket_reso")
         return self
@@ -270,6 +324,7 @@ def field_meta(name: str) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "name": name, "help": f.description or "", "group": extra.get("group", "model"),
         "basic": bool(extra.get("basic")), "default": f.default, "annotation": f.annotation,
+        "families": tuple(extra.get("families", ())),
     }
     for m in f.metadata:
         for attr in ("ge", "gt", "le", "lt", "pattern"):

@@ -117,6 +117,7 @@ class Generator:
         self.default_model = model
         self.default_vae = vae
         self._device, self._dtype = device, dtype
+        self.flux_files: dict[str, str] = {}  # clip_l / t5xxl / ae for a transformer-only Flux file
         self.pipe = None
         self.family = None  # ModelFamily of the loaded base
         self.model_key: tuple[str, str] | None = None
@@ -148,14 +149,18 @@ class Generator:
         if not model:
             raise GenerateError("No base model chosen: pick one in the list or type a path / Hugging Face repo id.")
         p = Path(model).expanduser()
-        key = (str(p.resolve()) if p.exists() else model, str(Path(vae).expanduser().resolve()) if vae else "")
+        key = (str(p.resolve()) if p.exists() else model, str(Path(vae).expanduser().resolve()) if vae else "",
+               tuple(sorted(self.flux_files.items())))
         with self.lock:
             if self.pipe is not None and self.model_key == key:
                 return self.pipe
             self.unload()
             if progress:
                 progress(0.0, f"Loading the base model {Path(model).name}")
-            pipe, fam = load_pipeline(model, vae=vae, dtype=self.dtype,
+            import torch
+
+            pipe, fam = load_pipeline(model, vae=vae, dtype=self.dtype, flux_files=dict(self.flux_files),
+                                      large_model_dtype=torch.bfloat16 if self.device.type == "cuda" else self.dtype,
                                       progress=(lambda msg: progress(0.0, msg)) if progress else None)
             self._prepare(pipe, fam)
             self.pipe, self.family, self.model_key, self.model = pipe, fam, key, model
@@ -165,7 +170,11 @@ class Generator:
     def _prepare(self, pipe, fam) -> None:
         import torch
 
-        pipe.to(self.device)
+        if fam.load_in_compute_dtype and self.device.type == "cuda" and \
+                torch.cuda.get_device_properties(self.device).total_memory < 40 * 2**30:
+            pipe.enable_model_cpu_offload()  # Flux: each part on the GPU only while it runs
+        else:
+            pipe.to(self.device)
         pipe.set_progress_bar_config(disable=True)
         if getattr(pipe, "safety_checker", None) is not None:
             pipe.safety_checker = None
@@ -272,13 +281,21 @@ class Generator:
         import torch
 
         kwargs = dict(self.family.pipeline_kwargs(int(clip_skip)))
+        if not self.family.uses_cfg:  # Flux: distilled guidance (dev), no negative prompt
+            negative = ""
+            if self.pipe.transformer.config.get("guidance_embeds"):
+                kwargs["max_sequence_length"] = 512
+            else:
+                guidance, kwargs["max_sequence_length"] = 0.0, 256
+        else:
+            kwargs["negative_prompt"] = negative or None
         if on_step is not None:
             def callback(_pipe, i, _t, cb_kwargs):
                 on_step(i + 1)
                 return cb_kwargs
             kwargs["callback_on_step_end"] = callback
         gen = torch.Generator(device="cpu").manual_seed(int(seed))
-        out = self.pipe(prompt=prompt, negative_prompt=negative or None, width=width, height=height,
+        out = self.pipe(prompt=prompt, width=width, height=height,
                         num_inference_steps=int(steps), guidance_scale=float(guidance), generator=gen,
                         output_type="pil", **kwargs)
         return out.images[0]
@@ -286,14 +303,25 @@ class Generator:
     def _set_sampler(self, sampler: str) -> None:
         if sampler not in SAMPLERS:
             raise GenerateError(f"Unknown sampler '{sampler}'. Choose one of: {', '.join(SAMPLERS)}.")
-        self.pipe.scheduler = make_scheduler(sampler, self._scheduler_config)
+        self.pipe.scheduler = self.family.sample_scheduler(sampler, self._scheduler_config)
 
-    @staticmethod
-    def _size(width, height) -> tuple[int, int]:
-        w, h = int(width) // 8 * 8, int(height) // 8 * 8
-        if w < 8 or h < 8:
-            raise GenerateError(f"Image size {width}x{height} is too small (at least 8x8; 512x512 for SD 1.5, "
-                                "1024x1024 for SDXL).")
+    def _params(self, clean, negative, steps, sampler, guidance, seed, w, h, clip_skip, loras) -> str:
+        if not self.family.uses_cfg:  # Flux: one sampler, distilled guidance, no negative prompt
+            params = a1111_parameters(clean, "", steps, "euler", float(guidance), seed, w, h, model=self.model,
+                                      loras=loras)
+            return params.replace("CFG scale:", "Distilled CFG Scale:", 1)
+        params = a1111_parameters(clean, negative, steps, sampler, float(guidance), seed, w, h, model=self.model,
+                                  loras=loras)
+        if self.family.pipeline_kwargs(int(clip_skip)):  # SDXL always uses the penultimate layer
+            params += f", Clip skip: {int(clip_skip)}"
+        return params
+
+    def _size(self, width, height) -> tuple[int, int]:
+        m = self.family.size_multiple if self.family is not None else 8
+        w, h = int(width) // m * m, int(height) // m * m
+        if w < m or h < m:
+            raise GenerateError(f"Image size {width}x{height} is too small (at least {m}x{m}; 512x512 for SD 1.5, "
+                                "1024x1024 for SDXL and Flux).")
         return w, h
 
     def _next_path(self, seed: int, prefix: str = "") -> Path:
@@ -312,11 +340,11 @@ class Generator:
 
         Returns one :class:`Result` per image: unpacks as ``(PIL image, parameters text)``, ``.path`` is the PNG.
         """
-        w, h = self._size(width, height)
         batch_count = max(1, int(batch_count))
         steps = max(1, int(steps))
         with self.lock:
             clean, merged = self._prepare_call(prompt, loras, model, vae, progress)
+            w, h = self._size(width, height)
             active = self.apply_loras(merged, progress)
             self._set_sampler(sampler)
             seed = int(seed)
@@ -333,10 +361,7 @@ class Generator:
                 if progress:
                     progress(b / batch_count, f"{label}: step 0/{steps}")
                 image = self._render(clean, negative, s, steps, guidance, w, h, clip_skip, on_step)
-                params = a1111_parameters(clean, negative, steps, sampler, float(guidance), s, w, h,
-                                          model=self.model, loras=active)
-                if self.family.pipeline_kwargs(int(clip_skip)):  # SDXL always uses the penultimate layer
-                    params += f", Clip skip: {int(clip_skip)}"
+                params = self._params(clean, negative, steps, sampler, guidance, s, w, h, clip_skip, active)
                 path = str(save_png(image, self._next_path(s), params)) if save else None
                 results.append(Result(image, params, path, s))
             return results
@@ -356,10 +381,10 @@ class Generator:
             raise GenerateError("Choose at least one LoRA file to compare (for example each saved epoch).")
         if not strengths:
             raise GenerateError("Give at least one strength, for example: 0, 0.5, 0.8, 1.0")
-        w, h = self._size(width, height)
         steps = max(1, int(steps))
         with self.lock:
             clean, extra = self._prepare_call(prompt, [], model, vae, progress)
+            w, h = self._size(width, height)
             for f in files:
                 if not Path(f).expanduser().is_file():
                     raise GenerateError(f"LoRA file not found: {f}. Refresh the list, or check the path.")
@@ -396,10 +421,8 @@ class Generator:
                 row_labels.append((Path(f).stem, sub))
             col_labels = ["no LoRA" if s == 0 else f"strength {s:g}" for s in strengths]
             grid = draw_grid(cells, row_labels, col_labels)
-            params = a1111_parameters(clean, negative, steps, sampler, float(guidance), seed, w, h,
-                                      model=self.model, loras=[(p, v) for p, v in extra if v])
-            if self.family.pipeline_kwargs(int(clip_skip)):
-                params += f", Clip skip: {int(clip_skip)}"
+            params = self._params(clean, negative, steps, sampler, guidance, seed, w, h, clip_skip,
+                                  [(p, v) for p, v in extra if v])
             params += ("\nGrid: rows = " + ", ".join(Path(f).stem for f in files)
                        + "; columns = LoRA strength " + ", ".join(f"{s:g}" for s in strengths))
             path = str(save_png(grid, self._next_path(seed, "grid-"), params)) if save else None

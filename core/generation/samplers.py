@@ -30,7 +30,8 @@ def make_scheduler(name: str, base_config: dict):
 
 @dataclass
 class PromptSpec:
-    """One prompt line in kohya syntax: `text --n negative --w 512 --h 512 --d seed --s steps --l cfg`."""
+    """One prompt line in kohya syntax: `text --n negative --w 512 --h 512 --d seed --s steps --l cfg`
+    (and `--g guidance` for Flux dev's distilled guidance, as sd-scripts)."""
 
     prompt: str
     negative: str = ""
@@ -40,6 +41,7 @@ class PromptSpec:
     steps: int = 20
     cfg: float = 7.0
     extra: dict[str, str] = field(default_factory=dict)
+    given: set[str] = field(default_factory=set)  # the flags the line set (the others are defaults)
 
 
 def parse_prompt_line(line: str) -> PromptSpec:
@@ -63,8 +65,11 @@ def parse_prompt_line(line: str) -> PromptSpec:
                 spec.steps = int(value)
             elif flag == "l":
                 spec.cfg = float(value)
+            elif flag == "g":
+                spec.extra[flag] = str(float(value))
             else:
                 spec.extra[flag] = value
+            spec.given.add(flag)
         except ValueError:
             raise ValueError(f"sample prompt '{line}': --{flag} needs a number, got '{value}'") from None
     return spec

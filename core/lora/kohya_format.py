@@ -43,9 +43,12 @@ def to_kohya(peft_sd: dict[str, torch.Tensor], prefix: str, default_alpha: float
         else:
             raise ValueError(f"unexpected LoRA parameter {key}")
         name = kohya_name(prefix, rename(module))
-        if part == "dora_scale":  # LyCORIS/ComfyUI layout: one magnitude per output row, (out, 1[, 1, 1])
-            ndim = 4 if peft_sd[f"{module}.lora_A.weight"].dim() == 4 else 2
-            t = t.reshape(t.shape[0], *([1] * (ndim - 1)))
+        if part == "dora_scale":
+            # One magnitude per output row, saved as (out, 1) or (out, 1, 1, 1): the shape ComfyUI's and
+            # Forge's weight_decompose read as "per output" (dora_scale.shape[0] == weight.shape[0]).
+            # peft keeps it as (out,) for Linear and (1, out, 1, 1) for Conv2d, so flatten before reshaping.
+            ndim = peft_sd[f"{module}.lora_A.weight"].dim()
+            t = t.reshape(-1, *([1] * (ndim - 1)))
         out[f"{name}.{part}"] = t.detach().to("cpu", dtype).contiguous()
         if part == "lora_down.weight":
             alpha = alphas.get(module, (None, default_alpha))[1]

@@ -78,4 +78,18 @@ def build_metadata(cfg: TrainConfig, family, *, epoch: int, step: int, num_epoch
     }
     if cfg.trigger_word:
         meta["modelspec.trigger_phrase"] = cfg.trigger_word
+    if cfg.use_dora:
+        meta.update(DORA_LOADERS)
     return {k: str(v) for k, v in meta.items()}
+
+
+# Where a DoRA file of ours applies the trained weights, measured against each loader's code
+# (docs/architecture.md, "DoRA files"; bench/dora_loaders.py).
+# dora_scale is peft's magnitude m, one per output row, shaped (out, 1) / (out, 1, 1, 1).
+DORA_LOADERS = {
+    "lw_dora_formula": "W' = dora_scale * (W + dW) / ||W + dW||, norms per output row (peft, the DoRA paper)",
+    "lw_dora_exact_in": "peft and loaders that use the DoRA formula per output row",
+    "lw_dora_approximate_in": "ComfyUI, Forge (they divide by ||W||, the base weight's row norm, instead of "
+                              "||W + dW||: each row's length is off by ||W + dW|| / ||W||)",
+    "lw_dora_not_in": "AUTOMATIC1111 (normalises per input column), diffusers (ignores dora_scale for SD/SDXL)",
+}

@@ -25,11 +25,12 @@ class NetworkSpec:
     conv_dim: int = 0
     conv_alpha: float = 1.0
     dora: bool = False
+    layers: str = "all"  # Flux: "all" Linear layers of the blocks or "attention" only
 
     @classmethod
     def from_config(cls, cfg) -> "NetworkSpec":
         return cls(cfg.network_dim, cfg.network_alpha, cfg.network_dropout, cfg.lora_ff, cfg.lora_proj,
-                   cfg.conv_dim, cfg.conv_alpha, cfg.use_dora)
+                   cfg.conv_dim, cfg.conv_alpha, cfg.use_dora, cfg.flux_lora_layers)
 
 
 def _ends_with(name: str, suffixes: tuple[str, ...]) -> bool:

@@ -87,6 +87,7 @@ class ModelFamily:
     vae_needs_fp32: ClassVar[bool] = False
     uses_cfg: ClassVar[bool] = True  # classifier-free guidance with a negative prompt (Flux dev: distilled guidance)
     denoiser_name: ClassVar[str] = "UNet"
+    load_in_compute_dtype: ClassVar[bool] = False  # too large to load in fp32 first (Flux: 12B parameters)
 
     def pipeline_class(self):
         import diffusers
@@ -103,8 +104,8 @@ class ModelFamily:
         pred = pipe.scheduler.config.get("prediction_type", "epsilon")
         return Components(self, pipe, pipe.unet, pipe.vae, encoders, tokenizers, pred, source)
 
-    def config_warnings(self, cfg) -> list[str]:
-        """Settings that do not apply to this family (said once, before training)."""
+    def prepare(self, comps: Components, cfg) -> list[str]:
+        """Take the run's family-specific settings; return warnings about settings that do not apply."""
         return []
 
     # --------------------------------------------------------------- text
@@ -115,6 +116,11 @@ class ModelFamily:
             for tok in comps.tokenizers
         ]
 
+    def caption_limit(self, comps: Components) -> tuple[Any, int, int]:
+        """(tokenizer, most tokens a caption may have with the special ones, the same without them)."""
+        tok = comps.tokenizers[0]
+        return tok, tok.model_max_length, tok.model_max_length - 2
+
     def encode_text(self, comps: Components, captions: list[str], clip_skip: int) -> TextCond:  # pragma: no cover
         raise NotImplementedError
 
@@ -122,8 +128,30 @@ class ModelFamily:
         """Indices of the text encoders a LoRA may be trained on."""
         return list(range(len(comps.text_encoders)))
 
+    def cache_text(self, comps: Components, captions: list[str] | None, prompts: list[str], trained: list[int],
+                   cfg, say) -> dict[str, TextCond] | None:
+        """Conditioning of every caption computed once, or None to encode each batch. `captions` is None when
+        they change from step to step; `say(kind, text)` reports ("warning" or "info")."""
+        if not cfg.cache_text_encoder_outputs:
+            return None
+        if trained:
+            say("warning", "cache_text_encoder_outputs is off because the text encoder is trained.")
+            return None
+        if captions is None:
+            say("warning", "cache_text_encoder_outputs is off because shuffle_caption or caption_dropout_rate changes captions.")
+            return None
+        cache: dict[str, TextCond] = {}
+        with torch.no_grad():
+            for i in range(0, len(captions), 16):
+                chunk = captions[i:i + 16]
+                cond = self.encode_text(comps, chunk, cfg.clip_skip)
+                for j, c in enumerate(chunk):
+                    cache[c] = cond.index(j).to("cpu")
+        say("info", f"Cached text encoder outputs for {len(captions)} captions")
+        return cache
+
     def release_text_encoders(self, comps: Components, keep: list[int]) -> None:
-        """Called once every caption's conditioning is cached: free the encoders training no longer needs."""
+        """Free the text encoders training no longer needs (their outputs are cached)."""
 
     # -------------------------------------------------------------- model
     def make_objective(self, comps: Components, cfg, device: torch.device) -> Objective:  # pragma: no cover
@@ -177,7 +205,7 @@ class ModelFamily:
     def pipeline_kwargs(self, clip_skip: int) -> dict[str, Any]:
         return {}
 
-    def sample_call(self, spec, cfg) -> dict[str, Any]:
+    def sample_call(self, spec, cfg, comps: Components | None = None) -> dict[str, Any]:
         """Keyword arguments for one sample image of a kohya-syntax prompt line (`spec`)."""
         return dict(prompt=spec.prompt, negative_prompt=spec.negative or None, num_inference_steps=spec.steps,
                     guidance_scale=spec.cfg, **self.pipeline_kwargs(cfg.clip_skip))

@@ -15,7 +15,7 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-FAMILIES = ("sd15", "sd2", "sdxl", "sdxl_refiner", "flux", "sd3")
+FAMILIES = ("sd15", "sd2", "sdxl", "sdxl_refiner", "flux", "sd3", "flux2", "chroma")
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 UNET = "model.diffusion_model."
 _MAX_HEADER = 100 * 1024 * 1024
@@ -62,9 +62,8 @@ def _not_base_model(keys: Shapes, metadata: dict[str, str], name: str) -> None:
     if adapter_keys * 3 >= len(keys) > 0 or "ss_network_module" in metadata:
         raise ModelFileError(
             f"{name} is a LoRA / LyCORIS file (it only holds the small adapter weights), not a base model. "
-            "Choose a full Stable Diffusion checkpoint (for example an SD 1.5 or SDXL .safetensors of several "
-            "gigabytes) as the base model. To continue training this LoRA, select it as the network weights "
-            "to resume from instead."
+            "Choose a full base model (an SD 1.5, SDXL or Flux.1 checkpoint of several gigabytes, or a diffusers "
+            "folder) as the base model; a LoRA is used on top of one, for example in the Generate tab."
         )
     embedding_keys = {"emb_params", "string_to_param", "string_to_token", "clip_l", "clip_g"}
     if keys and (set(keys) <= embedding_keys | {"name", "step", "sd_checkpoint", "sd_checkpoint_name"}
@@ -137,7 +136,13 @@ def detect_single_file_family(keys_and_shapes: Shapes, metadata: dict[str, str] 
     components = _components(keys)
     v_pred_marker = "v_pred" in keys or "edm_vpred.sigma_max" in keys
 
-    # Transformer families first: their names never collide with the UNet ones.
+    # Transformer families first: their names never collide with the UNet ones. FLUX.2 and Chroma reuse
+    # Flux.1's block names, so they are told apart first (the marks diffusers' single-file loader uses).
+    if _starts(keys, "single_stream_modulation.", UNET + "single_stream_modulation.", "double_stream_modulation_img.",
+               "early_stream_modulations.", UNET + "early_stream_modulations."):
+        return DetectResult("flux2", False, "has FLUX.2 shared stream modulation", components)
+    if _starts(keys, "distilled_guidance_layer.", UNET + "distilled_guidance_layer."):
+        return DetectResult("chroma", False, "has Chroma's distilled guidance layer", components)
     if _starts(keys, "double_blocks.", UNET + "double_blocks.", "single_transformer_blocks.",
                "transformer.single_transformer_blocks."):
         return DetectResult("flux", False, "has Flux double/single stream blocks", components)
@@ -323,6 +328,9 @@ _PIPELINE_FAMILIES = {
     "StableDiffusionXLInpaintPipeline": "sdxl",
     "FluxPipeline": "flux",
     "FluxImg2ImgPipeline": "flux",
+    "Flux2Pipeline": "flux2",
+    "Flux2KleinPipeline": "flux2",
+    "ChromaPipeline": "chroma",
     "StableDiffusion3Pipeline": "sd3",
 }
 

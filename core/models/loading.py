@@ -14,10 +14,15 @@ import torch
 
 from ..hub import HUB_ID
 from .base import Components, ModelFamily
+from .flux import Flux
 from .sd15 import SD2, SD15
 from .sdxl import SDXL
 
-FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (SD15(), SD2(), SDXL())}
+FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (SD15(), SD2(), SDXL(), Flux())}
+NOT_SUPPORTED = {
+    "flux2": "a FLUX.2 model", "chroma": "a Chroma model (a Flux.1 schnell derivative with another guidance "
+    "layer)", "sd3": "a Stable Diffusion 3 model", "sdxl_refiner": "the SDXL refiner (it cannot be trained alone)",
+}
 CONFIG_ROOT = Path(__file__).parent / "configs"
 SINGLE_FILE_EXTS = {".safetensors", ".ckpt", ".pt", ".pth", ".bin"}
 
@@ -66,8 +71,10 @@ def detect_family(model: str, requested: str = "auto", base_config_dir: str = ""
         res = detect.inspect_model_file(model, config_family)
         fam, v_pred = res.family, bool(res.is_v_pred_guess)
     if fam not in FAMILIES:
+        what = NOT_SUPPORTED.get(fam, f"a {fam} model")
         raise ModelLoadError(
-            f"{model} looks like a {fam} model. This version trains {', '.join(f.title for f in FAMILIES.values())}.")
+            f"{Path(model).name} is {what}, which is not supported. This version trains "
+            f"{', '.join(f.title for f in FAMILIES.values())}: choose one of those as the base model.")
     if requested != "auto" and requested != fam:
         if {requested, fam} <= {"sd15", "sd2"}:
             return requested, v_pred
@@ -91,7 +98,7 @@ def download(repo_id: str, progress: Callable[[str], None] | None = None) -> str
     from ..hub import snapshot
 
     patterns = ["*.json", "*.txt", "tokenizer*/*", "unet/*.safetensors", "vae/*.safetensors",
-                "text_encoder*/*.safetensors"]
+                "text_encoder*/*.safetensors", "transformer/*.safetensors"]
     ignore = ["*.fp16.safetensors", "*non_ema*", "*.ckpt", "*.bin", "*.onnx*", "*.msgpack"]
     return snapshot(repo_id, allow_patterns=patterns, ignore_patterns=ignore, progress=progress, error=ModelLoadError,
                     advice=f"Download it on a computer with internet (for example `hf download {repo_id}`), or "
@@ -99,7 +106,7 @@ def download(repo_id: str, progress: Callable[[str], None] | None = None) -> str
                            "to its path.")
 
 
-CONFIG_FOLDERS = {"sd15": "sd15", "sd2": "sd2v", "sdxl": "sdxl"}
+CONFIG_FOLDERS = {"sd15": "sd15", "sd2": "sd2v", "sdxl": "sdxl", "flux": "flux-dev"}
 
 
 def shipped_config_dir(family: str) -> Path:
@@ -117,7 +124,11 @@ def load_pipeline(
     base_config_dir: str = "",
     dtype: torch.dtype = torch.float32,
     progress: Callable[[str], None] | None = None,
+    flux_files: dict[str, str] | None = None,
+    large_model_dtype: torch.dtype | None = None,
 ) -> tuple[Any, ModelFamily]:
+    """`flux_files`: the separate clip_l / t5xxl / ae files a transformer-only Flux file needs;
+    `large_model_dtype`: the dtype for families too large to load in fp32 first (Flux)."""
     """Load a diffusers pipeline for `model` and return it with its family."""
     kind = source_kind(model)
     if kind == "hub":
@@ -125,6 +136,8 @@ def load_pipeline(
         kind = "folder"
     fam_name, _ = detect_family(model, family, base_config_dir)
     fam = FAMILIES[fam_name]
+    if fam.load_in_compute_dtype and large_model_dtype is not None:
+        dtype = large_model_dtype
     cls = fam.pipeline_class()
     if progress:
         progress(f"Loading {fam.title} model from {model}")
@@ -132,6 +145,11 @@ def load_pipeline(
         if kind == "folder":
             extra = {"safety_checker": None} if fam_name in ("sd15", "sd2") else {}
             pipe = cls.from_pretrained(model, dtype=dtype, local_files_only=True, **extra)
+        elif fam_name == "flux":
+            from .flux_loading import load_flux_single_file
+
+            return load_flux_single_file(model, vae=vae, base_config_dir=base_config_dir, dtype=dtype,
+                                         progress=progress, **(flux_files or {})), fam
         else:
             config = base_config_dir or str(shipped_config_dir(fam_name))
             pipe = cls.from_single_file(model, config=config, dtype=dtype, local_files_only=True)
@@ -171,7 +189,12 @@ def load_components(
     base_config_dir: str = "",
     v_parameterization: bool = False,
     progress: Callable[[str], None] | None = None,
+    flux_files: dict[str, str] | None = None,
+    large_model_dtype: torch.dtype | None = None,
 ) -> Components:
-    """Load a base model for training (fp32 on the CPU; the trainer moves and casts parts)."""
-    pipe, fam = load_pipeline(model, family=family, vae=vae, base_config_dir=base_config_dir, progress=progress)
+    """Load a base model for training (fp32 on the CPU, Flux in `large_model_dtype`; the trainer moves and
+    casts parts)."""
+    pipe, fam = load_pipeline(model, family=family, vae=vae, base_config_dir=base_config_dir, progress=progress,
+                              flux_files=flux_files, large_model_dtype=large_model_dtype)
     return fam.components(pipe, model, v_parameterization)
+

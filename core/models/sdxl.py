@@ -28,7 +28,7 @@ class SDXL(UNetFamily, ModelFamily):
                 pooled = out[0]
         return TextCond(torch.cat(hidden, dim=-1), pooled)
 
-    def config_warnings(self, cfg) -> list[str]:
+    def prepare(self, comps: Components, cfg) -> list[str]:
         return ["clip_skip is ignored for SDXL (it always uses the penultimate layer)."] if cfg.clip_skip > 1 else []
 
     def unet_lora_module_name(self, name: str) -> str:

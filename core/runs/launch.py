@@ -17,7 +17,7 @@ from typing import Any
 from ..config.toml_io import atomic_write_text, save_config
 from .reader import (_LAUNCHED, _LOGS, CONSOLE_LOG, CONTROL_REQUESTS, LAUNCH_FILE, PROJECT_ROOT, TRAINER_CMD_ENV,
                    EventLog, RunBusyError, RunExistsError, _key, _launch_pending, _read_json, has_state, is_run_dir,
-                   read_run, run_dir_of)
+                   read_run, replaceable_run_note, run_dir_of)
 from ..config.schema import TrainConfig
 
 
@@ -64,7 +64,8 @@ def start_run(config: TrainConfig, resume: bool = False, *, overwrite: bool = Fa
 
     Raises RunBusyError if the run is training, RunExistsError if the folder already holds a run
     (and neither ``resume`` nor ``overwrite`` is given), FileNotFoundError when resuming a run
-    without saved state.
+    without saved state. A run that ended before training anything (reader.replaceable_run_note)
+    is no obstacle: the trainer replaces it and says so in its log.
     """
     run_dir = run_dir_of(config)
     if is_run_dir(run_dir) and read_run(run_dir).status == "running":
@@ -72,7 +73,7 @@ def start_run(config: TrainConfig, resume: bool = False, *, overwrite: bool = Fa
     has_events = (run_dir / "events.jsonl").is_file()
     if resume and not has_state(run_dir):
         raise FileNotFoundError(f"Nothing to resume: {run_dir} has no saved state yet.")
-    if not resume and has_events and not overwrite:
+    if not resume and has_events and not overwrite and replaceable_run_note(run_dir) is None:
         raise RunExistsError(
             f"The folder {run_dir} already holds a run named '{config.output_name}'. Choose another output "
             "name, resume that run, or start it again from scratch (overwrite).")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from ..generation.samplers import a1111_parameters, make_scheduler, parse_prompt_line
+from ..generation.samplers import a1111_parameters, parse_prompt_line, save_png
 
 
 @torch.no_grad()
@@ -16,30 +16,32 @@ def make_samples(comps, cfg, out_dir: Path, step: int, device: torch.device, dty
     w0, h0 = cfg.resolution_wh
     old_scheduler = pipe.scheduler
     vae_device = comps.vae.device
-    modules = [comps.unet, *comps.text_encoders]
+    modules = [m for m in (comps.unet, *comps.text_encoders) if m is not None]
     was_training = [m.training for m in modules]
     paths, prompts = [], []
+    mult = fam.size_multiple
     try:
-        pipe.scheduler = make_scheduler(cfg.sample_sampler, old_scheduler.config)
+        pipe.scheduler = fam.sample_scheduler(cfg.sample_sampler, old_scheduler.config)
         pipe.set_progress_bar_config(disable=True)
         comps.vae.to(device)
         for m in modules:
             m.eval()
         for i, line in enumerate(cfg.sample_prompts):
             spec = parse_prompt_line(line)
-            w = (spec.width or w0) // 8 * 8
-            h = (spec.height or h0) // 8 * 8
+            w = max(mult, (spec.width or w0) // mult * mult)
+            h = max(mult, (spec.height or h0) // mult * mult)
             seed = spec.seed if spec.seed is not None else cfg.seed + i
             gen = torch.Generator(device="cpu").manual_seed(seed)
+            call = fam.sample_call(spec, cfg, comps)
             with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-                image = pipe(prompt=spec.prompt, negative_prompt=spec.negative or None, width=w, height=h,
-                             num_inference_steps=spec.steps, guidance_scale=spec.cfg, generator=gen,
-                             output_type="pil", **fam.pipeline_kwargs(cfg.clip_skip)).images[0]
-            params = a1111_parameters(spec.prompt, spec.negative, spec.steps, cfg.sample_sampler, spec.cfg,
-                                      seed, w, h, model=cfg.pretrained_model_name_or_path)
+                image = pipe(width=w, height=h, generator=gen, output_type="pil", **call).images[0]
+            shown_cfg = call.get("guidance_scale", spec.cfg)
+            sampler = cfg.sample_sampler if fam.uses_cfg else "euler"
+            params = a1111_parameters(spec.prompt, spec.negative if fam.uses_cfg else "", call["num_inference_steps"],
+                                      sampler, shown_cfg, seed, w, h, model=cfg.pretrained_model_name_or_path)
+            if not fam.uses_cfg and "guidance_scale" in call:
+                params = params.replace("CFG scale:", "Distilled CFG Scale:", 1)
             params += f"\nLoRA: {cfg.output_name}, step {step}"
-            from ..generation.samplers import save_png
-
             paths.append(str(save_png(image, out_dir / f"s{step:06d}_{i:02d}.png", params)))
             prompts.append(spec.prompt)
     finally:

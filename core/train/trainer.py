@@ -14,6 +14,7 @@ from ..config.toml_io import ConfigError, save_config
 from ..data.buckets import BucketChooser
 from ..data.dataset import DatasetError, TrainingSet, load_image, load_items, process_caption, sdxl_meta
 from ..data.latents import LatentCache, encode
+from ..generation.samplers import parse_prompt_line
 from ..lora import network as net
 from ..models.base import TextCond
 from ..models.loading import ModelLoadError, load_components
@@ -50,9 +51,9 @@ def _process_start_time() -> float:
 
 def quiet_libraries() -> None:
     """Keep the log readable: no per-file progress bars and no optional-kernel notices from libraries."""
-    import logging
+    from ..logs import quiet_library_notices
 
-    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    quiet_library_notices()  # before diffusers/peft import bitsandbytes, which logs its notice at import time
     try:
         from diffusers.utils import logging as dlog
         from transformers.utils import logging as tlog
@@ -136,13 +137,18 @@ class Trainer(CheckpointMixin):
         has_state = find_state(run.state) is not None
         if self.resume and not has_state:
             raise ConfigError([f"Nothing to resume: {run.path} has no saved state. Start the run without --resume."])
+        replace_note = None
         if not self.resume and run.events_file.exists() and not self.overwrite:
-            raise ConfigError([
-                f"The run folder {run.path} already holds a run. Use --resume to continue it, --overwrite to start "
-                "it again from scratch, or choose another output_name."])
+            from ..runs.reader import replaceable_run_note  # one rule with the GUI's start_run
+
+            replace_note = replaceable_run_note(run.path)
+            if replace_note is None:
+                raise ConfigError([
+                    f"The run folder {run.path} already holds a run. Use --resume to continue it, --overwrite to "
+                    "start it again from scratch, or choose another output_name."])
         if not self.main:
             return
-        if self.overwrite and not self.resume:
+        if (self.overwrite or replace_note) and not self.resume:
             import shutil
 
             for p in (run.state, run.samples, run.control):
@@ -151,6 +157,8 @@ class Trainer(CheckpointMixin):
                 f.unlink(missing_ok=True)
         run.create()
         self.owns_run = True
+        if replace_note:
+            self.say(replace_note)
         run.clear_requests(older_than=_process_start_time())
         save_config(self.cfg, run.config_file)
         run.set_status(status="running", step=0, total_steps=None)
@@ -219,17 +227,18 @@ class Trainer(CheckpointMixin):
         self.say(f"Loading base model {cfg.pretrained_model_name_or_path}", event="progress", stage="load_model", done=0, total=1)
         comps = load_components(cfg.pretrained_model_name_or_path, family=cfg.model_family, vae=cfg.vae,
                                 base_config_dir=cfg.base_config_dir, v_parameterization=cfg.v_parameterization,
-                                progress=lambda m: self.say(m))
+                                progress=lambda m: self.say(m), flux_files=dict(clip_l=cfg.clip_l, t5xxl=cfg.t5xxl, ae=cfg.ae),
+                                large_model_dtype=self.weight_dtype)
         self.say(f"Loaded a {comps.family.title} model", event="progress", stage="load_model", done=1, total=1)
-        for w in comps.family.config_warnings(cfg):
+        for w in comps.family.prepare(comps, cfg):
             self.warn(w)
         return comps
 
     def _check_caption_lengths(self, comps, ts: TrainingSet) -> None:
-        tok = comps.tokenizers[0]
-        long = [it.path.name for it in ts.items if len(tok(it.caption).input_ids) > tok.model_max_length]
+        tok, limit, usable = comps.family.caption_limit(comps)
+        long = [it.path.name for it in ts.items if len(tok(it.caption).input_ids) > limit]
         if long:
-            self.warn(f"{len(long)} caption(s) are longer than {tok.model_max_length - 2} tokens; the rest is cut off "
+            self.warn(f"{len(long)} caption(s) are longer than {usable} tokens; the rest is cut off "
                       f"(e.g. {', '.join(long[:3])}). Put the important words first.")
 
     def _setup_network(self, comps) -> tuple[list, list]:
@@ -302,22 +311,16 @@ class Trainer(CheckpointMixin):
             self.latent_cache = cache
             comps.vae.to("cpu")  # back on the GPU only while samples are made
         text_fixed = not (cfg.shuffle_caption or cfg.caption_dropout_rate > 0)
-        if cfg.cache_text_encoder_outputs:
-            if cfg.train_text_encoder:
-                self.warn("cache_text_encoder_outputs is off because the text encoder is trained.")
-            elif not text_fixed:
-                self.warn("cache_text_encoder_outputs is off because shuffle_caption or caption_dropout_rate changes captions.")
+        captions = sorted({it.caption for it in ts.items}) if text_fixed else None
+        prompts = [parse_prompt_line(p).prompt for p in cfg.sample_prompts]
+
+        def say(kind: str, text: str) -> None:
+            if kind == "warning":
+                self.warn(text)
             else:
-                self.text_cache = {}
-                captions = sorted({it.caption for it in ts.items})
-                with torch.no_grad():
-                    for i in range(0, len(captions), 16):
-                        chunk = captions[i:i + 16]
-                        cond = comps.family.encode_text(comps, chunk, self.cfg.clip_skip)
-                        for j, c in enumerate(chunk):
-                            self.text_cache[c] = cond.index(j).to("cpu")
-                self.say(f"Cached text encoder outputs for {len(captions)} captions", event="progress",
-                         stage="cache_text", done=len(captions), total=len(captions))
+                self.say(text, event="progress", stage="cache_text", done=1, total=1)
+
+        self.text_cache = comps.family.cache_text(comps, captions, prompts, self.trained_te, cfg, say)
 
     # ------------------------------------------------------------------- main
     def _train(self) -> tuple[int, str, str]:

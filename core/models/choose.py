@@ -1,0 +1,79 @@
+"""What the user chose as base model, from file headers and configs only (no torch: the GUI asks as one types).
+
+`describe_base` says which family a base model is and which separate files it still needs (a transformer-only
+Flux file needs clip_l, t5xxl and ae); `find_flux_parts` finds those files in a models folder by their usual names.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+SUPPORTED = ("sd15", "sd2", "sdxl", "flux")
+FLUX_PARTS = (("ae", "vae", "the autoencoder (ae.safetensors)"), ("clip_l", "text_encoder", "CLIP-L (clip_l.safetensors)"),
+              ("t5xxl", "text_encoder_2", "T5-XXL (t5xxl_fp16.safetensors)"))
+
+
+def is_dev(keys) -> bool:
+    """Flux.1 dev (a guidance input) rather than schnell, from tensor names (BFL or diffusers)."""
+    return any(k.endswith("guidance_in.in_layer.bias") or k.endswith("guidance_embedder.linear_1.bias") for k in keys)
+
+
+def describe_base(model: str, base_config_dir: str = "") -> tuple[str | None, list[str]]:
+    """(family, settings it still needs) for what the user chose as base model, reading only file headers:
+    ("flux", ["ae", "clip_l", "t5xxl"]) for a transformer-only Flux file. (None, []) when it cannot tell yet
+    (a hub id, a path being typed, an unreadable file: training says why)."""
+    from . import detect
+
+    p = Path(model or "").expanduser()
+    try:
+        if model and p.is_dir():
+            fam = detect.detect_diffusers_folder(p)
+            return (fam if fam in SUPPORTED else None), []
+        if model and p.is_file():
+            config_family = detect.detect_diffusers_folder(base_config_dir) if base_config_dir else None
+            res = detect.inspect_model_file(p, config_family)
+            if res.family not in SUPPORTED:
+                return None, []
+            if res.family == "flux":
+                return "flux", [setting for setting, part, _ in FLUX_PARTS if part not in res.components]
+            return res.family, []
+    except (ValueError, OSError):
+        pass
+    return None, []
+
+
+def is_schnell(model: str) -> bool:
+    """A Flux.1 schnell base (no guidance input), from its transformer config or file header."""
+    from .detect import read_safetensors_header
+
+    p = Path(model or "").expanduser()
+    try:
+        if p.is_dir():
+            return not json.loads((p / "transformer" / "config.json").read_text()).get("guidance_embeds", False)
+        if p.is_file():
+            return not is_dev(read_safetensors_header(p)[0])
+    except (OSError, ValueError):
+        pass
+    return False
+
+
+def find_flux_parts(models_dir: str | os.PathLike) -> dict[str, str]:
+    """The clip_l / t5xxl / ae files in a models folder (ComfyUI layout: text_encoders/, clip/, vae/ ... up to
+    two levels down), recognised by their usual names; the fp16 T5 is preferred over an fp8 one."""
+    root = Path(models_dir).expanduser()
+    if not root.is_dir():
+        return {}
+    files = [p for p in sorted(root.glob("*")) + sorted(root.glob("*/*")) + sorted(root.glob("*/*/*"))
+             if p.is_file() and p.suffix.lower() in (".safetensors", ".sft")]
+    found: dict[str, str] = {}
+    for p in files:
+        n = p.name.lower()
+        if "clip_l" in n and "clip_l" not in found:
+            found["clip_l"] = str(p)
+        elif "t5xxl" in n and ("t5xxl" not in found or ("fp16" in n and "fp16" not in found["t5xxl"].lower())):
+            found["t5xxl"] = str(p)
+        elif (n in ("ae.safetensors", "ae.sft") or ("flux" in n and ("vae" in n or n.startswith("ae")))) \
+                and "ae" not in found:
+            found["ae"] = str(p)
+    return found
