@@ -236,3 +236,22 @@ def test_generate_tab_engine_uses_flux_loras(tiny_flux_dev, tiny_dataset, tmp_pa
     grid = gen.compare_grid(PROMPT, lora_files=[lora], strengths=[0, 1.0], seed=3, steps=3, guidance=3.5,
                             width=64, height=64)
     assert len(grid.cells[0]) == 2 and grid.path
+
+
+@pytest.mark.parametrize("family", ["flux", "sd15"])
+def test_text_encoder_outputs_cached_to_disk_are_reused(family, tiny_flux_dev, tiny_sd15, tiny_dataset, tmp_path):
+    from safetensors.torch import load_file
+
+    model = tiny_flux_dev if family == "flux" else tiny_sd15
+    make = flux_config if family == "flux" else tiny_config
+    logs, loras = [], []
+    for run in ("a", "b"):
+        cfg = make(model, tiny_dataset, tmp_path, output_name=run, max_train_steps=3, network_train_unet_only=True,
+                   cache_text_encoder_outputs=True, cache_text_encoder_outputs_to_disk=True)
+        train_in_process(cfg)
+        logs.append((tmp_path / run / "train.log").read_text())
+        loras.append(load_file(str(tmp_path / f"{run}.safetensors")))
+    assert "read from the disk cache" not in logs[0]
+    assert "(4 read from the disk cache)" in logs[1], logs[1]
+    assert len(list((tmp_path / "cache" / "text").glob("*.safetensors"))) == 4
+    assert all(torch.equal(loras[0][k], loras[1][k]) for k in loras[0])

@@ -240,7 +240,12 @@ class TrainConfig(BaseModel):
         False, group="memory", help="Keep cached latents on disk so later runs reuse them.")
     cache_text_encoder_outputs: bool = param(
         False, group="memory",
-        help="Encode captions once (only when the text encoder is not trained and captions do not change).")
+        help="Encode captions once (only when the text encoder is not trained and captions do not change). Flux "
+             "always does (T5 is never trained).")
+    cache_text_encoder_outputs_to_disk: bool = param(
+        False, group="memory",
+        help="Keep the cached text-encoder outputs on disk too, so later runs with the same captions reuse them "
+             "(Flux always caches them in memory).")
     cache_dir: str = param(
         "", group="memory", help="Where on-disk caches go (default: <output_dir>/cache).")
     sdpa: bool = param(True, group="memory", help="Use PyTorch's scaled-dot-product attention.")

@@ -140,15 +140,41 @@ class ModelFamily:
         if captions is None:
             say("warning", "cache_text_encoder_outputs is off because shuffle_caption or caption_dropout_rate changes captions.")
             return None
+        cache, hits = self.encode_all(comps, captions, cfg, 16)
+        say("info", f"Cached text encoder outputs for {len(captions)} captions"
+                    + (f" ({hits} read from the disk cache)" if hits else ""))
+        return cache
+
+    def text_settings(self, comps: Components, cfg) -> str:
+        """The settings that change the encoders' output (part of the disk cache key)."""
+        return f"{self.name}|clip_skip={cfg.clip_skip}"
+
+    def encode_all(self, comps: Components, texts: list[str], cfg, chunk_size: int) -> tuple[dict[str, TextCond], int]:
+        """The conditioning of each text, on the CPU, in chunks; from/to the disk cache when
+        cache_text_encoder_outputs_to_disk is on. Returns (cache, how many came from the disk)."""
+        disk = None
+        if cfg.cache_text_encoder_outputs_to_disk:
+            from ..data.text_cache import TextDiskCache, encoders_fingerprint, text_cache_dir
+
+            disk = TextDiskCache(text_cache_dir(cfg), encoders_fingerprint(comps.text_encoders,
+                                                                           self.text_settings(comps, cfg)))
         cache: dict[str, TextCond] = {}
+        todo = []
+        for c in texts:
+            got = disk.get(c) if disk is not None else None
+            if got is not None:
+                cache[c] = got
+            else:
+                todo.append(c)
         with torch.no_grad():
-            for i in range(0, len(captions), 16):
-                chunk = captions[i:i + 16]
+            for i in range(0, len(todo), chunk_size):
+                chunk = todo[i:i + chunk_size]
                 cond = self.encode_text(comps, chunk, cfg.clip_skip)
                 for j, c in enumerate(chunk):
                     cache[c] = cond.index(j).to("cpu")
-        say("info", f"Cached text encoder outputs for {len(captions)} captions")
-        return cache
+                    if disk is not None:
+                        disk.put(c, cache[c])
+        return {c: cache[c] for c in texts}, (disk.hits if disk is not None else 0)
 
     def release_text_encoders(self, comps: Components, keep: list[int]) -> None:
         """Free the text encoders training no longer needs (their outputs are cached)."""

@@ -142,6 +142,9 @@ class Flux(ModelFamily):
         n = comps.extra.get("t5_length", 512)
         return comps.tokenizers[1], n, n - 1
 
+    def text_settings(self, comps: Components, cfg) -> str:
+        return f"{self.name}|t5={comps.extra.get('t5_length')}"
+
     def trainable_text_encoders(self, comps: Components) -> list[int]:
         return [0]  # CLIP-L; T5 is never trained
 
@@ -153,18 +156,13 @@ class Flux(ModelFamily):
                            "in memory to encode them.")
             return None
         texts = sorted(set(captions) | set(prompts))
-        full: dict[str, TextCond] = {}
-        with torch.no_grad():
-            for i in range(0, len(texts), 8):
-                chunk = texts[i:i + 8]
-                cond = self.encode_text(comps, chunk, 1)
-                for j, c in enumerate(chunk):
-                    full[c] = cond.index(j).to("cpu")
+        full, hits = self.encode_all(comps, texts, cfg, 8)
         comps.extra["t5_cache"] = {c: v.hidden_states for c, v in full.items()}
         comps.extra["text_cache"] = full
         self.release_text_encoders(comps, keep=trained)
         freed = "T5-XXL" + (" and CLIP-L" if 0 not in trained else "")
-        say("info", f"Cached text encoder outputs for {len(texts)} captions and prompts; {freed} freed from memory")
+        say("info", f"Cached text encoder outputs for {len(texts)} captions and prompts"
+                    + (f" ({hits} read from the disk cache)" if hits else "") + f"; {freed} freed from memory")
         return None if trained else {c: full[c] for c in captions}
 
     def release_text_encoders(self, comps: Components, keep: list[int]) -> None:
