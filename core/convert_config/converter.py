@@ -9,6 +9,7 @@ from ..config.toml_io import ConfigError, flatten, validate
 from .coerce import BadValue, blank, coerce, off, to_bool, to_float
 from .detect import KOHYA_GUI, OURS, SD_SCRIPTS, detect_kind, read_source
 from .extra_settings import step_additional_parameters, step_dataset_config
+from .flux import step_flux, step_flux_samples
 from .leftovers import step_leftovers, step_sd_scripts_defaults
 from .model import step_model, step_network
 from .reasons import REASONS
@@ -18,8 +19,9 @@ from .schedule import step_length, step_scheduler, step_warmup
 from .training import step_attention, step_direct, step_learning_rates, step_optimizer, step_precision
 
 # The steps for kohya_ss GUI and sd-scripts configs, in order; each takes the source keys it converts.
-STEPS = (step_additional_parameters, step_dataset_config, step_model, step_network, step_direct, step_precision,
-         step_learning_rates, step_optimizer, step_attention, step_samples, step_length, step_scheduler, step_warmup)
+STEPS = (step_additional_parameters, step_dataset_config, step_model, step_network, step_flux, step_direct,
+         step_precision, step_learning_rates, step_optimizer, step_attention, step_samples, step_flux_samples,
+         step_length, step_scheduler, step_warmup)
 
 
 class Converter:
@@ -33,7 +35,8 @@ class Converter:
         self.out: dict[str, Any] = {}
         self.origin: dict[str, str] = {}  # our key -> source key it came from
         self.used: set[str] = set()
-        self.flux_sd3 = False
+        self.flux = False  # a Flux.1 config (model_family "flux")
+        self.flux_sd3 = False  # an SD3 config: its Flux/SD3 fields are listed as not converted
 
     # -- small tools
     @property
@@ -72,6 +75,23 @@ class Converter:
         except BadValue as e:
             self.c.invalid.append(f"{src_key} = {fmt(src_key, value)}: {e}")
             return False
+        self.origin[ours] = src_key
+        return True
+
+    def put_checked(self, ours: str, value: Any, src_key: str | None = None) -> bool:
+        """Like put, but a value our schema rejects on its own is reported as not converted, with the reason."""
+        src_key = src_key or ours
+        try:
+            v = coerce(ours, value)
+            validate({ours: v})
+        except BadValue as e:
+            self.unmapped(src_key, value, f"not accepted here: {e}")
+            return False
+        except ConfigError as e:
+            why = "; ".join(re.sub(rf"^{re.escape(ours)} = .*?: ", "", line, count=1) for line in e.lines)
+            self.unmapped(src_key, value, f"not accepted here: {why}")
+            return False
+        self.out[ours] = v
         self.origin[ours] = src_key
         return True
 

@@ -17,7 +17,7 @@ GUI_MARKERS = {"LoRA_type", "epoch", "max_resolution", "lr_warmup", "additional_
                "optimizer", "save_as_bool", "training_preset", "sdxl_no_half_vae", "lora_network_weights"}
 # Keys that only our own TOML has.
 OUR_MARKERS = {"model_family", "trigger_word", "save_state_every_n_steps", "export_diffusers_format", "lora_ff",
-               "lora_proj", "use_dora", "base_config_dir", "cache_dir"}
+               "lora_proj", "use_dora", "base_config_dir", "cache_dir", "flux_lora_layers"}
 
 
 def detect_kind(keys: set[str]) -> str:

@@ -18,7 +18,8 @@ def step_sd_scripts_defaults(cv: Converter) -> None:
     for key, value in SD_SCRIPTS_DEFAULTS.items():
         if key == "learning_rate" and rates_set:
             continue
-        if key in cv.out or key in cv.src or (key == "sample_sampler" and not cv.out.get("sample_prompts")):
+        if key in cv.out or key in cv.src or (key == "sample_sampler" and (not cv.out.get("sample_prompts")
+                                                                            or cv.flux)):  # Flux: one sampler
             continue
         cv.out[key] = value
         filled.append(f"{key} = {fmt(key, value)}")

@@ -1,10 +1,11 @@
-"""Model family (sdxl / v2 flags) and network type (LoRA_type, network_module, network_args)."""
+"""Model family (sdxl / v2 / Flux flags) and network type (LoRA_type, network_module, network_args)."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from .args import split_args
 from .coerce import blank, off, same
+from .flux import NO_CONV, NOT_FOR_FLUX, flux_network_option, flux_source
 from .keys import GUI_DEFAULTS, LYCORIS_KEYS
 from .reasons import REASONS
 from .values import LYCORIS_LOCON_TYPES
@@ -14,25 +15,42 @@ if TYPE_CHECKING:
 
 
 def step_model(cv: Converter) -> None:
-    """sdxl / v2 flags -> model_family; Flux.1 and SD3 are reported as not supported."""
+    """sdxl / v2 flags -> model_family; Flux.1 (GUI checkbox or LoRA_type, sd-scripts' Flux options) -> "flux";
+    SD3 is reported as not supported."""
     sdxl, v2 = cv.flag("sdxl"), cv.flag("v2")
-    flux = cv.flag("flux1_checkbox") or str(cv.src.get("LoRA_type", "")).startswith("Flux")
+    flux_why = flux_source(cv)
     sd3 = cv.flag("sd3_checkbox")
     for key in ("sdxl", "v2", "flux1_checkbox", "sd3_checkbox"):
         if key in cv.src and not cv.flag(key):
             cv.ignore(key)
-    if flux or sd3:
-        key = "flux1_checkbox" if flux else "sd3_checkbox"
-        cv.unmapped(key, True, "Flux.1 and SD3 models are not supported (SD1.5, SD2 and SDXL are)")
+    if flux_why and sdxl:  # kohya_ss runs sdxl_train_network.py then
+        if cv.flag("flux1_checkbox"):
+            cv.unmapped("flux1_checkbox", True, "sdxl = true as well: kohya_ss then trains SDXL, so this is "
+                                                "converted as SDXL")
+        flux_why = None
+    if sd3:
+        cv.unmapped("sd3_checkbox", True, "flux1_checkbox = true wins: kohya_ss then trains Flux.1" if flux_why else
+                    "SD3 models are not supported (SD1.5, SD2, SDXL and Flux.1 are)")
     if sdxl:
         cv.put("model_family", "sdxl", "sdxl")
         cv.note("sdxl = true -> model_family = \"sdxl\"")
+    elif flux_why:
+        src = flux_why.split(" ")[0]
+        cv.put("model_family", "flux", src if src in cv.src else None)
+        cv.note(f"{flux_why} -> model_family = \"flux\"")
     elif v2:
         cv.put("model_family", "sd2", "v2")
         cv.note("v2 = true -> model_family = \"sd2\"")
-    cv.flux_sd3 = flux or sd3
+    cv.flux = bool(flux_why)
+    cv.flux_sd3 = sd3 and not cv.flux
     if cv.has("v_parameterization"):
-        cv.put("v_parameterization", cv.take("v_parameterization"))
+        v = cv.take("v_parameterization")
+        if not cv.flux:
+            cv.put("v_parameterization", v)
+        elif off(v):
+            cv.ignore("v_parameterization")
+        else:
+            cv.unmapped("v_parameterization", v, f"v_parameterization {NOT_FOR_FLUX}")
     if "sdxl_cache_text_encoder_outputs" in cv.src:  # GUI: SDXL text-encoder caching has its own checkbox
         v = cv.take("sdxl_cache_text_encoder_outputs")
         if sdxl and not off(v) and "cache_text_encoder_outputs" not in cv.src:
@@ -74,6 +92,18 @@ def step_network(cv: Converter) -> None:
             conv_from_keys = True
             cv.note(f"LoRA_type = \"{lt}\" -> kohya-style LoCon with conv_dim / conv_alpha (nearest: the same "
                     "idea; the file uses kohya's key names, not LyCORIS')")
+        elif lt.startswith("Flux"):
+            if lt == "Flux1" and cv.flux:
+                cv.note("LoRA_type = \"Flux1\": kohya's Flux LoRA (networks.lora_flux), as trained here")
+            elif lt == "Flux1 OFT":
+                cv.unmapped("LoRA_type", lt, "OFT is not supported: converted as a standard LoRA with the same "
+                                             "network_dim / network_alpha")
+            else:
+                cv.unmapped("LoRA_type", lt, "a Flux LoRA type, but the config is not converted as a Flux one"
+                            if not cv.flux else "not supported: converted as a standard LoRA with the same "
+                                                "network_dim / network_alpha")
+            for key in ("conv_dim", "conv_alpha"):  # kohya_ss does not pass them for Flux
+                cv.ignore(key)
         else:
             cv.unmapped("LoRA_type", lt, "not supported: converted as a standard LoRA with the same "
                                          "network_dim / network_alpha")
@@ -93,7 +123,15 @@ def step_network(cv: Converter) -> None:
                 cv.unmapped(key, v, "LyCORIS option, not supported")
     elif not blank(lora_type):
         cv.unmapped("LoRA_type", lora_type)
-    if conv_from_keys:
+    if conv_from_keys and cv.flux:
+        dim = cv.take("conv_dim")
+        for key in ("conv_dim", "conv_alpha"):
+            v = cv.take(key)
+            if off(dim) or off(v):
+                cv.ignore(key)
+            else:
+                cv.unmapped(key, v, NO_CONV)
+    elif conv_from_keys:
         dim = cv.take("conv_dim")
         if not off(dim):
             cv.put("conv_dim", dim)
@@ -109,6 +147,12 @@ def step_network(cv: Converter) -> None:
         m = str(module).strip()
         if m == "networks.lora":
             cv.note("network_module = \"networks.lora\": kohya's standard LoRA, as trained here")
+        elif m == "networks.lora_flux" and cv.flux:
+            cv.note("network_module = \"networks.lora_flux\": kohya's Flux LoRA, as trained here")
+        elif m == "networks.oft_flux":
+            other_network = "OFT"
+            cv.unmapped("network_module", m, "OFT is not supported: converted as a standard LoRA with the same "
+                                             "network_dim / network_alpha")
         elif m == "lycoris.kohya":
             algo = args.pop("algo", "lora").lower()
             if algo in ("lora", "locon"):
@@ -128,6 +172,13 @@ def step_network(cv: Converter) -> None:
                                              "with the same network_dim / network_alpha")
     else:
         cv.ignore("network_module")
+    if cv.flux:
+        for k in ("conv_dim", "conv_rank", "conv_alpha"):
+            if k in args:
+                cv.unmapped(f"network_args {k}", args.pop(k), NO_CONV)
+        for k in list(args):
+            if flux_network_option(cv, k, args[k], f"network_args {k}"):
+                args.pop(k)
     if other_network:
         for k in ("conv_dim", "conv_rank", "conv_alpha"):
             if k in args:

@@ -59,7 +59,6 @@ REASONS: dict[str, str] = {
     "lr_decay_steps": "not supported",
     "lr_scheduler_min_lr_ratio": "not supported",
     "lr_scheduler_timescale": "not supported",
-    "cache_text_encoder_outputs_to_disk": "text-encoder outputs are cached in memory only",
     "metadata_title": "not supported (training_comment is stored in the LoRA)",
     "metadata_author": "not supported (training_comment is stored in the LoRA)",
     "metadata_description": "not supported (training_comment is stored in the LoRA)",

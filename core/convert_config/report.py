@@ -40,7 +40,7 @@ class Conversion:
     unmapped: dict[str, Any] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)
     runtime: dict[str, Any] = field(default_factory=dict)
-    flux_sd3: dict[str, Any] = field(default_factory=dict)
+    flux_sd3: dict[str, Any] = field(default_factory=dict)  # the Flux/SD3 fields of an SD3 config
     invalid: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
     origin: dict[str, str] = field(default_factory=dict)  # our key -> the source key it came from
@@ -52,7 +52,7 @@ class Conversion:
         for key, value in self.unmapped.items():
             lines.append(f"NOT converted: {key} = {fmt(key, value)} ({self.reasons.get(key, 'no equivalent here')})")
         if self.flux_sd3:
-            lines.append("NOT converted (Flux.1 / SD3 settings; only SD1.5, SD2 and SDXL are supported): "
+            lines.append("NOT converted (SD3 / Flux.1 settings of an SD3 config; SD3 is not supported): "
                          + ", ".join(f"{k} = {fmt(k, v)}" for k, v in self.flux_sd3.items()))
         lines += [f"invalid, left out: {n}" for n in self.invalid]
         if self.runtime:

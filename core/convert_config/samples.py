@@ -15,11 +15,13 @@ if TYPE_CHECKING:
     from .converter import Converter
 
 
-def prompt_dict_to_line(d: dict[str, Any]) -> tuple[str, list[str]]:
-    """One sd-scripts prompt-file entry (.toml/.json) -> a kohya prompt line, and the options it had to drop."""
+def prompt_dict_to_line(d: dict[str, Any], flux: bool = False) -> tuple[str, list[str]]:
+    """One sd-scripts prompt-file entry (.toml/.json) -> a kohya prompt line, and the options it had to drop.
+    For Flux, guidance_scale is the distilled guidance (--g), as in sd-scripts' Flux sampling."""
     text = str(d.get("prompt", "")).strip()
     opts = {"negative_prompt": "n", "width": "w", "height": "h", "seed": "d", "sample_steps": "s", "steps": "s",
-            "scale": "l", "guidance_scale": "l", "cfg_scale": "l", "sample_sampler": "ss", "sampler": "ss"}
+            "scale": "l", "guidance_scale": "g" if flux else "l", "cfg_scale": "l", "sample_sampler": "ss",
+            "sampler": "ss"}
     parts, dropped = [text], []
     for key, value in d.items():
         if key in ("prompt", "subset"):
@@ -31,7 +33,7 @@ def prompt_dict_to_line(d: dict[str, Any]) -> tuple[str, list[str]]:
     return " ".join(p for p in parts if p), dropped
 
 
-def read_prompt_file(path: Path) -> tuple[list[str], list[str]]:
+def read_prompt_file(path: Path, flux: bool = False) -> tuple[list[str], list[str]]:
     """Prompts from an sd-scripts prompt file (.txt lines, .toml [prompt]/[[prompt.subset]], .json list)."""
     text = path.read_text(encoding="utf-8-sig")
     suffix = path.suffix.lower()
@@ -51,7 +53,7 @@ def read_prompt_file(path: Path) -> tuple[list[str], list[str]]:
         if isinstance(e, str):
             lines.append(e.strip())
         elif isinstance(e, dict):
-            line, lost = prompt_dict_to_line(e)
+            line, lost = prompt_dict_to_line(e, flux)
             lines.append(line)
             dropped += lost
     return [ln for ln in lines if ln], sorted(set(dropped))
@@ -73,7 +75,7 @@ def step_samples(cv: Converter) -> None:
                 cv.note("sample_prompts is not a file name: used as one prompt line")
             else:
                 try:
-                    lines, dropped = read_prompt_file(path)
+                    lines, dropped = read_prompt_file(path, cv.flux)
                 except (OSError, ValueError) as e:
                     cv.unmapped("sample_prompts", v, f"cannot read the prompt file: {e}")
                 else:

@@ -92,7 +92,10 @@ def step_learning_rates(cv: Converter) -> None:
                 cv.c.invalid.append(f"text_encoder_lr = {fmt('x', te_raw)}: not a number")
         if vals:
             te = vals[0]
-            if len(set(vals)) > 1:
+            if cv.flux and len(vals) > 1:
+                cv.note(f"text_encoder_lr = {fmt('x', te_raw)} -> {te} for CLIP-L (the second rate is T5's; "
+                        "T5 is never trained here)")
+            elif len(set(vals)) > 1:
                 cv.note(f"text_encoder_lr = {fmt('x', te_raw)} -> {te} for both text encoders "
                         "(separate rates per SDXL text encoder are not supported)")
     elif not blank(te_raw):
