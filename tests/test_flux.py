@@ -1,7 +1,6 @@
 """Flux.1 dev/schnell: training on tiny random-weight models, the saved LoRA in diffusers, resume, bad bases."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 

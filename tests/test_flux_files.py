@@ -77,6 +77,14 @@ def test_cli_trains_from_separate_single_files(files, tiny_dataset, tmp_path):
     key_map = lora_key_map(bfl_keys, **full)
     modules = {k.rsplit(".lora_", 1)[0] for k in lora}
     assert len(modules) == 20 and all(m in key_map for m in modules)
+    import hashlib
+
+    with safe_open(str(tmp_path / "lora.safetensors"), "pt") as f:
+        meta = f.metadata()
+    data = (files / "flux1-dev.safetensors").read_bytes()
+    assert meta["ss_new_sd_model_hash"] == hashlib.sha256(data).hexdigest()
+    assert meta["ss_sd_model_hash"] == hashlib.sha256(data[0x100000:0x110000]).hexdigest()[:8]
+    assert len(meta["lw_dataset_hash"]) == 64 and meta["modelspec.architecture"] == "flux-1-dev/lora"
 
 
 def _merged(model) -> dict[str, torch.Tensor]:

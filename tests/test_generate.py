@@ -196,3 +196,17 @@ def test_half_precision_keeps_the_sdxl_vae_in_float32(tiny_sdxl, tmp_path):
     assert "Clip skip" not in res.parameters  # SDXL always uses the penultimate layer: not recorded
     gen.unload()
     assert gen.pipe is None and gen.loaded_adapters() == {}
+
+
+def test_a_dora_file_is_flagged_in_the_lora_notes(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from ui.generate_choices import lora_notes
+
+    t = {"lora_unet_x.lora_down.weight": torch.zeros(2, 4), "lora_unet_x.lora_up.weight": torch.zeros(4, 2),
+         "lora_unet_x.dora_scale": torch.ones(4, 1)}
+    save_file(t, str(tmp_path / "d.safetensors"), metadata={"ss_base_model_version": "sd_v1"})
+    save_file({k: v for k, v in t.items() if "dora" not in k}, str(tmp_path / "p.safetensors"))
+    assert "DoRA file" in lora_notes([str(tmp_path / "d.safetensors")], "sd15")
+    assert "DoRA" not in lora_notes([str(tmp_path / "p.safetensors")], "sd15")

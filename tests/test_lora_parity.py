@@ -30,7 +30,8 @@ def test_saved_lora_reproduces_trained_model_in_diffusers(family, variant, reque
     inputs = unet_inputs(comps.unet, family)
     comps.unet.eval()
     trained = unet_out(comps.unet, inputs)
-    trained_te = [te_out(te.eval(), tok) for te, tok in zip(comps.text_encoders, comps.tokenizers)]
+    # a text encoder that is not trained is freed once its outputs are cached (None): nothing to compare
+    trained_te = [te_out(te.eval(), tok) if te is not None else None for te, tok in zip(comps.text_encoders, comps.tokenizers)]
 
     pipe = _pipeline(family, model)
     base = unet_out(pipe.unet, inputs)
@@ -42,7 +43,9 @@ def test_saved_lora_reproduces_trained_model_in_diffusers(family, variant, reque
     assert (loaded - trained).abs().max() < 1e-4
     encoders = [e for e in (pipe.text_encoder, getattr(pipe, "text_encoder_2", None)) if e is not None]
     for te, tok, want in zip(encoders, comps.tokenizers, trained_te):
-        assert (te_out(te, tok) - want).abs().max() < 1e-4
+        if want is not None:
+            assert (te_out(te, tok) - want).abs().max() < 1e-4
+    assert cfg.network_train_unet_only or all(w is not None for w in trained_te)
 
     with safe_open(str(tmp_path / "lora.safetensors"), "pt") as f:
         keys = list(f.keys())

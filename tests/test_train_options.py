@@ -124,14 +124,25 @@ def test_latent_disk_cache_is_reused_and_invalidated(tiny_sd15, tiny_dataset, tm
 
 
 def test_text_encoder_outputs_cached_only_when_valid(tiny_sd15, tiny_dataset, tmp_path):
+    # the default: cached, and with no sample prompts the text encoder and the VAE are freed after caching
     t = train_in_process(tiny_config(tiny_sd15, tiny_dataset, tmp_path / "a", max_train_steps=2,
-                                     network_train_unet_only=True, cache_text_encoder_outputs=True))
+                                     network_train_unet_only=True))
     assert t.text_cache is not None and len(t.text_cache) == 4
+    assert t.comps.text_encoders == [None] and t.comps.vae is None and t.comps.pipeline.vae is None
+    assert "the text encoder(s) freed from memory" in (tmp_path / "a" / "lora" / "train.log").read_text()
+    # with sample prompts the text encoder stays for them, and the VAE keeps its decoder only
+    t = train_in_process(tiny_config(tiny_sd15, tiny_dataset, tmp_path / "s", max_train_steps=2,
+                                     network_train_unet_only=True, sample_prompts=["zqx --w 64 --h 64 --s 2"],
+                                     sample_every_n_steps=1))
+    assert t.comps.text_encoders[0] is not None and t.comps.vae.encoder is None and t.comps.vae.decoder is not None
+    assert len(list((tmp_path / "s" / "lora" / "samples").glob("*.png"))) == 2
+    # a trained text encoder is not cached (said in the log, not as a warning)
     t = train_in_process(tiny_config(tiny_sd15, tiny_dataset, tmp_path / "b", max_train_steps=2,
                                      cache_text_encoder_outputs=True))
-    assert t.text_cache is None
+    assert t.text_cache is None and t.comps.text_encoders[0] is not None
+    assert "not cached: the text encoder is trained" in (tmp_path / "b" / "lora" / "train.log").read_text()
     warnings = [json.loads(x)["message"] for x in t.run.events_file.read_text().splitlines() if '"warning"' in x]
-    assert any("text encoder is trained" in w for w in warnings)
+    assert not any("cached" in w for w in warnings)
 
 
 def test_same_seed_same_lora_and_diffusers_export(tiny_sd15, tiny_dataset, tmp_path):

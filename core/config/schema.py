@@ -239,9 +239,9 @@ class TrainConfig(BaseModel):
     cache_latents_to_disk: bool = param(
         False, group="memory", help="Keep cached latents on disk so later runs reuse them.")
     cache_text_encoder_outputs: bool = param(
-        False, group="memory",
-        help="Encode captions once (only when the text encoder is not trained and captions do not change). Flux "
-             "always does (T5 is never trained).")
+        True, group="memory",
+        help="Encode captions once and free the text encoder(s) from memory (only when they are not trained and "
+             "captions do not change; with sample prompts they wait in RAM instead). Flux always does.")
     cache_text_encoder_outputs_to_disk: bool = param(
         False, group="memory",
         help="Keep the cached text-encoder outputs on disk too, so later runs with the same captions reuse them "

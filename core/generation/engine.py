@@ -30,7 +30,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 from .grid_image import draw_grid
 from .lora_files import (FAMILY_TITLES, GenerateError, LoraInfo, family_warning, list_loras,  # noqa: F401
                          merge_loras, parse_lora_tags, read_lora_info, resolve_lora_name)
-from .samplers import SAMPLERS, a1111_parameters, make_scheduler, save_png
+from .samplers import SAMPLERS, a1111_parameters, save_png
 
 Progress = Callable[[float, str], None]
 MAX_SEED = 2**32 - 1

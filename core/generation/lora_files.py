@@ -73,6 +73,7 @@ class LoraInfo:
     base_version: str = ""  # ss_base_model_version
     family: str | None = None  # sd15 / sd2 / sdxl / flux ... when the header says
     trigger: str = ""  # modelspec.trigger_phrase
+    dora: bool = False  # a DoRA file (dora_scale tensors): the loaders apply it differently
     warning: str = ""  # e.g. made for another family than the loaded base model
 
     @property
@@ -139,7 +140,8 @@ def _read_header(p: Path, st: os.stat_result) -> LoraInfo | None:
     return LoraInfo(path=str(p), name=p.stem, mtime=st.st_mtime, size=st.st_size,
                     output_name=meta.get("ss_output_name", ""), epoch=number("ss_epoch"),
                     steps=number("ss_steps"), base_version=version,
-                    family=family, trigger=meta.get("modelspec.trigger_phrase", ""))
+                    family=family, trigger=meta.get("modelspec.trigger_phrase", ""),
+                    dora=any(k.endswith(".dora_scale") for k in keys) or "dora_wd" in meta.get("ss_network_args", ""))
 
 
 def _walk(folder: Path, depth: int) -> Iterable[Path]:
@@ -185,6 +187,11 @@ def list_loras(folders: Iterable[str | os.PathLike], base_family: str | None = N
             found.append(info)
     found.sort(key=lambda i: i.mtime, reverse=True)
     return found
+
+
+DORA_NOTE = ("a DoRA file: the Generate tab (diffusers) applies it as a plain LoRA, without its DoRA magnitude; "
+             "ComfyUI and Forge apply it approximately (about 8-10% off per layer), AUTOMATIC1111 wrongly. Only "
+             "loaders that use DoRA's own formula reproduce what was trained (docs/architecture.md, DoRA files).")
 
 
 def family_warning(info: LoraInfo, base_family: str | None) -> str:

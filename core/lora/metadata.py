@@ -93,3 +93,43 @@ DORA_LOADERS = {
                               "||W + dW||: each row's length is off by ||W + dW|| / ||W||)",
     "lw_dora_not_in": "AUTOMATIC1111 (normalises per input column), diffusers (ignores dora_scale for SD/SDXL)",
 }
+
+
+_HASHES: dict[tuple, dict[str, str]] = {}
+
+
+def source_hashes(base_model: str, image_paths: list) -> dict[str, str]:
+    """Hashes that tie a LoRA to what it was trained from, computed once per run:
+    `ss_sd_model_hash` (sd-scripts' and A1111's legacy hash: sha256 of 64 KiB at offset 1 MiB, 8 hex digits) and
+    `ss_new_sd_model_hash` (sha256 of the whole file) for a single-file base model; `lw_dataset_hash`, the sha256
+    of the training pictures' names and contents."""
+    import hashlib
+    import os
+    from pathlib import Path
+
+    key = (base_model, tuple(str(p) for p in image_paths))
+    if key in _HASHES:
+        return _HASHES[key]
+    out: dict[str, str] = {}
+    p = Path(base_model).expanduser()
+    if p.is_file():
+        with open(p, "rb") as f:
+            f.seek(0x100000)
+            out["ss_sd_model_hash"] = hashlib.sha256(f.read(0x10000)).hexdigest()[:8]
+            f.seek(0)
+            h = hashlib.sha256()
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                h.update(chunk)
+            out["ss_new_sd_model_hash"] = h.hexdigest()
+    h = hashlib.sha256()
+    for path in sorted(Path(x) for x in image_paths):
+        h.update(os.path.basename(path).encode("utf-8", "surrogateescape"))
+        try:
+            with open(path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+        except OSError:
+            continue
+    out["lw_dataset_hash"] = h.hexdigest()
+    _HASHES[key] = out
+    return out

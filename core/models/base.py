@@ -135,14 +135,15 @@ class ModelFamily:
         if not cfg.cache_text_encoder_outputs:
             return None
         if trained:
-            say("warning", "cache_text_encoder_outputs is off because the text encoder is trained.")
+            say("note", "Text-encoder outputs are not cached: the text encoder is trained.")
             return None
         if captions is None:
-            say("warning", "cache_text_encoder_outputs is off because shuffle_caption or caption_dropout_rate changes captions.")
+            say("note", "Text-encoder outputs are not cached: shuffle_caption or caption_dropout_rate changes captions.")
             return None
         cache, hits = self.encode_all(comps, captions, cfg, 16)
+        freed = self.release_text_encoders(comps, keep=[], samples=bool(prompts))
         say("info", f"Cached text encoder outputs for {len(captions)} captions"
-                    + (f" ({hits} read from the disk cache)" if hits else ""))
+                    + (f" ({hits} read from the disk cache)" if hits else "") + (f"; {freed}" if freed else ""))
         return cache
 
     def text_settings(self, comps: Components, cfg) -> str:
@@ -176,8 +177,42 @@ class ModelFamily:
                         disk.put(c, cache[c])
         return {c: cache[c] for c in texts}, (disk.hits if disk is not None else 0)
 
-    def release_text_encoders(self, comps: Components, keep: list[int]) -> None:
-        """Free the text encoders training no longer needs (their outputs are cached)."""
+    def release_text_encoders(self, comps: Components, keep: list[int], samples: bool = False) -> str:
+        """The text encoders training no longer needs (their outputs are cached): freed, or, when sample images
+        still need them, moved off the GPU (sampling brings them back). Returns what was done, in words."""
+        attrs = ("text_encoder", "text_encoder_2")
+        drop = [i for i in range(len(comps.text_encoders)) if i not in keep and comps.text_encoders[i] is not None]
+        if not drop:
+            return ""
+        if samples:
+            if not torch.cuda.is_available():
+                return ""
+            for i in drop:
+                comps.text_encoders[i].to("cpu")
+            torch.cuda.empty_cache()
+            return "the text encoder(s) wait in RAM until samples are made"
+        for i in drop:
+            comps.text_encoders[i] = None
+            setattr(comps.pipeline, attrs[i], None)
+        import gc
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return "the text encoder(s) freed from memory"
+
+    def release_vae_encoder(self, comps: Components, samples: bool) -> None:
+        """Every latent is cached: the VAE's encoder is no longer needed (nor its decoder, without samples)."""
+        import gc
+
+        if samples:
+            comps.vae.encoder = None
+            if getattr(comps.vae, "quant_conv", None) is not None:
+                comps.vae.quant_conv = None
+        else:
+            comps.vae = None
+            comps.pipeline.vae = None
+        gc.collect()
 
     # -------------------------------------------------------------- model
     def make_objective(self, comps: Components, cfg, device: torch.device) -> Objective:  # pragma: no cover

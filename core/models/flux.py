@@ -165,7 +165,7 @@ class Flux(ModelFamily):
                     + (f" ({hits} read from the disk cache)" if hits else "") + f"; {freed} freed from memory")
         return None if trained else {c: full[c] for c in captions}
 
-    def release_text_encoders(self, comps: Components, keep: list[int]) -> None:
+    def release_text_encoders(self, comps: Components, keep: list[int], samples: bool = False) -> str:
         for i, attr in enumerate(("text_encoder", "text_encoder_2")):
             if i not in keep and comps.text_encoders[i] is not None:
                 comps.text_encoders[i] = None
@@ -173,6 +173,7 @@ class Flux(ModelFamily):
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+        return "freed"
 
     # -------------------------------------------------------------- model
     def make_objective(self, comps: Components, cfg, device: torch.device) -> Objective:

@@ -7,7 +7,7 @@ import torch
 
 from ..lora import network as net
 from ..lora.kohya_format import SAVE_DTYPES, model_hash, save_lora
-from ..lora.metadata import build_metadata
+from ..lora.metadata import build_metadata, source_hashes
 from .state import load_state, save_state
 
 
@@ -30,6 +30,7 @@ class CheckpointMixin:
                               num_images=ts.n_train, dataset_dirs=ts.folder_stats(), tag_frequency=ts.tag_frequency(),
                               started_at=self.started_at, base_model_name=Path(self.cfg.pretrained_model_name_or_path).name)
         meta.update(self.comps.family.metadata(self.comps, self.cfg))
+        meta.update(source_hashes(self.cfg.pretrained_model_name_or_path, [it.path for it in ts.items[: ts.n_train]]))
         tensors = self.lora_tensors(models)
         meta["sshs_model_hash"] = model_hash(tensors)
         path = save_lora(self.run.lora_path(suffix), tensors, meta)

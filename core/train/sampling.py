@@ -18,6 +18,7 @@ def make_samples(comps, cfg, out_dir: Path, step: int, device: torch.device, dty
     vae_device = comps.vae.device
     modules = [m for m in (comps.unet, *comps.text_encoders) if m is not None]
     was_training = [m.training for m in modules]
+    devices = [next(m.parameters()).device for m in modules]  # cached-away text encoders wait on the CPU
     paths, prompts = [], []
     mult = fam.size_multiple
     try:
@@ -25,6 +26,7 @@ def make_samples(comps, cfg, out_dir: Path, step: int, device: torch.device, dty
         pipe.set_progress_bar_config(disable=True)
         comps.vae.to(device)
         for m in modules:
+            m.to(device)
             m.eval()
         for i, line in enumerate(cfg.sample_prompts):
             spec = parse_prompt_line(line)
@@ -47,6 +49,7 @@ def make_samples(comps, cfg, out_dir: Path, step: int, device: torch.device, dty
     finally:
         pipe.scheduler = old_scheduler
         comps.vae.to(vae_device)
-        for m, t in zip(modules, was_training):
+        for m, t, d in zip(modules, was_training, devices):
             m.train(t)
+            m.to(d)
     return paths, prompts

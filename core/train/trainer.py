@@ -309,7 +309,9 @@ class Trainer(CheckpointMixin):
             cache.build(ts.items, needed, progress)
             self.say(f"Cached {len(needed)} latents in {time.time() - t0:.1f}s ({cache.hits} reused from disk)")
             self.latent_cache = cache
-            comps.vae.to("cpu")  # back on the GPU only while samples are made
+            comps.family.release_vae_encoder(comps, samples=bool(cfg.sample_prompts))
+            if comps.vae is not None:
+                comps.vae.to("cpu")  # back on the GPU only while samples are made
         text_fixed = not (cfg.shuffle_caption or cfg.caption_dropout_rate > 0)
         captions = sorted({it.caption for it in ts.items}) if text_fixed else None
         prompts = [parse_prompt_line(p).prompt for p in cfg.sample_prompts]
@@ -317,6 +319,8 @@ class Trainer(CheckpointMixin):
         def say(kind: str, text: str) -> None:
             if kind == "warning":
                 self.warn(text)
+            elif kind == "note":
+                self.say(text)
             else:
                 self.say(text, event="progress", stage="cache_text", done=1, total=1)
 
