@@ -60,8 +60,9 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(to_toml(cfg, grouped=True))
         return 0
-    from .train.trainer import Trainer
+    from .train.trainer import Trainer, skip_bitsandbytes
 
+    skip_bitsandbytes(cfg)  # this process trains only this config
     return Trainer(cfg, resume=args.resume, overwrite=args.overwrite, echo=lambda m: print(m, flush=True)).train()
 
 

@@ -49,6 +49,19 @@ def _process_start_time() -> float:
         return time.time()
 
 
+BNB_OPTIMIZERS = ("AdamW8bit", "Lion8bit")
+
+
+def skip_bitsandbytes(cfg: TrainConfig) -> None:
+    """A training process whose run uses no 8-bit optimizer never needs bitsandbytes, whose import (pulled in by
+    diffusers, peft and transformers when it is installed) costs about 1.5 s and loads torch's compiler: make it look
+    absent. Only for a process that trains one config (`python -m core train`), never a long-lived one."""
+    import sys
+
+    if cfg.optimizer_type not in BNB_OPTIMIZERS and "bitsandbytes" not in sys.modules:
+        sys.modules["bitsandbytes"] = None  # importlib.util.find_spec -> None: the libraries see it as not installed
+
+
 def quiet_libraries() -> None:
     """Keep the log readable: no per-file progress bars and no optional-kernel notices from libraries."""
     from ..logs import quiet_library_notices
