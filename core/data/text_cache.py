@@ -59,6 +59,11 @@ class TextDiskCache:
         tmp.replace(p)
 
 
+def cache_root(cfg) -> Path:
+    """Where on-disk caches go: cache_dir, else <output_dir>/cache (latents/ and text/ below it)."""
+    return Path(cfg.cache_dir or Path(cfg.output_dir) / "cache")
+
+
 def text_cache_dir(cfg) -> Path:
-    return Path(cfg.cache_dir or Path(cfg.output_dir) / "cache") / "text"
+    return cache_root(cfg) / "text"
 

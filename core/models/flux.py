@@ -7,7 +7,6 @@ dev, a constant distilled-guidance value.
 """
 from __future__ import annotations
 
-import gc
 import math
 from typing import Any
 
@@ -159,21 +158,11 @@ class Flux(ModelFamily):
         full, hits = self.encode_all(comps, texts, cfg, 8)
         comps.extra["t5_cache"] = {c: v.hidden_states for c, v in full.items()}
         comps.extra["text_cache"] = full
-        self.release_text_encoders(comps, keep=trained)
+        self.release_text_encoders(comps, keep=trained)  # samples use the cached prompt embeddings
         freed = "T5-XXL" + (" and CLIP-L" if 0 not in trained else "")
         say("info", f"Cached text encoder outputs for {len(texts)} captions and prompts"
                     + (f" ({hits} read from the disk cache)" if hits else "") + f"; {freed} freed from memory")
         return None if trained else {c: full[c] for c in captions}
-
-    def release_text_encoders(self, comps: Components, keep: list[int], samples: bool = False) -> str:
-        for i, attr in enumerate(("text_encoder", "text_encoder_2")):
-            if i not in keep and comps.text_encoders[i] is not None:
-                comps.text_encoders[i] = None
-                setattr(comps.pipeline, attr, None)
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        return "freed"
 
     # -------------------------------------------------------------- model
     def make_objective(self, comps: Components, cfg, device: torch.device) -> Objective:

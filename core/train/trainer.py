@@ -13,13 +13,13 @@ import torch
 from ..config.toml_io import ConfigError, save_config
 from ..data.buckets import BucketChooser
 from ..data.dataset import DatasetError, TrainingSet, load_image, load_items, process_caption, sdxl_meta
-from ..data.latents import LatentCache, encode
-from ..generation.samplers import parse_prompt_line
+from ..data.latents import encode
 from ..lora import network as net
 from ..models.base import TextCond
 from ..models.loading import ModelLoadError, load_components
 from ..config.schema import TrainConfig
 from .optim import OptimizerError, make_optimizer, make_scheduler
+from .caching import CacheMixin
 from .checkpoints import CheckpointMixin, TrainingFailed
 from .rundir import RunDir
 from .state import find_state
@@ -77,7 +77,7 @@ def quiet_libraries() -> None:
         pass
 
 
-class Trainer(CheckpointMixin):
+class Trainer(CacheMixin, CheckpointMixin):
     def __init__(self, cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, echo=print):
         self.cfg = cfg
         self.resume = resume
@@ -299,45 +299,6 @@ class Trainer(CheckpointMixin):
         for i in self.trained_te:
             models[f"te{i}"] = comps.text_encoders[i]
         return models
-
-    # ----------------------------------------------------------------- caches
-    def _cache(self, comps, ts: TrainingSet):
-        cfg = self.cfg
-        self.latent_cache = None
-        self.text_cache: dict[str, TextCond] | None = None
-        if cfg.cache_latents:
-            needed = sorted({(i, f) for i in set(ts.uses) for f in ((False, True) if cfg.flip_aug else (False,))})
-            disk = None
-            if cfg.cache_latents_to_disk:
-                disk = Path(cfg.cache_dir or Path(cfg.output_dir) / "cache") / "latents"
-            cache = LatentCache(comps.vae, disk)
-            t0 = time.time()
-            last = [0.0]
-
-            def progress(done, total):
-                if time.time() - last[0] > 1 or done == total:
-                    last[0] = time.time()
-                    self.say(f"Caching latents {done}/{total}", event="progress", stage="cache_latents", done=done, total=total)
-
-            cache.build(ts.items, needed, progress)
-            self.say(f"Cached {len(needed)} latents in {time.time() - t0:.1f}s ({cache.hits} reused from disk)")
-            self.latent_cache = cache
-            comps.family.release_vae_encoder(comps, samples=bool(cfg.sample_prompts))
-            if comps.vae is not None:
-                comps.vae.to("cpu")  # back on the GPU only while samples are made
-        text_fixed = not (cfg.shuffle_caption or cfg.caption_dropout_rate > 0)
-        captions = sorted({it.caption for it in ts.items}) if text_fixed else None
-        prompts = [parse_prompt_line(p).prompt for p in cfg.sample_prompts]
-
-        def say(kind: str, text: str) -> None:
-            if kind == "warning":
-                self.warn(text)
-            elif kind == "note":
-                self.say(text)
-            else:
-                self.say(text, event="progress", stage="cache_text", done=1, total=1)
-
-        self.text_cache = comps.family.cache_text(comps, captions, prompts, self.trained_te, cfg, say)
 
     # ------------------------------------------------------------------- main
     def _train(self) -> tuple[int, str, str]:
