@@ -191,8 +191,9 @@ def module_tensors(layer: Layer, mod: Module, table: NameTable, fmt: str, dtype:
         pairs = ([(s, t) for s, t in mod.raw.items() if s != "alpha"] if mod.kind in ("loha", "lokr")
                  else [(KOHYA_ROLE_SUFFIX[r], t) for r, t in mod.tensors.items()])
         out = {f"{name}.{s}": t.to(dtype).contiguous() for s, t in pairs}
-        if mod.alpha is not None:
-            out[f"{name}.alpha"] = torch.tensor(float(mod.alpha), dtype=torch.float32)
+        alpha = mod.alpha if mod.alpha is not None or mod.kind in ("loha", "lokr") else mod.rank  # kohya always has one
+        if alpha is not None:
+            out[f"{name}.alpha"] = torch.tensor(float(alpha), dtype=torch.float32)
         return out
     if mod.kind != "lora" or "mid" in mod.tensors:
         raise ToolError(f"{mod.name}: a {mod.kind.upper() if mod.kind != 'lora' else 'Tucker LoCon'} module has no "

@@ -104,7 +104,7 @@ def inspect_lora(path: str | Path) -> dict:
         warnings.append(f"{len(lora.unknown)} tensor(s) are not LoRA weights and are ignored by loaders "
                         f"(e.g. {lora.unknown[0]})")
     meta = metadata_summary(lora.metadata)
-    kind_words = " + ".join(KIND_TITLES[k] for k in kinds)
+    kind_words = " + ".join(KIND_TITLES[k] for k in KIND_TITLES if k in kinds)
     if kinds.keys() == {"lora"} and conv_ranks:
         kind_words = "LoCon (LoRA with convolution layers)"
     return {
