@@ -1,4 +1,4 @@
-"""The whole page: header and tabs (Dataset, Captioning, Training, Generate, Settings)."""
+"""The whole page: header and tabs (Dataset, Captioning, Training, Generate, Tools, Settings)."""
 from __future__ import annotations
 
 import importlib
@@ -45,6 +45,14 @@ CSS = """
 .lw-plan { border-left: 4px solid #2563eb; padding: 6px 10px; margin: 2px 0 8px;
            background: var(--background-fill-secondary); border-radius: 4px; }
 .lw-problems { color: #b45309; }
+.lw-table { border-collapse: collapse; width: 100%; font-size: 0.9rem; margin: 2px 0 10px; }
+.lw-table, .lw-table tr, .lw-table th, .lw-table td { border: 0 !important; font-size: 0.9rem !important; }
+.lw-table th, .lw-table td { text-align: left; padding: 3px 10px 3px 6px; border-bottom: 1px solid var(--border-color-primary) !important;
+                             vertical-align: top; overflow-wrap: anywhere; }
+.lw-table th { font-weight: 600; background: var(--background-fill-secondary); }
+.lw-kv td:first-child { font-weight: 600; white-space: nowrap; width: 11rem; }
+.lw-tools-block h4, .lw-tools-about h3 { margin: 8px 0 4px; font-size: 1rem; font-weight: 600; }
+.lw-tools-cols { display: grid; grid-template-columns: repeat(auto-fit, minmax(320px, 1fr)); gap: 0 16px; }
 """
 
 
@@ -80,6 +88,7 @@ def build_app(settings: Settings) -> tuple[gr.Blocks, AppContext]:
             with gr.Tab("Training", id="training"):
                 training_tab.build(ctx)
             _build_optional_tab(ctx, "ui.generate_tab", "Generate", "generate")
+            _build_optional_tab(ctx, "ui.tools_tab", "Tools", "tools")
             with gr.Tab("Settings", id="settings"):
                 settings_tab.build(ctx)
         ctx.components["tabs"] = tabs

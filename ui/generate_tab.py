@@ -24,6 +24,7 @@ from core.models.choose import is_schnell
 from .generate_choices import (_SIZES_SEEN, _generated_dir, _lora_dirs, _setting, base_family,  # noqa: F401
                                lora_choices, lora_notes, model_choices, model_label, native_size,
                                newest_run_base_model)
+from .tools_view import generate_lora_info
 
 LORA_SLOTS = 4
 DEFAULT_STRENGTHS = "0, 0.5, 0.8, 1.0"
@@ -158,6 +159,7 @@ def build(settings: Any, ctx: Any = None) -> None:
                                         min_width=180)
                 clear_btn = gr.Button("Clear LoRAs", size="sm", elem_id="gen-clear", scale=0, min_width=120)
             lora_info = gr.Markdown("", elem_id="gen-lora-info")
+            generate_lora_info(model_dd, lora_dds)  # the fit check and "About the chosen LoRAs" (Tools tab view)
             prompt_tb = gr.Textbox(label="Prompt", lines=3, elem_id="gen-prompt",
                                    placeholder="zqx, a photo of a cat sitting on a chair",
                                    info="Include your LoRA's trigger word. LoRAs can also be added in the text, "
