@@ -42,6 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     q.add_argument("--format", choices=("kohya", "diffusers"), help="Key form of a merged LoRA (default: kohya for "
                                                                      "SD, diffusers for Flux).")
     q.add_argument("--config-dir", default="", help=CONFIG_HELP)
+    q.add_argument("--clip-l", default="", help="Flux with --base: the clip_l file to merge CLIP-L modules into "
+                                                "(written as <out>_clip_l.safetensors).")
     q.add_argument("--skip-unmatched", action="store_true", help="With --base: apply what maps and list the rest "
                                                                   "(default: refuse).")
     _common(q, default_precision=None)
@@ -106,8 +108,9 @@ def run(args: argparse.Namespace) -> int:
             if args.rank or args.format:
                 raise ToolError("--rank and --format are for merging LoRAs into a LoRA; with --base the output is a "
                                 "checkpoint")
-            s = model_ops.merge_into_base(args.base, args.lora, args.out, save_precision=args.save_precision or "fp16",
+            s = model_ops.merge_into_base(args.base, args.lora, args.out, save_precision=args.save_precision,
                                           skip_unmatched=args.skip_unmatched, config_dir=args.config_dir,
+                                          clip_l=args.clip_l,
                                           overwrite=args.overwrite,
                                           progress=_progress)
         elif c == "merge":

@@ -216,8 +216,9 @@ def guess_family(lora: LoraFile) -> str | None:
         return "flux"
     for n, mod in lora.modules.items():
         if re.search(r"attn2[._]to_k$", n) and "down" in mod.tensors:
-            width = int(mod.tensors["down"].shape[1])
-            return {768: "sd15", 1024: "sd2", 2048: "sdxl"}.get(width)
+            fam = {768: "sd15", 1024: "sd2", 2048: "sdxl"}.get(int(mod.tensors["down"].shape[1]))
+            if fam:
+                return fam
     if any("input_blocks" in n or "output_blocks" in n for n in names):
         return "sdxl"  # sgm names without cross-attention modules: SDXL is the family written that way
     if any(n.startswith(("lora_unet_", "unet.", "lora_te_")) for n in names):

@@ -60,28 +60,30 @@ def _dora_weight(weight: torch.Tensor, mod: Module, strength: float) -> torch.Te
     return weight + strength * (full - weight)
 
 
-def merge_into_base(base: str, items: list, out: str | Path, *, save_precision: str = "fp16",
-                    skip_unmatched: bool = False, config_dir: str = "", overwrite: bool = False,
+def merge_into_base(base: str, items: list, out: str | Path, *, save_precision: str | None = None,
+                    skip_unmatched: bool = False, config_dir: str = "", clip_l: str = "", overwrite: bool = False,
                     progress: Progress | None = None) -> Summary:
-    """A single-file checkpoint (original LDM/sgm layout, what A1111, ComfyUI and diffusers' from_single_file load)
-    equal to `base` with each LoRA added at its strength, text encoders included. Weights are summed in float32."""
+    """A single-file checkpoint in the original layout (LDM/sgm for SD, what A1111, ComfyUI and diffusers'
+    from_single_file load; BFL for Flux) equal to `base` with each LoRA added at its strength, text encoders
+    included. Weights are summed in float32. `save_precision`: fp16 (SD default), bf16, float; Flux keeps its dtypes."""
     from ...models.ldm_convert import SUPPORTED_FAMILIES, pipeline_to_ldm_state_dict, save_single_file
 
     pairs = [_parse_strength(i) for i in items]
     if not pairs:
         raise ToolError("merge --base needs at least one --lora FILE:STRENGTH")
     outp = check_output(out, overwrite, [base, *(p for p, _ in pairs)])
-    dtype = save_dtype(save_precision, torch.float16)
     from ...models.loading import ModelLoadError, detect_family
 
     try:
         family, _ = detect_family(base, "auto", config_dir)
     except ModelLoadError as e:
         raise ToolError(str(e)) from e
-    if family not in SUPPORTED_FAMILIES:
-        raise ToolError(f"merging into a checkpoint is available for Stable Diffusion 1.5 and SDXL; {Path(base).name} is "
-                        f"{a_family(family)} model. Load the LoRA next to the model instead (ComfyUI, Forge, the "
-                        "Generate tab)")
+    if family not in SUPPORTED_FAMILIES and family != "flux":
+        raise ToolError(f"merging into a checkpoint is available for Stable Diffusion 1.5, SDXL and Flux.1; "
+                        f"{Path(base).name} is {a_family(family)} model. Load the LoRA next to the model instead")
+    if family == "flux" and Path(base).expanduser().is_dir():
+        raise ToolError(f"{Path(base).name} is a Flux diffusers folder: merge into the Flux single file "
+                        "(flux1-dev.safetensors, BFL layout) that ComfyUI and Forge load")
     table = name_table(family, _table_dir(base, config_dir))
     plans = []
     for path, strength in pairs:
@@ -94,6 +96,13 @@ def merge_into_base(base: str, items: list, out: str | Path, *, save_precision: 
         if not skip_unmatched:
             refuse_unmatched(lora, unmatched, family)
         plans.append((lora, strength, matched, unmatched))
+    if family == "flux":
+        from .flux_merge import merge_into_flux_file
+
+        return merge_into_flux_file(base, plans, outp, clip_l=clip_l, save_precision=save_precision,
+                                    overwrite=overwrite, progress=progress)
+    save_precision = save_precision or "fp16"
+    dtype = save_dtype(save_precision, torch.float16)
     pipe, _ = _load(base, "base model", progress, config_dir)
     total = sum(len(m) for _, _, m, _ in plans)
     tick = Ticker(total, "Applying modules", progress)
