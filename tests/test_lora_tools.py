@@ -305,3 +305,24 @@ def test_loha_and_lokr_modules_apply_the_lycoris_math(loras, tiny_sd15, tmp_path
     assert torch.allclose(mk - k.weight, lokr, atol=1e-5)
     with pytest.raises(ToolError, match="only plain LoRA modules can be stacked exactly"):
         merge_loras([(path, 1.0)], tmp_path / "x.safetensors")
+
+
+def test_dora_merged_into_the_base_reproduces_the_trained_model(tiny_sd15, tiny_dataset, tmp_path):
+    """DoRA cannot be stacked or resized on its own, but merged into its base it gives exactly what was trained."""
+    from diffusers import StableDiffusionPipeline
+
+    cfg = tiny_config(tiny_sd15, tiny_dataset, tmp_path / "run", max_train_steps=3, use_dora=True)
+    trainer = train_in_process(cfg)
+    unet = trainer.comps.unet.eval()
+    inputs = unet_inputs(unet, "sd15")
+    trained = unet_out(unet, inputs)
+    lora = tmp_path / "run" / "lora.safetensors"
+    out = tmp_path / "dora_merged.safetensors"
+    s = merge_into_base(str(tiny_sd15), [(str(lora), 1.0)], out, save_precision="float")
+    assert s.applied > 0
+    merged = StableDiffusionPipeline.from_single_file(str(out), config=str(tiny_sd15), dtype=torch.float32)
+    base = unet_out(_sd15(tiny_sd15).unet, inputs)
+    assert (trained - base).abs().max() > 1e-3
+    assert _rel(unet_out(merged.unet, inputs), trained) < 1e-3
+    with pytest.raises(ToolError, match="DoRA"):
+        resize_lora(lora, tmp_path / "r.safetensors", rank=2)
