@@ -134,8 +134,9 @@ def test_tools_tab_end_to_end(page, app):
     shot(page, "tools_inspect.png")
     fill(page, "tools-inspect-path", root / "loras" / "nometa_lora.safetensors")  # a path wins over the list
     page.click("#tools-inspect-run")
-    expect(page.locator("#tools-inspect-status .lw-warn")).to_contain_text("family cannot be told from this file")
+    # no metadata: the family comes from the key names (lora_te_ / lora_unet_ in diffusers paths: SD 1.5)
     expect(page.locator("#tools-inspect-summary")).to_contain_text("This file holds no training metadata.")
+    expect(page.locator("#tools-inspect-summary")).to_contain_text("Stable Diffusion 1.5")
     fill(page, "tools-inspect-path", root / "nope.safetensors")  # a path that is not there: an error line
     page.click("#tools-inspect-run")
     expect(page.locator("#tools-inspect-status .lw-err")).to_be_visible()
@@ -224,7 +225,7 @@ def test_tools_tab_end_to_end(page, app):
     expect(page.locator("#gen-lora-check .lw-warn")).to_have_count(0)  # the notes above say it already
     choose(page, "gen-lora-2", "nometa_lora — ")  # no metadata: only the check can tell
     expect(page.locator("#gen-lora-check .lw-warn")).to_contain_text(
-        "48 of 140 modules of nometa_lora.safetensors map to layers of this SDXL model; 92 do not")
+        "nometa_lora.safetensors is a Stable Diffusion 1.5 LoRA; the base model is SDXL")
     about = page.locator("#gen-lora-about")
     expect(about).to_contain_text("Stable Diffusion 1.5")
     expect(about.locator("tr", has_text="Rank").first).to_contain_text("4")
