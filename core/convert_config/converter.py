@@ -21,8 +21,8 @@ from .training import step_attention, step_direct, step_learning_rates, step_opt
 
 # The steps for kohya_ss GUI and sd-scripts configs, in order; each takes the source keys it converts.
 STEPS = (step_additional_parameters, step_dataset_config, step_model, step_network, step_flux, step_noise,
-         step_direct, step_precision, step_learning_rates, step_optimizer, step_attention, step_samples, step_flux_samples,
-         step_length, step_scheduler, step_warmup)
+         step_direct, step_precision, step_learning_rates, step_optimizer, step_attention, step_samples,
+         step_flux_samples, step_length, step_scheduler, step_warmup)
 
 
 class Converter:
