@@ -83,7 +83,8 @@ def test_gui_sd15_locon_values():
 def test_gui_sd15_report_and_unmapped():
     c = cc.convert_file(GUI_SD15)
     assert c.unmapped["color_aug"] is True
-    assert c.unmapped["scale_weight_norms"] == "1.0"  # came in through additional_parameters
+    assert c.data["scale_weight_norms"] == 1.0 and c.origin["scale_weight_norms"] == "scale_weight_norms"  # came in
+    # through additional_parameters
     assert c.unmapped["max_train_steps"] == 1600
     assert c.unmapped["lr_warmup"] == 10  # no dataset here: total steps unknown
     assert "unknown" in c.reasons["lr_warmup"]
@@ -128,7 +129,8 @@ def test_gui_sdxl_adafactor_values():
     assert d["gradient_accumulation_steps"] == 1 and d["cache_latents_to_disk"] is True
     assert "clip_skip" not in d and "seed" not in d  # SDXL ignores clip_skip; seed was empty
     assert "conv_dim" not in d  # LoRA_type Standard: the GUI's conv_dim is unused
-    assert set(c.unmapped) >= {"lr_warmup", "adaptive_noise_scale", "sdxl_no_half_vae"}
+    assert set(c.unmapped) >= {"lr_warmup", "sdxl_no_half_vae"}
+    assert d["noise_offset"] == 0.0357 and d["adaptive_noise_scale"] == 0.00357
     assert "seed" in c.ignored and "conv_dim" in c.ignored
     src = json.loads(GUI_SDXL.read_text(encoding="utf-8"))
     missing = [k for k in src if not _accounted(c, k)]

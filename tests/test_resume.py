@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from core.config.toml_io import save_config
@@ -135,3 +136,38 @@ def test_sample_now_and_save_now_from_outside(tiny_sd15, tiny_dataset, tmp_path)
     manual = next(e for e in events if e["type"] == "checkpoint" and e["kind"] == "manual")
     assert Path(manual["path"]).is_file() and "-step" in manual["path"]
     assert not list(control.iterdir()), "handled requests are removed"
+
+
+# sd-scripts' noise, loss and regularisation options, every random draw of which comes from the per-batch generators
+NOISE_OPTIONS = dict(multires_noise_iterations=6, multires_noise_discount=0.3, noise_offset=0.05, adaptive_noise_scale=0.01,
+                     noise_offset_random_strength=True, ip_noise_gamma=0.1, ip_noise_gamma_random_strength=True,
+                     debiased_estimation_loss=True, min_snr_gamma=5, min_timestep=50, max_timestep=950,
+                     rank_dropout=0.2, module_dropout=0.1, network_dropout=0.1, scale_weight_norms=0.5)
+
+
+def test_sigkill_then_resume_with_noise_options_is_bit_identical(tiny_sd15, tiny_dataset, tmp_path, monkeypatch):
+    # one CPU thread: with two, even two uninterrupted runs differ by ~1e-6 (the order of multithreaded float sums)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    configs = {}
+    for name in ("reference", "killed"):
+        out = tmp_path / name
+        out.mkdir()
+        cfg = tiny_config(tiny_sd15, tiny_dataset, out, max_train_steps=16, save_state_every_n_steps=4,
+                          learning_rate=1e-3, **NOISE_OPTIONS)
+        configs[name] = out / "run.toml"
+        save_config(cfg, configs[name])
+    r = run_cli("train", "--config", str(configs["reference"]))
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = tmp_path / "killed"
+    proc = _start(configs["killed"])
+    _wait_for(out, lambda e: e["type"] == "checkpoint" and e["kind"] == "state" and e["step"] >= 8, proc)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    assert _events(out)[-1]["type"] != "end"
+    r = run_cli("train", "--config", str(configs["killed"]), "--resume")
+    assert r.returncode == 0, r.stdout + r.stderr
+    resumed = [e for e in _events(out) if e["type"] == "start" and e.get("resumed")]
+    assert resumed and 8 <= resumed[-1]["step"] < 16
+    ta, tb = load_file(out / "lora.safetensors"), load_file(tmp_path / "reference" / "lora.safetensors")
+    assert ta.keys() == tb.keys()
+    assert all(torch.equal(ta[k], tb[k]) for k in ta), "the resumed LoRA is not bit-identical"

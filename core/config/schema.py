@@ -173,6 +173,19 @@ class TrainConfig(BaseModel):
         8.0, group="network", basic=True, gt=0.0, le=1024,
         help="LoRA alpha: the change is scaled by alpha/rank. Half the rank is a common choice.")
     network_dropout: float = param(0.0, group="network", ge=0.0, le=0.5, help="Dropout on LoRA layers.")
+    rank_dropout: float = param(
+        0.0, group="network", ge=0.0, lt=1.0,
+        help="While training, drop each rank of each LoRA layer with this probability (0.1-0.3), the rest scaled "
+             "up, as sd-scripts' rank_dropout. Samples and the saved file are unaffected. 0 = off.")
+    module_dropout: float = param(
+        0.0, group="network", ge=0.0, lt=1.0,
+        help="While training, skip each whole LoRA layer with this probability per step (0.1-0.3), as sd-scripts' "
+             "module_dropout. Samples and the saved file are unaffected. 0 = off.")
+    scale_weight_norms: float = param(
+        0.0, group="network", ge=0.0, le=100.0,
+        help="Max-norm regularisation: after each optimizer step, scale down every LoRA layer whose change "
+             "(alpha/rank x up @ down) has a norm above this (1.0 is typical); the log shows how many were scaled. "
+             "0 = off.")
     lora_ff: bool = param(
         False, group="network", families=SD_FAMILIES, help="Also train the UNet's feed-forward layers (more capacity, bigger file).")
     lora_proj: bool = param(
@@ -226,7 +239,41 @@ class TrainConfig(BaseModel):
         help="Min-SNR loss weighting (5 is typical) for faster, steadier training. 0 = off.")
     noise_offset: float = param(
         0.0, group="quality", families=SD_FAMILIES, ge=0.0, le=1.0,
-        help="Noise offset (0.05-0.1) lets the model learn very dark or very bright images.")
+        help="Noise offset (0.05-0.1) lets the model learn very dark or very bright images. Independent of "
+             "multires noise, as in sd-scripts (kohya_ss's noise_offset_type picks one; convert-config keeps that one).")
+    noise_offset_random_strength: bool = param(
+        False, group="quality", families=SD_FAMILIES,
+        help="Scale the noise offset by a random strength between 0 and noise_offset, drawn each step (sd-scripts' "
+             "--noise_offset_random_strength).")
+    adaptive_noise_scale: float = param(
+        0.0, group="quality", families=SD_FAMILIES, ge=-1.0, le=1.0,
+        help="Adds adaptive_noise_scale x |mean of each latent channel| to noise_offset, per image (about a tenth of "
+             "noise_offset, e.g. 0.00357). Needs noise_offset. 0 = off.")
+    multires_noise_iterations: int = param(
+        0, group="quality", families=SD_FAMILIES, ge=0, le=64,
+        help="Multires (pyramid) noise: add this many layers of lower-resolution noise (6-10 is typical), which "
+             "helps with overall brightness and large shapes. 0 = off. Applied after noise_offset when both are on.")
+    multires_noise_discount: float = param(
+        0.3, group="quality", families=SD_FAMILIES, ge=0.0, le=1.0,
+        help="Multires noise: weight of each lower-resolution layer is discount^i (0.1-0.3 is typical). Used only "
+             "with multires_noise_iterations.")
+    ip_noise_gamma: float = param(
+        0.0, group="quality", ge=0.0, le=1.0,
+        help="Input perturbation noise (about 0.1): the noisy input gets extra noise of this strength that the "
+             "target does not contain, a regulariser against exposure bias. 0 = off.")
+    ip_noise_gamma_random_strength: bool = param(
+        False, group="quality",
+        help="Scale ip_noise_gamma by a random strength between 0 and ip_noise_gamma, drawn each step.")
+    debiased_estimation_loss: bool = param(
+        False, group="quality", families=SD_FAMILIES,
+        help="Debiased estimation: weigh the loss by 1/sqrt(SNR) (v-prediction: 1/(SNR+1)), as sd-scripts. "
+             "Combines with min_snr_gamma when both are on.")
+    min_timestep: int = param(
+        0, group="quality", families=SD_FAMILIES, ge=0, le=1000,
+        help="Train only on noise levels (timesteps) from this one up; 0 = from the least noise.")
+    max_timestep: int = param(
+        1000, group="quality", families=SD_FAMILIES, ge=1, le=1000,
+        help="Train only on timesteps below this one; 1000 = up to the most noise. Must be larger than min_timestep.")
 
     # --------------------------------------------------------------- memory
     mixed_precision: Literal["no", "fp16", "bf16"] = param(
@@ -297,6 +344,12 @@ class TrainConfig(BaseModel):
             raise ValueError("t5xxl_max_token_length must be 0 (the model's own) or 16-512")
         if self.min_bucket_reso > self.max_bucket_reso:
             raise ValueError("min_bucket_reso is larger than max_bucket_reso")
+        if self.min_timestep >= self.max_timestep:
+            raise ValueError(f"min_timestep ({self.min_timestep}) must be smaller than max_timestep "
+                             f"({self.max_timestep}); both lie in 0-1000")
+        if self.adaptive_noise_scale and not self.noise_offset:
+            raise ValueError("adaptive_noise_scale needs noise_offset: set noise_offset (e.g. 0.0357) or set "
+                             "adaptive_noise_scale to 0")
         return self
 
     # -------------------------------------------------------------- helpers

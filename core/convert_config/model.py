@@ -201,6 +201,13 @@ def step_network(cv: Converter) -> None:
         v = args.pop("dropout")
         if cv.put("network_dropout", v, "network_args dropout"):
             cv.note(f"network_args dropout={v} -> network_dropout")
+    for key in ("rank_dropout", "module_dropout"):  # sd-scripts' networks.lora (and lora_flux) arguments
+        if key in args:
+            v = args.pop(key)
+            if off(v):
+                cv.c.ignored.append(f"network_args {key}")
+            elif cv.put_checked(key, v, f"network_args {key}"):
+                cv.note(f"network_args {key}={v} -> {key} = {cv.out[key]}")
     for k, v in args.items():
         if off(v):
             cv.c.ignored.append(f"network_args {k}")

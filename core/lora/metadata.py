@@ -17,6 +17,9 @@ def build_metadata(cfg: TrainConfig, family, *, epoch: int, step: int, num_epoch
         network_args.update(conv_dim=str(cfg.conv_dim), conv_alpha=str(cfg.conv_alpha))
     if cfg.use_dora:
         network_args["dora_wd"] = "True"
+    for key in ("rank_dropout", "module_dropout"):
+        if getattr(cfg, key):
+            network_args[key] = str(getattr(cfg, key))
     if cfg.lora_ff or cfg.lora_proj:
         network_args["targets"] = ",".join(["attn"] + (["ff"] if cfg.lora_ff else []) + (["proj"] if cfg.lora_proj else []))
     meta = {
@@ -50,6 +53,14 @@ def build_metadata(cfg: TrainConfig, family, *, epoch: int, step: int, num_epoch
         "ss_clip_skip": cfg.clip_skip,
         "ss_noise_offset": cfg.noise_offset,
         "ss_min_snr_gamma": cfg.min_snr_gamma,
+        "ss_noise_offset_random_strength": cfg.noise_offset_random_strength,
+        "ss_adaptive_noise_scale": cfg.adaptive_noise_scale or None,
+        "ss_multires_noise_iterations": cfg.multires_noise_iterations or None,
+        "ss_multires_noise_discount": cfg.multires_noise_discount,
+        "ss_ip_noise_gamma": cfg.ip_noise_gamma or None,
+        "ss_ip_noise_gamma_random_strength": cfg.ip_noise_gamma_random_strength,
+        "ss_debiased_estimation": cfg.debiased_estimation_loss,
+        "ss_scale_weight_norms": cfg.scale_weight_norms or None,
         "ss_shuffle_caption": cfg.shuffle_caption,
         "ss_keep_tokens": cfg.keep_tokens,
         "ss_caption_dropout_rate": cfg.caption_dropout_rate,

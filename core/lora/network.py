@@ -26,11 +26,14 @@ class NetworkSpec:
     conv_alpha: float = 1.0
     dora: bool = False
     layers: str = "all"  # Flux: "all" Linear layers of the blocks or "attention" only
+    rank_dropout: float = 0.0  # sd-scripts' rank_dropout / module_dropout (core/lora/dropout.py), training only
+    module_dropout: float = 0.0
 
     @classmethod
     def from_config(cls, cfg) -> "NetworkSpec":
         return cls(cfg.network_dim, cfg.network_alpha, cfg.network_dropout, cfg.lora_ff, cfg.lora_proj,
-                   cfg.conv_dim, cfg.conv_alpha, cfg.use_dora, cfg.flux_lora_layers)
+                   cfg.conv_dim, cfg.conv_alpha, cfg.use_dora, cfg.flux_lora_layers, cfg.rank_dropout,
+                   cfg.module_dropout)
 
 
 def _ends_with(name: str, suffixes: tuple[str, ...]) -> bool:
@@ -74,6 +77,9 @@ def inject(model: nn.Module, spec: NetworkSpec, targets: tuple[list[str], list[s
     if not main and not conv:
         raise ValueError(f"No layers to train were found in {type(model).__name__}.")
     inject_adapter_in_model(lora_config(spec, main, conv), model, adapter_name=ADAPTER)
+    from .dropout import install
+
+    install(model, spec.rank_dropout, spec.module_dropout)
     params = []
     for name, p in model.named_parameters():
         if "lora_" in name:

@@ -1,44 +1,56 @@
-"""The Stable Diffusion objective: DDPM noise at a random integer timestep, epsilon or v target, min-SNR."""
+"""The Stable Diffusion objective: DDPM noise at a random integer timestep, epsilon or v target, loss weights."""
 from __future__ import annotations
 
 from typing import Any
 
 import torch
 
+from . import noise as noise_mod
 from .base import Components, NoisyBatch, Objective, TextCond
 
 
 class DDPMObjective(Objective):
+    """sd-scripts' get_noise_noisy_latents_and_timesteps and its loss weights (core/models/noise.py)."""
+
     def __init__(self, comps: Components, cfg, device: torch.device):
         from diffusers import DDPMScheduler
 
         sched = DDPMScheduler.from_config(comps.pipeline.scheduler.config)
         sched.register_to_config(prediction_type=comps.prediction_type)
         self.sched = sched
+        self.cfg = cfg
         self.device = device
         self.alphas_cumprod = sched.alphas_cumprod.to(device)
-        self.noise_offset = cfg.noise_offset
-        self.min_snr_gamma = cfg.min_snr_gamma
 
     @property
     def v_prediction(self) -> bool:
         return self.sched.config.prediction_type == "v_prediction"
 
     def noisy_batch(self, latents: torch.Tensor, gen: torch.Generator) -> NoisyBatch:
-        dev = self.device
-        noise = torch.randn(latents.shape, generator=gen).to(dev)
-        if self.noise_offset:
-            noise = noise + self.noise_offset * torch.randn((latents.shape[0], latents.shape[1], 1, 1), generator=gen).to(dev)
-        t = torch.randint(0, self.sched.config.num_train_timesteps, (latents.shape[0],), generator=gen).to(dev)
-        noisy = self.sched.add_noise(latents, noise, t)
+        cfg, dev = self.cfg, self.device
+        noise = noise_mod.sd_noise(latents, gen, cfg)
+        t = noise_mod.sample_timesteps(latents.shape[0], gen, cfg.min_timestep, cfg.max_timestep,
+                                       self.sched.config.num_train_timesteps).to(dev)
+        model_noise = noise
+        if cfg.ip_noise_gamma:
+            model_noise = noise_mod.sd_perturbed_noise(noise, gen, cfg.ip_noise_gamma, cfg.ip_noise_gamma_random_strength)
+        noisy = self.sched.add_noise(latents, model_noise, t)
         target = self.sched.get_velocity(latents, noise, t) if self.v_prediction else noise
-        weights = None
-        if self.min_snr_gamma > 0:
-            ac = self.alphas_cumprod[t]
-            snr = ac / (1 - ac)
-            clipped = torch.clamp(snr, max=self.min_snr_gamma)
-            weights = clipped / (snr + 1) if self.v_prediction else clipped / snr
-        return NoisyBatch(noisy, t, target, weights)
+        return NoisyBatch(noisy, t, target, self.loss_weights(t))
+
+    def loss_weights(self, t: torch.Tensor) -> torch.Tensor | None:
+        """Per-sample weights of min_snr_gamma and debiased_estimation_loss (multiplied, as sd-scripts applies
+        them one after the other), or None when neither is on."""
+        if not self.cfg.min_snr_gamma and not self.cfg.debiased_estimation_loss:
+            return None
+        ac = self.alphas_cumprod[t]
+        snr = ac / (1 - ac)
+        weights = torch.ones_like(snr)
+        if self.cfg.min_snr_gamma > 0:
+            weights = weights * noise_mod.min_snr_weights(snr, self.cfg.min_snr_gamma, self.v_prediction)
+        if self.cfg.debiased_estimation_loss:
+            weights = weights * noise_mod.debiased_weights(snr, self.v_prediction)
+        return weights
 
 
 class UNetFamily:

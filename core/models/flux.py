@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .base import Components, ModelFamily, NoisyBatch, Objective, TextCond
+from .noise import flux_perturbed_noise
 
 FLUX_ATTENTION = ("attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0", "attn.add_q_proj", "attn.add_k_proj",
                   "attn.add_v_proj", "attn.to_add_out")
@@ -45,6 +46,14 @@ def flow_sigmas(mode: str, batch: int, gen: torch.Generator, *, sigmoid_scale: f
     raise ValueError(f"timestep_sampling '{mode}' is not one of sigma, uniform, sigmoid, shift, flux_shift")
 
 
+def sd_only_options(cfg) -> tuple[tuple[str, bool], ...]:
+    """The SD noise and loss options sd-scripts' Flux training does not use (it uses ip_noise_gamma)."""
+    return (("noise_offset_random_strength", cfg.noise_offset_random_strength),
+            ("adaptive_noise_scale", cfg.adaptive_noise_scale), ("multires_noise_iterations", cfg.multires_noise_iterations),
+            ("debiased_estimation_loss", cfg.debiased_estimation_loss),
+            ("min_timestep", cfg.min_timestep > 0), ("max_timestep", cfg.max_timestep < 1000))
+
+
 class FlowMatchObjective(Objective):
     def __init__(self, cfg, device: torch.device):
         self.cfg = cfg
@@ -57,7 +66,10 @@ class FlowMatchObjective(Objective):
         s = flow_sigmas(cfg.timestep_sampling, b, gen, sigmoid_scale=cfg.sigmoid_scale, shift=cfg.discrete_flow_shift,
                         image_tokens=(h // 2) * (w // 2)).to(dev)
         sv = s.view(-1, 1, 1, 1)
-        noisy = (1 - sv) * latents + sv * noise
+        model_noise = noise
+        if cfg.ip_noise_gamma:  # input perturbation, as sd-scripts' flux_train_utils
+            model_noise = flux_perturbed_noise(noise, gen, cfg.ip_noise_gamma, cfg.ip_noise_gamma_random_strength)
+        noisy = (1 - sv) * latents + sv * model_noise
         target = latents if cfg.model_prediction_type == "sigma_scaled" else noise - latents
         return NoisyBatch(noisy, s, target, None, {"sigmas": sv})
 
@@ -106,7 +118,8 @@ class Flux(ModelFamily):
         notes = []
         ignored = [k for k, on in (("v_parameterization", cfg.v_parameterization), ("min_snr_gamma", cfg.min_snr_gamma),
                                    ("noise_offset", cfg.noise_offset), ("clip_skip", cfg.clip_skip > 1),
-                                   ("lora_ff", cfg.lora_ff), ("lora_proj", cfg.lora_proj), ("conv_dim", cfg.conv_dim))
+                                   ("lora_ff", cfg.lora_ff), ("lora_proj", cfg.lora_proj), ("conv_dim", cfg.conv_dim),
+                                   *sd_only_options(cfg))
                    if on]
         if ignored:
             notes.append(f"{', '.join(ignored)} do not apply to Flux and are ignored.")

@@ -19,9 +19,11 @@ from ..models.base import TextCond
 from ..models.loading import ModelLoadError, load_components
 from ..config.schema import TrainConfig
 from .optim import OptimizerError, make_optimizer, make_scheduler
+from .regularize import apply_max_norm, norm_fields
 from .caching import CacheMixin
 from .checkpoints import CheckpointMixin, TrainingFailed
 from .rundir import RunDir
+from .process import process_start_time, quiet_libraries, skip_bitsandbytes  # noqa: F401 (cli, toy import them here)
 from .state import find_state
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 3
@@ -37,44 +39,6 @@ def _move(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> 
         module.to(device)
     else:
         module.to(device, dtype)
-
-
-def _process_start_time() -> float:
-    """When this process started (a Stop pressed while the model was still loading must not be lost)."""
-    try:
-        import psutil
-
-        return psutil.Process().create_time()
-    except Exception:
-        return time.time()
-
-
-BNB_OPTIMIZERS = ("AdamW8bit", "Lion8bit")
-
-
-def skip_bitsandbytes(cfg: TrainConfig) -> None:
-    """A training process whose run uses no 8-bit optimizer never needs bitsandbytes, whose import (pulled in by
-    diffusers, peft and transformers when it is installed) costs about 1.5 s and loads torch's compiler: make it look
-    absent. Only for a process that trains one config (`python -m core train`), never a long-lived one."""
-    import sys
-
-    if cfg.optimizer_type not in BNB_OPTIMIZERS and "bitsandbytes" not in sys.modules:
-        sys.modules["bitsandbytes"] = None  # importlib.util.find_spec -> None: the libraries see it as not installed
-
-
-def quiet_libraries() -> None:
-    """Keep the log readable: no per-file progress bars and no optional-kernel notices from libraries."""
-    from ..logs import quiet_library_notices
-
-    quiet_library_notices()  # before diffusers/peft import bitsandbytes, which logs its notice at import time
-    try:
-        from diffusers.utils import logging as dlog
-        from transformers.utils import logging as tlog
-
-        dlog.disable_progress_bar()
-        tlog.disable_progress_bar()
-    except ImportError:
-        pass
 
 
 class Trainer(CacheMixin, CheckpointMixin):
@@ -172,7 +136,7 @@ class Trainer(CacheMixin, CheckpointMixin):
         self.owns_run = True
         if replace_note:
             self.say(replace_note)
-        run.clear_requests(older_than=_process_start_time())
+        run.clear_requests(older_than=process_start_time())
         save_config(self.cfg, run.config_file)
         run.set_status(status="running", step=0, total_steps=None)
         run.event("start", pid=__import__("os").getpid(), resumed=self.resume, step=0)
@@ -363,6 +327,7 @@ class Trainer(CacheMixin, CheckpointMixin):
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
+                norms = norm_fields(apply_max_norm(models, cfg.scale_weight_norms) if cfg.scale_weight_norms else None)
                 self.global_step += 1
                 self.position = (epoch, b_idx + 1) if not last_in_epoch else (epoch + 1, 0)
                 now = time.time()
@@ -372,7 +337,7 @@ class Trainer(CacheMixin, CheckpointMixin):
                 it_s = len(recent) / max(sum(recent), 1e-9)
                 window = losses[-max(len(mine), 1):]
                 avg = sum(window) / len(window)
-                self._report_step(epoch, loss, avg, scheduler.get_last_lr()[0], it_s)
+                self._report_step(epoch, loss, avg, scheduler.get_last_lr()[0], it_s, norms)
                 done = self.global_step >= self.total_steps
                 t_pause = time.time()
                 stop = self._handle_requests(models, losses, epoch, done)
@@ -407,7 +372,7 @@ class Trainer(CacheMixin, CheckpointMixin):
         fam = comps.family
         seed = (cfg.seed * 1_000_003 + epoch * 10_007 + b_idx) % (2**63)
         gen = torch.Generator().manual_seed(seed)
-        torch.manual_seed(seed)  # LoRA dropout draws from the global generator
+        torch.manual_seed(seed)  # LoRA dropout (peft, rank_dropout, module_dropout) draws from the global generator
         items = [ts.items[s.item_index] for s in batch]
         if self.latent_cache is not None:
             latents = torch.stack([self.latent_cache.get(s.item_index, s.flip) for s in batch])
@@ -452,18 +417,21 @@ class Trainer(CacheMixin, CheckpointMixin):
             comps.text_encoders = saved
 
     # --------------------------------------------------------------- reporting
-    def _report_step(self, epoch: int, loss: float, avg: float, lr: float, it_s: float) -> None:
+    def _report_step(self, epoch: int, loss: float, avg: float, lr: float, it_s: float, norms: dict) -> None:
         if not self.main:
             return
         eta = (self.total_steps - self.global_step) / it_s if it_s > 0 else None
         self.run.event("step", step=self.global_step, total_steps=self.total_steps, epoch=epoch + 1, loss=round(loss, 6),
-                       avg_loss=round(avg, 6), lr=lr, it_per_s=round(it_s, 4), eta_s=None if eta is None else round(eta, 1))
+                       avg_loss=round(avg, 6), lr=lr, it_per_s=round(it_s, 4), eta_s=None if eta is None else round(eta, 1),
+                       **norms)
         self.run.set_status(step=self.global_step)
         every = max(1, self.total_steps // 100)
         if self.global_step % every == 0 or self.global_step == self.total_steps:
             eta_txt = "?" if eta is None else time.strftime("%H:%M:%S", time.gmtime(eta))
             msg = (f"step {self.global_step}/{self.total_steps} epoch {epoch + 1}/{self.epochs} loss {loss:.4f} "
-                   f"(avg {avg:.4f}) lr {lr:.2e} {it_s:.2f} it/s ETA {eta_txt}")
+                   f"(avg {avg:.4f}) lr {lr:.2e} {it_s:.2f} it/s ETA {eta_txt}" + (
+                       f" | keys scaled {norms['keys_scaled']}, average key norm {norms['average_key_norm']:.4f}, "
+                       f"max {norms['max_key_norm']:.4f}" if norms else ""))
             self.echo(msg)
             self.run.log(msg)
 
