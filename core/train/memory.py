@@ -158,6 +158,7 @@ class MemoryModes:
         self.swap = cfg.blocks_to_swap
         self.device, self.dtype = device, dtype
         self.swapper: BlockSwapper | None = None
+        self.pending: set[int] | None = None
         check_modes(self.precision, self.swap, None)
         if self.precision == "nf4":
             why = nf4_available()
@@ -208,6 +209,15 @@ class MemoryModes:
             swapped = self.swapper.swapped_params()
             notes.append(f"blocks_to_swap {self.swap}: the last {self.swap} of {len(blocks)} {blocks_word(model)} "
                          "wait in CPU RAM and are copied in for each forward")
+        self.pending = swapped  # the rest goes to the device after caching (to_device)
+        return "; ".join(notes)
+
+    def to_device(self, model: nn.Module) -> None:
+        """After the latents and text-encoder outputs are cached: the denoiser (but its swapped weights) onto the
+        device. Until then it waits in RAM, so the text encoders and the VAE do not share the GPU with it."""
+        swapped = self.pending
+        if swapped is None:
+            return
         for p in model.parameters():
             if id(p) not in swapped:
                 p.data = p.data.to(self.device)
@@ -215,7 +225,7 @@ class MemoryModes:
             for name, b in list(mod._buffers.items()):
                 if b is not None:
                     mod._buffers[name] = b.to(self.device)
-        return "; ".join(notes)
+        self.pending = None
 
 
 def setup_denoiser(cfg, model: nn.Module, device: torch.device, dtype: torch.dtype,

@@ -310,6 +310,7 @@ class Trainer(CacheMixin, CheckpointMixin):
         self._check_caption_lengths(comps, ts)
         unet_params, te_params = self._setup_network(comps)
         self._cache(comps, ts)
+        self.memory.to_device(comps.unet)  # low-VRAM modes: the denoiser waited in RAM while caching
 
         groups = []
         if unet_params:
