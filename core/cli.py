@@ -94,6 +94,7 @@ SUBCOMMANDS = [
     ("demo", ".demo", "Train a LoRA on the built-in toy model and check that it learned (offline, CPU, ~3 min)."),
     ("dataset", ".dataset.cli", "Check a dataset folder, or prepare a kohya-layout copy of it (resize, crop, fix)."),
     ("caption", ".caption.cli", "Caption the images of a folder (BLIP, CLIP Interrogator, WD14 tags, Florence-2)."),
+    ("estimate", ".estimate.cli", "Estimate the peak VRAM of a config and what to change to fit your GPU."),
 ]
 
 

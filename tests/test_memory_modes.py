@@ -56,7 +56,8 @@ def test_base_precision_trains_a_lora_with_the_keys_of_auto(family, precision, a
     else:
         import bitsandbytes as bnb
 
-        assert any(isinstance(m, bnb.nn.Linear4bit) for m in unet.modules())
+        q = [m for m in unet.modules() if isinstance(m, bnb.nn.Linear4bit)]
+        assert q and all(m.weight.bnb_quantized and m.weight.dtype == torch.uint8 for m in q)
         assert "peft" in type(next(m for m in unet.modules() if hasattr(m, "base_layer"))).__module__
     lora_params = [p for n, p in unet.named_parameters() if "lora_" in n]
     assert lora_params and all(p.dtype == torch.float32 and p.requires_grad for p in lora_params)

@@ -69,8 +69,9 @@ def nf4_available() -> str | None:
     return None
 
 
-def quantize_nf4(model: nn.Module, prefixes: tuple[str, ...], compute_dtype: torch.dtype, device: torch.device) -> int:
-    """Replace every nn.Linear inside the blocks by a bnb Linear4bit (quantised as it moves to `device`)."""
+def quantize_nf4(model: nn.Module, prefixes: tuple[str, ...], compute_dtype: torch.dtype,
+                 device: torch.device | None) -> int:
+    """Replace every nn.Linear inside the blocks by a bnb Linear4bit (quantised when it moves to a device)."""
     import bitsandbytes as bnb
 
     count = 0
@@ -84,7 +85,8 @@ def quantize_nf4(model: nn.Module, prefixes: tuple[str, ...], compute_dtype: tor
             q.weight = bnb.nn.Params4bit(child.weight.data.to("cpu"), requires_grad=False, quant_type="nf4")
             if child.bias is not None:
                 q.bias = nn.Parameter(child.bias.data.to(compute_dtype), requires_grad=False)
-            q.to(device)  # Params4bit quantises here, one layer at a time
+            if device is not None:
+                q.to(device)  # Params4bit quantises here, one layer at a time
             setattr(parent, child_name, q)
             count += 1
     return count
@@ -174,7 +176,8 @@ class MemoryModes:
         return self.precision == "fp8" or self.swap > 0
 
     def place(self, model: nn.Module) -> str:
-        """Before the LoRA is injected: move the denoiser (nf4: quantising its block Linears on the way).
+        """Before the LoRA is injected: move the denoiser (with a low-VRAM mode: cast in RAM; nf4: its block Linears
+        replaced by Linear4bit layers, quantised when to_device moves them).
         Returns what was done, in words ('' for the default)."""
         blocks = denoiser_blocks(model)
         check_modes(self.precision, self.swap, len(blocks), blocks_word(model))
@@ -183,8 +186,7 @@ class MemoryModes:
             return ""
         move(model, torch.device("cpu"), self.dtype)  # cast in RAM: the full-precision model never is on the GPU
         if self.precision == "nf4":
-            n = quantize_nf4(model, block_prefixes(model), self.dtype, self.device)
-            model.to(self.device)
+            n = quantize_nf4(model, block_prefixes(model), self.dtype, None)  # quantised in to_device
             model.is_loaded_in_4bit = True  # peft then wraps the Linear4bit layers with its bnb LoRA layer
             return f"base_precision nf4: {n} Linear layers of the blocks in 4-bit NF4 (QLoRA)"
         return ""
@@ -199,6 +201,8 @@ class MemoryModes:
                                     skip_modules_pattern=FP8_SKIP, skip_modules_classes=FP8_SKIP_CLASSES)
             notes.append("base_precision fp8: frozen Linear weights stored as float8_e4m3fn, computed in "
                          f"{str(self.dtype).replace('torch.', '')}")
+        if self.precision == "nf4":
+            self.pending = set()
         if not self.active or self.precision == "nf4":
             return "; ".join(notes)
         swapped: set[int] = set()
@@ -217,6 +221,10 @@ class MemoryModes:
         device. Until then it waits in RAM, so the text encoders and the VAE do not share the GPU with it."""
         swapped = self.pending
         if swapped is None:
+            return
+        if self.precision == "nf4":
+            model.to(self.device)  # bitsandbytes quantises each Params4bit as it moves
+            self.pending = None
             return
         for p in model.parameters():
             if id(p) not in swapped:
