@@ -95,6 +95,7 @@ SUBCOMMANDS = [
     ("dataset", ".dataset.cli", "Check a dataset folder, or prepare a kohya-layout copy of it (resize, crop, fix)."),
     ("caption", ".caption.cli", "Caption the images of a folder (BLIP, CLIP Interrogator, WD14 tags, Florence-2)."),
     ("lora", ".lora.tools.cli", "LoRA tools: inspect, check against a base model, merge, resize, extract, convert."),
+    ("estimate", ".estimate.cli", "Estimate the peak VRAM of a config and what to change to fit your GPU."),
 ]
 
 

@@ -193,17 +193,15 @@ def test_gui_flux1d_preset_values(tmp_path):
 
 def test_gui_flux1d_preset_report():
     c = cc.convert_file(GUI_FLUX)
-    low_vram = "low-VRAM modes are not available yet"
-    assert c.unmapped["fp8_base"] is True and c.reasons["fp8_base"].startswith(low_vram)
-    assert c.unmapped["blocks_to_swap"] == 10 and c.reasons["blocks_to_swap"].startswith(low_vram)
-    assert "bf16" in c.reasons["fp8_base"]
+    assert c.data["base_precision"] == "fp8" and c.data["blocks_to_swap"] == 10
+    assert "fp8_base" not in c.unmapped and "blocks_to_swap" not in c.unmapped
     assert c.unmapped["apply_t5_attn_mask"] is True
     assert c.data["cache_text_encoder_outputs_to_disk"] is True
     assert "Flux" in c.reasons["min_snr_gamma"] and "Flux" in c.reasons["noise_offset"]
     assert c.unmapped["full_bf16"] is True
     text = _report(c)
-    assert "NOT converted: fp8_base = true (low-VRAM modes are not available yet" in text
-    assert "NOT converted: blocks_to_swap = 10 (low-VRAM modes are not available yet" in text
+    assert 'fp8_base = true -> base_precision = "fp8"' in text
+    assert "blocks_to_swap = 10: the same count of Flux blocks" in text
     assert 'flux1_checkbox = true -> model_family = "flux"' in text
     assert "discrete_flow_shift = 3.0, t5xxl_max_token_length = 512: kohya_ss's Flux defaults" in text
     assert "--l 4 removed" in text
@@ -257,8 +255,9 @@ def test_gui_flux_options_we_lack(tmp_path):
     r = c.reasons
     assert "T5 is never trained" in r["train_t5xxl"] and "T5 is never trained" in r["t5xxl_lr"]
     assert "double blocks" in r["train_blocks"] and "all double and single blocks" in r["train_blocks"]
-    for key in ("cpu_offload_checkpointing", "fp8_base_unet", "single_blocks_to_swap", "fp8_base", "blocks_to_swap"):
-        assert r[key].startswith("low-VRAM modes are not available yet"), key
+    for key in ("cpu_offload_checkpointing", "single_blocks_to_swap"):
+        assert r[key].startswith("low-VRAM option not available here"), key
+    assert c.data["base_precision"] == "fp8" and "fp8_base_unet" not in c.unmapped
     assert "OFT" in r["enable_all_linear"] and "network_dim" in r["img_attn_dim"] and "input layers" in r["in_dims"]
     assert "some blocks" in r["train_single_block_indices"] and "Chroma" in r["model_type"]
     assert "ae" in r["vae"] and "Flux" in r["clip_skip"] and "Flux" in r["v_parameterization"]
@@ -307,8 +306,7 @@ def test_sd_scripts_flux_toml_values_and_defaults(tmp_path):
     assert 'network_module = "networks.lora_flux" -> model_family = "flux"' in text
     assert "sd-scripts' Flux default applies" in text and 'timestep_sampling = "sigma"' in text
     assert "network_module" not in c.unmapped  # networks.lora_flux: a standard LoRA for Flux
-    assert c.reasons["fp8_base"].startswith("low-VRAM modes are not available yet")
-    assert c.unmapped["blocks_to_swap"] == 18 and c.reasons["blocks_to_swap"].startswith("low-VRAM modes")
+    assert c.data["base_precision"] == "fp8" and c.data["blocks_to_swap"] == 18 and "fp8_base" not in c.unmapped
     assert c.unmapped["network_args train_blocks"] == "single"
     assert "network_dim" in c.reasons["network_args img_mlp_dim"]
     assert c.unmapped["apply_t5_attn_mask"] is True and c.data["cache_text_encoder_outputs_to_disk"] is True
@@ -564,3 +562,16 @@ def test_unreadable_sources(tmp_path, capsys):
     bad.write_text("{not json", encoding="utf-8")
     assert cc.main([str(bad)]) == 2
     assert "not valid JSON" in capsys.readouterr().err
+
+
+def test_fp8_base_maps_to_base_precision_for_sd_configs(tmp_path):
+    src = tmp_path / "sdxl.toml"
+    src.write_text('pretrained_model_name_or_path = "/models/sdxl.safetensors"\nnetwork_module = "networks.lora"\n'
+                   'fp8_base = true\ngradient_checkpointing = true\n', encoding="utf-8")
+    c = cc.convert_file(src)
+    assert c.data["base_precision"] == "fp8" and "fp8_base" not in c.unmapped
+    assert 'fp8_base = true -> base_precision = "fp8"' in _report(c)
+    g = cc.convert_file(_gui_json(tmp_path, {"fp8_base": True}))
+    assert g.data["base_precision"] == "fp8"
+    off = cc.convert_file(_gui_json(tmp_path, {"fp8_base": False}))
+    assert "base_precision" not in off.data and "fp8_base" in off.ignored

@@ -296,6 +296,18 @@ class TrainConfig(BaseModel):
     cache_dir: str = param(
         "", group="memory", help="Where on-disk caches go (default: <output_dir>/cache).")
     sdpa: bool = param(True, group="memory", help="Use PyTorch's scaled-dot-product attention.")
+    base_precision: Literal["auto", "fp8", "nf4"] = param(
+        "auto", group="memory",
+        help="How the frozen base model (UNet / Flux transformer) is kept. auto: in the mixed_precision dtype. fp8: "
+             "stored as float8 and computed in the mixed_precision dtype, about half the VRAM of the weights (kohya's "
+             "fp8_base). nf4: 4-bit NF4 through bitsandbytes (QLoRA), about a quarter. The LoRA itself always trains "
+             "in full precision and its file is the same. fp8 turns on gradient_checkpointing.")
+    blocks_to_swap: int = param(
+        0, group="memory", ge=0, le=57,
+        help="Keep the frozen weights of the last N blocks in CPU RAM and copy each in for its forward pass: less "
+             "VRAM, slower steps, the same LoRA (0 = off). Blocks as sd-scripts counts them: Flux 19 double + 38 single "
+             "blocks = 57; SDXL 3 down + 1 mid + 3 up = 7; SD1.5 4 + 1 + 4 = 9. Turns on gradient_checkpointing; "
+             "not with base_precision nf4.")
 
     # --------------------------------------------------------------- sample
     sample_prompts: list[str] = param(

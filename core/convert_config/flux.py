@@ -3,8 +3,9 @@
 Both kohya_ss's GUI (flux1_checkbox, LoRA_type "Flux1") and sd-scripts' flux_train_network.py use the same option
 names as ours (clip_l, t5xxl, ae, timestep_sampling, ...). Their defaults are sd-scripts' argparse defaults, which
 differ from ours, so a Flux config always gets these written out, taken from the file or filled with the default
-the source program would have used. Options we lack (fp8, block swapping, T5 training, block selection, per-part
-ranks) are reported one by one with the reason.
+the source program would have used. fp8_base and blocks_to_swap map to base_precision and blocks_to_swap
+(convert_config/memory.py); options we lack (CPU offloading, per-part block swapping, T5 training, block selection,
+per-part ranks) are reported one by one with the reason.
 """
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ if TYPE_CHECKING:
 FLUX_MODULES = ("networks.lora_flux", "networks.oft_flux")
 FILE_KEYS = ("clip_l", "t5xxl", "ae")
 
-LOW_VRAM = ("low-VRAM modes are not available yet: the Flux transformer is trained from its bf16 weights, about "
-            "24 GB, without fp8 weights, block swapping or CPU offloading")
+LOW_VRAM = ("low-VRAM option not available here: use base_precision (fp8 or nf4) and blocks_to_swap instead, and see "
+            "`python -m core estimate`")
 NOT_FOR_FLUX = "does not apply to Flux; sd-scripts' Flux training does not use it either"
 T5_NEVER = "T5 is never trained here: only the Flux transformer and, unless network_train_unet_only, CLIP-L"
 SOME_BLOCKS = "training only some blocks is not supported: all double and single blocks are trained"
@@ -206,12 +207,16 @@ def _text_encoders(cv: Converter) -> None:
 
 
 def _low_vram(cv: Converter) -> None:
-    """fp8 base weights, block swapping, CPU offloading: not available yet."""
+    """fp8 base weights (step_memory) and block swapping have an equivalent; CPU offloading and the rest do not."""
+    from .memory import flux_blocks_to_swap
+
     for key in FLUX_LOW_VRAM:
-        if key not in cv.src:
+        if key not in cv.src or key in cv.used:
             continue
         v = cv.take(key)
-        if off(v):
+        if key == "blocks_to_swap":
+            flux_blocks_to_swap(cv, v)
+        elif off(v):
             cv.ignore(key)
         elif key == "split_mode":
             cv.unmapped(key, v, LOW_VRAM + "; split_mode is sd-scripts' deprecated block swapping, and kohya_ss also "

@@ -8,7 +8,6 @@ REASONS: dict[str, str] = {
     "face_crop_aug_range": "face-crop augmentation is not supported",
     "full_fp16": "not supported: LoRA weights stay in fp32 and mixed_precision gives the speed",
     "full_bf16": "not supported: LoRA weights stay in fp32 and mixed_precision gives the speed",
-    "fp8_base": "fp8 base weights are not supported",
     "no_half_vae": "not needed: the VAE precision is chosen per model family (SDXL's VAE runs in fp32)",
     "sdxl_no_half_vae": "not needed: the VAE precision is chosen per model family (SDXL's VAE runs in fp32)",
     "v_pred_like_loss": "this loss variant is not supported",

@@ -23,7 +23,8 @@ def skip_bitsandbytes(cfg) -> None:
     absent. Only for a process that trains one config (`python -m core train`), never a long-lived one."""
     import sys
 
-    if cfg.optimizer_type not in BNB_OPTIMIZERS and "bitsandbytes" not in sys.modules:
+    uses_bnb = cfg.optimizer_type in BNB_OPTIMIZERS or getattr(cfg, "base_precision", "auto") == "nf4"
+    if not uses_bnb and "bitsandbytes" not in sys.modules:
         sys.modules["bitsandbytes"] = None  # importlib.util.find_spec -> None: the libraries see it as not installed
 
 

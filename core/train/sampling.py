@@ -26,7 +26,8 @@ def make_samples(comps, cfg, out_dir: Path, step: int, device: torch.device, dty
         pipe.set_progress_bar_config(disable=True)
         comps.vae.to(device)
         for m in modules:
-            m.to(device)
+            if not hasattr(m, "_block_swapper"):  # swapped blocks stay in RAM: the swap hooks bring them in
+                m.to(device)
             m.eval()
         for i, line in enumerate(cfg.sample_prompts):
             spec = parse_prompt_line(line)
@@ -51,5 +52,6 @@ def make_samples(comps, cfg, out_dir: Path, step: int, device: torch.device, dty
         comps.vae.to(vae_device)
         for m, t, d in zip(modules, was_training, devices):
             m.train(t)
-            m.to(d)
+            if not hasattr(m, "_block_swapper"):
+                m.to(d)
     return paths, prompts

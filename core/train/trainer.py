@@ -22,6 +22,7 @@ from .optim import OptimizerError, make_optimizer, make_scheduler
 from .regularize import apply_max_norm, norm_fields
 from .caching import CacheMixin
 from .checkpoints import CheckpointMixin, TrainingFailed
+from .memory import move as _move, setup_denoiser
 from .rundir import RunDir
 from .process import process_start_time, quiet_libraries, skip_bitsandbytes  # noqa: F401 (cli, toy import them here)
 from .state import find_state
@@ -33,12 +34,6 @@ OOM_ADVICE = ("Out of GPU memory. Lower these settings and start again: train_ba
               "optimizer_type AdamW8bit and mixed_precision bf16 or fp16.")
 
 
-def _move(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
-    """Move a model, casting only when needed (diffusers warns about every cast)."""
-    if module.dtype == dtype:
-        module.to(device)
-    else:
-        module.to(device, dtype)
 
 
 class Trainer(CacheMixin, CheckpointMixin):
@@ -227,7 +222,7 @@ class Trainer(CacheMixin, CheckpointMixin):
         comps.unet.requires_grad_(False)
         for te in comps.text_encoders:
             te.requires_grad_(False)
-        for m in (comps.unet, *comps.text_encoders):
+        for m in comps.text_encoders:
             _move(m, dev, wd)
         _move(comps.vae, dev, torch.float32 if fam.vae_needs_fp32 else wd)
         comps.vae.requires_grad_(False).eval()
@@ -235,16 +230,20 @@ class Trainer(CacheMixin, CheckpointMixin):
             fam.set_plain_attention(comps.unet)
         self.conv_modules: dict[str, list[str]] = {}
         self.trained_te = fam.trainable_text_encoders(comps) if cfg.train_text_encoder else []
-        unet_params, te_params = [], []
-        torch.manual_seed(cfg.seed)  # LoRA initialisation: the same seed gives the same LoRA
-        if cfg.train_unet:
+        te_params = []
+
+        def inject_unet() -> list:
+            torch.manual_seed(cfg.seed)  # LoRA initialisation: the same seed gives the same LoRA
+            if not cfg.train_unet:
+                return []
             main, conv = fam.denoiser_targets(comps.unet, spec)
             self.conv_modules["unet"] = conv
-            unet_params = net.inject(comps.unet, spec, (main, conv))
+            return net.inject(comps.unet, spec, (main, conv))
+        self.memory, unet_params = setup_denoiser(cfg, comps.unet, dev, wd, inject_unet, self.say)  # base_precision ...
         for i in self.trained_te:
             te_params += net.inject(comps.text_encoders[i], spec, (net.text_encoder_targets(comps.text_encoders[i]), []))
             self.conv_modules[f"te{i}"] = []
-        if cfg.gradient_checkpointing:
+        if cfg.gradient_checkpointing or self.memory.needs_checkpointing:
             comps.unet.enable_gradient_checkpointing()
             for i in self.trained_te:
                 comps.text_encoders[i].gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -277,6 +276,7 @@ class Trainer(CacheMixin, CheckpointMixin):
         self._check_caption_lengths(comps, ts)
         unet_params, te_params = self._setup_network(comps)
         self._cache(comps, ts)
+        self.memory.to_device(comps.unet)  # low-VRAM modes: the denoiser waited in RAM while caching
 
         groups = []
         if unet_params:

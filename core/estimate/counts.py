@@ -1,0 +1,134 @@
+"""Parameter counts of a base model's real-size architecture, from its configs, without loading any weight.
+
+Each part (denoiser, text encoders, VAE) is built on the meta device from a diffusers folder's config.json files or
+the configs shipped in core/models/configs, and its parameters are counted: in total, in Linear layers (what fp8 stores
+in float8), in the blocks' Linear layers (what NF4 quantises), per block (what blocks_to_swap moves), and the LoRA a
+network spec puts on it.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from torch import nn
+
+from ..lora import network as net
+from ..models.blocks import block_prefixes, denoiser_blocks
+from ..models.loading import CONFIG_ROOT, FAMILIES
+
+TE_FOLDERS = ("text_encoder", "text_encoder_2")
+
+
+@dataclass
+class DenoiserCounts:
+    total: int
+    linear: int  # stored in fp8 by base_precision fp8
+    block_linear: int  # quantised by base_precision nf4
+    blocks: list[int] = field(default_factory=list)  # frozen parameters of each block, in forward order
+    hidden: int = 0  # width of the block stream (Flux 3072, SD UNets the widest block's channels)
+
+
+@dataclass
+class ModelCounts:
+    family: str
+    source: str  # the folder the configs came from
+    denoiser: DenoiserCounts
+    text_encoders: list[int]
+    vae: int
+    _model: object = None  # the meta denoiser (for LoRA counts)
+    _tes: list = field(default_factory=list)
+
+
+def config_folder(family: str, model: str = "", variant: str = "dev") -> Path:
+    """A diffusers folder that holds configs for `model`: the model's own, or the shipped one of its family."""
+    p = Path(model).expanduser() if model else None
+    if p is not None and p.is_dir() and (p / "model_index.json").is_file():
+        return p
+    name = {"sd15": "sd15", "sd2": "sd2v", "sdxl": "sdxl", "flux": f"flux-{variant}"}[family]
+    return CONFIG_ROOT / name
+
+
+def _meta_diffusers(folder: Path):
+    import diffusers
+    from accelerate import init_empty_weights
+
+    cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    cls = getattr(diffusers, cfg["_class_name"])
+    with init_empty_weights():
+        return cls.from_config(cls.load_config(str(folder)))
+
+
+def _meta_transformers(folder: Path):
+    import transformers
+    from accelerate import init_empty_weights
+
+    cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    arch = (cfg.get("architectures") or ["CLIPTextModel"])[0]
+    cls = getattr(transformers, arch)
+    config = cls.config_class.from_pretrained(str(folder))
+    with init_empty_weights():
+        return cls(config)
+
+
+def _count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _denoiser_counts(model: nn.Module) -> DenoiserCounts:
+    prefixes = block_prefixes(model)
+    linear = block_linear = 0
+    for name, mod in model.named_modules():
+        if type(mod) is nn.Linear and not any(s in name for s in ("pos_embed", "patch_embed")):
+            n = _count(mod)
+            linear += n
+            if name.startswith(prefixes):
+                block_linear += n
+    blocks = [_count(b) for _, b in denoiser_blocks(model)]
+    cfg = model.config
+    hidden = (cfg.get("num_attention_heads", 0) * cfg.get("attention_head_dim", 0)
+              if hasattr(model, "single_transformer_blocks") else max(cfg.get("block_out_channels", [0])))
+    return DenoiserCounts(_count(model), linear, block_linear, blocks, hidden)
+
+
+@lru_cache(maxsize=8)
+def model_counts(folder: str, family: str) -> ModelCounts:
+    root = Path(folder)
+    sub = "transformer" if family == "flux" else "unet"
+    den = _meta_diffusers(root / sub)
+    tes = [_meta_transformers(root / t) for t in TE_FOLDERS if (root / t / "config.json").is_file()]
+    vae = _meta_diffusers(root / "vae") if (root / "vae" / "config.json").is_file() else None
+    return ModelCounts(family, str(root), _denoiser_counts(den), [_count(t) for t in tes],
+                       _count(vae) if vae is not None else 0, den, tes)
+
+
+def _lora_size(model: nn.Module, names: list[str], rank: int, dora: bool) -> int:
+    mods = dict(model.named_modules())
+    n = 0
+    for name in names:
+        m = mods[name]
+        if isinstance(m, nn.Conv2d):
+            k = m.kernel_size[0] * m.kernel_size[1]
+            n += rank * m.in_channels * k + m.out_channels * rank
+        else:
+            n += rank * (m.in_features + m.out_features)
+        if dora:
+            n += m.out_channels if isinstance(m, nn.Conv2d) else m.out_features
+    return n
+
+
+def lora_counts(counts: ModelCounts, cfg, trained_tes: list[int]) -> tuple[int, int]:
+    """(LoRA parameters on the denoiser, on the trained text encoders)."""
+    spec = net.NetworkSpec.from_config(cfg)
+    fam = FAMILIES[counts.family]
+    den = 0
+    if cfg.train_unet:
+        main, conv = fam.denoiser_targets(counts._model, spec)
+        den = _lora_size(counts._model, main, spec.dim, spec.dora)
+        den += _lora_size(counts._model, conv, spec.conv_dim, spec.dora) if conv else 0
+    te = 0
+    for i in trained_tes:
+        if i < len(counts._tes):
+            te += _lora_size(counts._tes[i], net.text_encoder_targets(counts._tes[i]), spec.dim, spec.dora)
+    return den, te

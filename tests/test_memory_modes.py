@@ -1,0 +1,163 @@
+"""Low-VRAM modes on the CPU with tiny models: base_precision fp8 / nf4 train a LoRA with the same keys as auto,
+blocks_to_swap gives the same LoRA as no swapping, and bad values are refused by name."""
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from core.config.toml_io import ConfigError, validate
+from tiny_flux import make_tiny_flux
+from train_helpers import tiny_config, train_in_process
+
+T5_LEN = 32
+
+
+def _cfg(family, model, data, out, **kw):
+    base = dict(max_train_steps=4)
+    if family == "flux":
+        base.update(t5xxl_max_token_length=T5_LEN, bucket_reso_steps=32, network_train_unet_only=True)
+    base.update(kw)
+    return tiny_config(model, data, out, **base)
+
+
+def _lora(trainer) -> dict[str, torch.Tensor]:
+    return load_file(str(trainer.run.lora_path()))
+
+
+@pytest.fixture(scope="module")
+def tiny_flux_dev():
+    return make_tiny_flux("dev")
+
+
+@pytest.fixture(scope="module")
+def auto_runs(tiny_sd15, tiny_flux_dev, tiny_dataset, tmp_path_factory):
+    """The auto-precision LoRA of each family (gradient checkpointing on, as fp8 and swapping turn it on)."""
+    out = {}
+    for family, model in (("sd15", tiny_sd15), ("flux", tiny_flux_dev)):
+        t = train_in_process(_cfg(family, model, tiny_dataset, tmp_path_factory.mktemp(family),
+                                  gradient_checkpointing=True))
+        out[family] = (model, _lora(t))
+    return out
+
+
+@pytest.mark.parametrize("family", ["sd15", "flux"])
+@pytest.mark.parametrize("precision", ["fp8", "nf4"])
+def test_base_precision_trains_a_lora_with_the_keys_of_auto(family, precision, auto_runs, tiny_dataset, tmp_path):
+    model, auto = auto_runs[family]
+    t = train_in_process(_cfg(family, model, tiny_dataset, tmp_path, base_precision=precision))
+    lora = _lora(t)
+    assert set(lora) == set(auto)
+    assert all(lora[k].shape == auto[k].shape and lora[k].dtype == auto[k].dtype for k in lora)
+    unet = t.comps.unet
+    if precision == "fp8":
+        bases = [m.base_layer.weight.dtype for m in unet.modules() if hasattr(m, "base_layer")]
+        assert bases and set(bases) == {torch.float8_e4m3fn}
+    else:
+        import bitsandbytes as bnb
+
+        q = [m for m in unet.modules() if isinstance(m, bnb.nn.Linear4bit)]
+        assert q and all(m.weight.bnb_quantized and m.weight.dtype == torch.uint8 for m in q)
+        assert "peft" in type(next(m for m in unet.modules() if hasattr(m, "base_layer"))).__module__
+    lora_params = [p for n, p in unet.named_parameters() if "lora_" in n]
+    assert lora_params and all(p.dtype == torch.float32 and p.requires_grad for p in lora_params)
+    # the LoRA learned: lora_up (zero at the start) moved, and the LoRA is close to but not the same as auto's
+    ups = [k for k in lora if "lora_up" in k or "lora_B" in k]
+    assert ups and all(lora[k].abs().sum() > 0 for k in ups)
+    assert any(not torch.equal(lora[k], auto[k]) for k in ups)
+    # ... and points the same way (the base weights differ only by their rounding to fp8 / NF4)
+    a, b = torch.cat([auto[k].flatten() for k in ups]), torch.cat([lora[k].flatten() for k in ups])
+    cos = torch.nn.functional.cosine_similarity(a, b, dim=0)
+    print(f"{family} {precision}: cosine similarity with auto's LoRA {cos:.3f}")
+    assert cos > 0.5, cos
+
+
+@pytest.mark.parametrize("family", ["sd15", "flux"])
+def test_blocks_to_swap_gives_the_same_lora(family, auto_runs, tiny_dataset, tmp_path):
+    """Within float tolerance: two identical CPU runs of this trainer already differ by ~1e-5 (the text-encoder
+    LoRA's gradient sums over every cross-attention layer, and the CPU kernels' summation order is not fixed);
+    test_block_swap_forward_and_backward_are_bit_identical shows the swap itself changes no bit."""
+    model, auto = auto_runs[family]
+    n = 3 if family == "sd15" else 2  # tiny Flux: 1 double + 1 single block, both swapped
+    t = train_in_process(_cfg(family, model, tiny_dataset, tmp_path, blocks_to_swap=n))
+    sw = t.memory.swapper
+    assert sw is not None and len(sw.names) == n and sw.onloads > 0 and sw.offloads > 0
+    lora = _lora(t)
+    assert set(lora) == set(auto)
+    for k in lora:
+        assert lora[k].shape == auto[k].shape and lora[k].dtype == auto[k].dtype
+        assert torch.allclose(lora[k], auto[k], rtol=1e-3, atol=1e-4), (k, (lora[k] - auto[k]).abs().max())
+
+
+@pytest.mark.parametrize("family", ["sd15", "flux"])
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_block_swap_forward_and_backward_are_bit_identical(family, checkpointing, tiny_sd15, tiny_flux_dev):
+    from core.lora import network as net
+    from core.models.blocks import denoiser_blocks
+    from core.models.loading import FAMILIES
+    from core.train.memory import BlockSwapper
+
+    def run(swap: int):
+        if family == "sd15":
+            from diffusers import UNet2DConditionModel
+
+            from train_helpers import unet_inputs
+
+            model = UNet2DConditionModel.from_pretrained(tiny_sd15, subfolder="unet")
+            x, t, ctx, _ = unet_inputs(model, "sd15")
+            ctx.requires_grad_(True)
+            call, probe = (lambda: model(x, t, encoder_hidden_states=ctx).sample), ctx
+        else:
+            from diffusers import FluxTransformer2DModel
+
+            from test_flux import transformer_inputs
+
+            model = FluxTransformer2DModel.from_pretrained(tiny_flux_dev, subfolder="transformer")
+            inputs = transformer_inputs(model)
+            inputs["encoder_hidden_states"].requires_grad_(True)
+            call, probe = (lambda: model(**inputs, return_dict=False)[0]), inputs["encoder_hidden_states"]
+        model.requires_grad_(False)
+        torch.manual_seed(0)
+        spec = net.NetworkSpec(4, 2)
+        params = net.inject(model, spec, FAMILIES[family].denoiser_targets(model, spec))
+        with torch.no_grad():
+            for p in params:
+                p.add_(0.01 * torch.randn_like(p))  # lora_B is zero at the start: make every path count
+        blocks = denoiser_blocks(model)
+        swapper = BlockSwapper(blocks[len(blocks) - swap:], torch.device("cpu")) if swap else None
+        if checkpointing:
+            model.enable_gradient_checkpointing()
+        model.train()
+        out = call()
+        out.float().pow(2).mean().backward()
+        return out.detach(), probe.grad, [p.grad for p in params], swapper
+
+    ref = run(0)
+    for swap in (1, 9 if family == "sd15" else 2):  # one block, every block
+        got = run(swap)
+        assert got[3].onloads > 0
+        assert torch.equal(ref[0], got[0]) and torch.equal(ref[1], got[1])
+        assert all(torch.equal(a, b) for a, b in zip(ref[2], got[2]))
+
+
+def test_fp8_with_swap_trains(tiny_sd15, tiny_dataset, tmp_path):
+    t = train_in_process(_cfg("sd15", tiny_sd15, tiny_dataset, tmp_path, base_precision="fp8", blocks_to_swap=9))
+    assert t.memory.swapper.onloads > 0
+
+
+def test_bad_memory_values_are_refused_by_name(tiny_sd15, tiny_dataset, tmp_path):
+    with pytest.raises(ConfigError) as e:
+        validate({"base_precision": "fp4"})
+    assert "base_precision" in "\n".join(e.value.lines)
+    with pytest.raises(ConfigError) as e:
+        validate({"blocks_to_swap": 99})
+    assert "blocks_to_swap" in "\n".join(e.value.lines)
+    from core.train.trainer import Trainer
+
+    for kw, words in ((dict(blocks_to_swap=10), ("blocks_to_swap = 10", "9 blocks")),
+                      (dict(blocks_to_swap=2, base_precision="nf4"), ("blocks_to_swap", "nf4"))):
+        cfg = _cfg("sd15", tiny_sd15, tiny_dataset, tmp_path / str(len(words[0])), **kw)
+        t = Trainer(cfg, echo=lambda m: None)
+        assert t.train() == 2
+        log = (tmp_path / str(len(words[0])) / "lora" / "train.log").read_text()
+        assert all(w in log for w in words), log[-800:]
