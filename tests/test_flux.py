@@ -253,4 +253,5 @@ def test_text_encoder_outputs_cached_to_disk_are_reused(family, tiny_flux_dev, t
     assert "read from the disk cache" not in logs[0]
     assert "(4 read from the disk cache)" in logs[1], logs[1]
     assert len(list((tmp_path / "cache" / "text").glob("*.safetensors"))) == 4
-    assert all(torch.equal(loras[0][k], loras[1][k]) for k in loras[0])
+    # the same training from cached text: equal up to the CPU's run-to-run spread (multi-threaded kernels)
+    assert all(torch.allclose(loras[0][k], loras[1][k], rtol=0, atol=1e-5) for k in loras[0])

@@ -54,7 +54,9 @@ def _assert_same(a: Path, b: Path) -> None:
     ta, tb = load_file(a), load_file(b)
     assert ta.keys() == tb.keys()
     worst = max((ta[k] - tb[k]).abs().max().item() for k in ta)
-    assert worst < 1e-6, f"resumed LoRA differs from the uninterrupted one by {worst}"
+    # 2-thread CPU kernels are not bit-repeatable between processes (two identical uninterrupted runs differ by up
+    # to ~2e-6 here); with OMP_NUM_THREADS=1 a resume is bit-identical (test_sigkill_then_resume_with_noise_options_is_bit_identical).
+    assert worst < 1e-5, f"resumed LoRA differs from the uninterrupted one by {worst}"
 
 
 @pytest.fixture(scope="module")

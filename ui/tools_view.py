@@ -172,6 +172,13 @@ def stem(path: str) -> str:
 # --------------------------------------------------------------------------- the Generate tab's box
 def about_loras(model: str, picks: list[str]) -> tuple[str, str]:
     """(the inspect tables of the chosen LoRAs, warning lines where one does not fit the base model)."""
+    from core.ml_lock import ML_IMPORT_LOCK
+
+    with ML_IMPORT_LOCK:  # not while the Generate engine imports/loads in another callback
+        return _about_loras(model, picks)
+
+
+def _about_loras(model: str, picks: list[str]) -> tuple[str, str]:
     from core.lora.tools import check_lora, inspect_lora
 
     about, warns = [], []

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from ..lora import network as net
@@ -51,24 +52,28 @@ def config_folder(family: str, model: str = "", variant: str = "dev") -> Path:
 
 
 def _meta_diffusers(folder: Path):
-    import diffusers
-    from accelerate import init_empty_weights
+    from ..ml_lock import ML_IMPORT_LOCK
 
     cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    cls = getattr(diffusers, cfg["_class_name"])
-    with init_empty_weights():
+    with ML_IMPORT_LOCK:
+        import diffusers
+
+        cls = getattr(diffusers, cfg["_class_name"])
+    with torch.device("meta"):  # thread-local (accelerate's init_empty_weights patches nn.Module for every thread)
         return cls.from_config(cls.load_config(str(folder)))
 
 
 def _meta_transformers(folder: Path):
-    import transformers
-    from accelerate import init_empty_weights
+    from ..ml_lock import ML_IMPORT_LOCK
 
     cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     arch = (cfg.get("architectures") or ["CLIPTextModel"])[0]
-    cls = getattr(transformers, arch)
+    with ML_IMPORT_LOCK:
+        import transformers
+
+        cls = getattr(transformers, arch)
     config = cls.config_class.from_pretrained(str(folder))
-    with init_empty_weights():
+    with torch.device("meta"):  # thread-local (accelerate's init_empty_weights patches nn.Module for every thread)
         return cls(config)
 
 

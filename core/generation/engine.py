@@ -142,6 +142,12 @@ class Generator:
 
     def load(self, model: str, vae: str = "", progress: Progress | None = None):
         """Load the base model (or keep the one loaded when it is the same); return the pipeline."""
+        from ..ml_lock import ML_IMPORT_LOCK
+
+        with ML_IMPORT_LOCK:  # the GUI's LoRA fit check may import the same libraries in another thread
+            return self._load(model, vae, progress)
+
+    def _load(self, model: str, vae: str, progress: Progress | None):
         from ..models.loading import load_pipeline
 
         model = (model or "").strip()

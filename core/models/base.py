@@ -90,9 +90,12 @@ class ModelFamily:
     load_in_compute_dtype: ClassVar[bool] = False  # too large to load in fp32 first (Flux: 12B parameters)
 
     def pipeline_class(self):
-        import diffusers
+        from ..ml_lock import ML_IMPORT_LOCK
 
-        return getattr(diffusers, self.pipeline_class_name)
+        with ML_IMPORT_LOCK:
+            import diffusers
+
+            return getattr(diffusers, self.pipeline_class_name)
 
     # ------------------------------------------------------------ loading
     def components(self, pipe: Any, source: str, v_parameterization: bool) -> Components:

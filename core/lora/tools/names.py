@@ -11,6 +11,7 @@ shipped configs), so no weights are read.
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -20,6 +21,7 @@ from ..kohya_format import kohya_name
 PART_TITLES = {"unet": "UNet", "transformer": "transformer", "text_encoder": "text encoder",
                "text_encoder_2": "text encoder 2"}
 DENOISER = {"sd15": "unet", "sd2": "unet", "sdxl": "unet", "flux": "transformer"}
+_META_LOCK = threading.Lock()  # one table built at a time (the GUI may ask from two callbacks)
 KOHYA_TE = {"text_encoder": ("lora_te", "lora_te1"), "text_encoder_2": ("lora_te2",)}
 
 
@@ -73,11 +75,12 @@ def _config_root(family: str, base_dir: str | None) -> Path:
 
 def _build(family: str, root: Path) -> NameTable:
     import torch
-    from accelerate import init_empty_weights
 
     table = NameTable(family)
     layers: list[Layer] = []
-    with init_empty_weights(), torch.device("meta"):
+    from ...ml_lock import ML_IMPORT_LOCK
+
+    with ML_IMPORT_LOCK, _META_LOCK, torch.device("meta"):  # thread-local; accelerate's init_empty_weights patches nn.Module for every thread
         if family == "flux":
             from diffusers import FluxTransformer2DModel
 
