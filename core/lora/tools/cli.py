@@ -55,7 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     q.add_argument("--param", type=float, help="sv_ratio: keep sigma > sigma_max/X (X >= 1); sv_fro / sv_cumulative: "
                                                "keep this fraction (0-1).")
     q.add_argument("--format", choices=("kohya", "diffusers"))
-    _common(q, default_precision=None)
+    _common(q, default_precision=None, names_base=True)
 
     q = sub.add_parser("extract", help="Extract a LoRA from the difference between a tuned and a base model.")
     q.add_argument("--base", required=True, help="The original model.")
@@ -72,16 +72,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     q = sub.add_parser("convert", help="Convert between kohya keys and diffusers/peft keys (same applied change).")
     q.add_argument("file")
     q.add_argument("--to", required=True, choices=("kohya", "diffusers"))
-    _common(q, default_precision=None)
+    _common(q, default_precision=None, names_base=True)
 
 
-def _common(q: argparse.ArgumentParser, default_precision: str | None) -> None:
+def _common(q: argparse.ArgumentParser, default_precision: str | None, names_base: bool = False) -> None:
     q.add_argument("--out", required=True, help="Output .safetensors file.")
     q.add_argument("--save-precision", choices=PRECISIONS, default=default_precision,
                    help="Saved dtype (default: the input's; fp16 for checkpoints and extraction).")
     q.add_argument("--overwrite", action="store_true", help="Replace --out if it exists.")
     q.add_argument("--json", action="store_true", help="Print the summary as JSON.")
-    if "--base" not in q._option_string_actions:
+    if names_base:
         q.add_argument("--base", help="The model the LoRA is for, read only for its layer names (default: the "
                                       "family's standard layout).")
 

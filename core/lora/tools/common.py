@@ -50,6 +50,13 @@ class Summary:
             out.append(f"Wrote {self.out}")
         return out
 
+    def add_applied(self, lora, strength: float, matched: dict, unmatched: list[tuple[str, str]]) -> None:
+        """Count one LoRA merged into a model, with its line for people."""
+        self.applied += len(matched)
+        self.skipped += [(f"{lora.path.name}: {n}", why) for n, why in unmatched]
+        self.notes.append(f"{lora.path.name} at {strength:g}: {len(matched)} modules applied "
+                          f"({parts_line(part_counts(matched))})" + (f", {len(unmatched)} skipped" if unmatched else ""))
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["skipped"] = [{"module": n, "reason": r} for n, r in self.skipped]
@@ -136,7 +143,11 @@ def load_and_match(path: str | Path, family: str | None = None, base_dir: str | 
     """Read a LoRA, decide its family, match its modules; refuse unknown tensors (nothing is dropped silently)."""
     from .lorafile import read_lora
 
-    lora = read_lora(path)
+    return match_lora(read_lora(path), family, base_dir, shapes)
+
+
+def match_lora(lora: LoraFile, family: str | None = None, base_dir: str | None = None, shapes: bool = True):
+    """load_and_match for a file already read."""
     fam = family or guess_family(lora)
     if fam is None:
         raise ToolError(f"{lora.path.name}: cannot tell which model family this LoRA is for (no metadata, unknown "

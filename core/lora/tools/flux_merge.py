@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .common import Matched, Progress, Summary, Ticker, check_output, parts_line, part_counts
+from .common import Progress, Summary, Ticker, check_output
 from .lorafile import ToolError
 
 DOUBLE = {"attn.to_out.0": "img_attn.proj", "attn.to_add_out": "txt_attn.proj", "ff.net.0.proj": "img_mlp.0",
@@ -98,15 +98,11 @@ def merge_into_flux_file(base: str, plans: list, out: Path, *, clip_l: str = "",
             w = target[wkey]
             rows = w.shape[0] if rows < 0 else rows
             full = w.float()
-            delta = m.module.delta((rows, w.shape[1]))
-            full[row:row + rows] += strength * delta
+            full[row:row + rows] = m.module.applied_to(full[row:row + rows], strength)
             target[wkey] = full.to(dtype or w.dtype)
             done += 1
             tick(done, key)
-        summary.applied += len(matched)
-        summary.skipped += [(f"{lora.path.name}: {n}", why) for n, why in unmatched]
-        summary.notes.append(f"{lora.path.name} at {strength:g}: {len(matched)} modules applied "
-                             f"({parts_line(part_counts(matched))})" + (f", {len(unmatched)} skipped" if unmatched else ""))
+        summary.add_applied(lora, strength, matched, unmatched)
     if dtype is not None:
         sd = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in sd.items()}
     meta["lw_merged_loras"] = json.dumps([[lora.path.name, s] for lora, s, _, _ in plans])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from .common import (FAMILY_WORDS, a_family, family_words, load_and_match, part_counts, parts_line)
+from .common import FAMILY_WORDS, a_family, family_words, match_lora, part_counts, parts_line
 from .lorafile import FORMAT_TITLES, KIND_TITLES, ToolError, guess_family, read_lora
 from .names import PART_TITLES, name_table
 
@@ -69,7 +69,7 @@ def inspect_lora(path: str | Path) -> dict:
     parts: dict[str, int] = {}
     unmatched: list[tuple[str, str]] = []
     if family in FAMILY_WORDS:
-        _, _, _, matched, unmatched = load_and_match(path, family, shapes=False)
+        _, _, _, matched, unmatched = match_lora(lora, family, shapes=False)
         parts = part_counts(matched)
         if unmatched:
             warnings.append(f"{len(unmatched)} module(s) do not map to a layer of {a_family(family)} model, so "
@@ -170,7 +170,7 @@ def check_lora(path: str | Path, base: str, base_config_dir: str = "") -> dict:
                                         f"or another LoRA.")
         return result
     folder = base if source_kind(base) == "folder" else (base_config_dir or None)
-    _, fam, _, matched, unmatched = load_and_match(path, base_family, folder)
+    _, fam, _, matched, unmatched = match_lora(lora, base_family, folder)
     result.update(mapped=len(matched), parts=part_counts(matched),
                   unmapped=[{"module": n, "reason": r} for n, r in unmatched])
     if unmatched:

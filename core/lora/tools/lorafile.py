@@ -106,6 +106,17 @@ class Module:
             d = d.reshape(shape)
         return d
 
+    def applied_to(self, weight: torch.Tensor, strength: float) -> torch.Tensor:
+        """`weight` (float32) with this module applied at `strength`. DoRA as trained (peft): the magnitude over the
+        row norm of W + dW, blended by strength; it is per output row, so a row slice of a fused weight works too."""
+        calc = weight + self.delta(tuple(weight.shape)) * (1.0 if self.kind == "dora" else strength)
+        if self.kind != "dora":
+            return calc
+        ones = [1] * (calc.dim() - 1)
+        norm = calc.reshape(calc.shape[0], -1).norm(dim=1).reshape(-1, *ones)
+        full = calc * (self.tensors["dora_scale"].float().reshape(-1, *ones) / norm)
+        return weight + strength * (full - weight)
+
     def low_rank(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(up (out, r), down (r, in*k*k)) in float32 with the scale folded into up, for plain LoRA modules."""
         if self.kind != "lora" or "mid" in self.tensors:

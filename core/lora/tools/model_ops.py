@@ -10,7 +10,7 @@ from torch import nn
 
 from .common import (Matched, Progress, Summary, Ticker, a_family, check_output, default_format, family_words,
                      parts_line, part_counts, refuse_unmatched, resolve, save_dtype, write_lora)
-from .lorafile import Module, ToolError, guess_family, read_lora
+from .lorafile import ToolError, guess_family, read_lora
 from .lowrank import clamp_quantile, retained, svd_dense
 from .names import PART_TITLES, Layer, name_table
 from .ops import _lora_module, _parse_strength
@@ -49,15 +49,6 @@ def _layer_module(pipe, layer: Layer) -> nn.Module:
 def _table_dir(model: str, config_dir: str = "") -> str | None:
     p = Path(model).expanduser()
     return str(p) if p.is_dir() else (config_dir or None)
-
-
-def _dora_weight(weight: torch.Tensor, mod: Module, strength: float) -> torch.Tensor:
-    """peft's DoRA (what training used): m * (W + dW) / ||W + dW|| per output row, blended by strength."""
-    calc = weight + mod.delta(tuple(weight.shape))
-    norm = calc.reshape(calc.shape[0], -1).norm(dim=1).reshape(-1, *[1] * (calc.dim() - 1))
-    magnitude = mod.tensors["dora_scale"].float().reshape(-1, *[1] * (calc.dim() - 1))
-    full = calc * (magnitude / norm)
-    return weight + strength * (full - weight)
 
 
 def merge_into_base(base: str, items: list, out: str | Path, *, save_precision: str | None = None,
@@ -112,18 +103,11 @@ def merge_into_base(base: str, items: list, out: str | Path, *, save_precision: 
         for lora, strength, matched, unmatched in plans:
             for key, m in matched.items():
                 module = _layer_module(pipe, m.layer)
-                w = module.weight.data.float()
-                if m.module.kind == "dora":
-                    new = _dora_weight(w, m.module, strength)
-                else:
-                    new = w + strength * m.module.delta(tuple(w.shape))
+                new = m.module.applied_to(module.weight.data.float(), strength)
                 module.weight.data.copy_(new.to(module.weight.dtype))
                 done += 1
                 tick(done, key)
-            summary.applied += len(matched)
-            summary.skipped += [(f"{lora.path.name}: {n}", why) for n, why in unmatched]
-            summary.notes.append(f"{lora.path.name} at {strength:g}: {len(matched)} modules applied "
-                                 f"({parts_line(part_counts(matched))})" + (f", {len(unmatched)} skipped" if unmatched else ""))
+            summary.add_applied(lora, strength, matched, unmatched)
     if progress:
         progress(total, total, f"Writing {outp.name}")
     sd = pipeline_to_ldm_state_dict(family, pipe.unet, pipe.vae, pipe.text_encoder, getattr(pipe, "text_encoder_2", None))

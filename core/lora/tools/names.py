@@ -11,7 +11,6 @@ shipped configs), so no weights are read.
 from __future__ import annotations
 
 import json
-import threading
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -21,7 +20,6 @@ from ..kohya_format import kohya_name
 PART_TITLES = {"unet": "UNet", "transformer": "transformer", "text_encoder": "text encoder",
                "text_encoder_2": "text encoder 2"}
 DENOISER = {"sd15": "unet", "sd2": "unet", "sdxl": "unet", "flux": "transformer"}
-_META_LOCK = threading.Lock()  # one table built at a time (the GUI may ask from two callbacks)
 KOHYA_TE = {"text_encoder": ("lora_te", "lora_te1"), "text_encoder_2": ("lora_te2",)}
 
 
@@ -80,7 +78,9 @@ def _build(family: str, root: Path) -> NameTable:
     layers: list[Layer] = []
     from ...ml_lock import ML_IMPORT_LOCK
 
-    with ML_IMPORT_LOCK, _META_LOCK, torch.device("meta"):  # thread-local; accelerate's init_empty_weights patches nn.Module for every thread
+    # one build at a time; torch.device("meta") is thread-local (accelerate's init_empty_weights would patch nn.Module
+    # for every thread, the Generate engine's loading included)
+    with ML_IMPORT_LOCK, torch.device("meta"):
         if family == "flux":
             from diffusers import FluxTransformer2DModel
 
