@@ -46,3 +46,16 @@ try:  # browser tests: the CI machine has 2 cores, so a page can take longer tha
     _expect.set_options(timeout=30_000)
 except ImportError:  # pragma: no cover
     pass
+
+
+@pytest.fixture
+def one_thread():
+    """One CPU thread, for tests that compare two trainings bit for bit. With two threads MKL's summation order
+    follows the memory layout, so two identical runs late in a long test session can differ by ~1e-6, which Adam
+    turns into larger differences; on one thread the same seed gives the same bits in any process."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -145,7 +145,7 @@ def test_text_encoder_outputs_cached_only_when_valid(tiny_sd15, tiny_dataset, tm
     assert not any("cached" in w for w in warnings)
 
 
-def test_same_seed_same_lora_and_diffusers_export(tiny_sd15, tiny_dataset, tmp_path):
+def test_same_seed_same_lora_and_diffusers_export(tiny_sd15, tiny_dataset, tmp_path, one_thread):
     a = tiny_config(tiny_sd15, tiny_dataset, tmp_path / "a", max_train_steps=3, export_diffusers_format=True)
     b = tiny_config(tiny_sd15, tiny_dataset, tmp_path / "b", max_train_steps=3)
     train_in_process(a)

@@ -155,7 +155,8 @@ def build(ctx: Any) -> None:
         # ------------------------------------------------------------------ Convert
         with gr.Tab("Convert", id="tools-convert-tab"):
             gr.Markdown("Rewrite a LoRA with the other key names: **kohya** (sd-scripts, A1111, Forge, ComfyUI) or "
-                        "**diffusers** (peft). The change it applies is the same.", elem_classes=["lw-small"])
+                        "**diffusers** (peft). The change it applies is the same. Flux in kohya form uses sd-scripts' names "
+                        "(q/k/v fused into one module per block).", elem_classes=["lw-small"])
             with gr.Row(equal_height=True):
                 cv_lora = lora_dd("LoRA", "tools-convert-lora", scale=5)
                 cv_to = gr.Radio(["kohya", "diffusers"], value="diffusers", label="Convert to", scale=2,

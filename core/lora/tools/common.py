@@ -10,7 +10,7 @@ from typing import Callable, Iterable
 
 import torch
 
-from ..kohya_format import SAVE_DTYPES, model_hash, save_lora
+from ..kohya_format import SAVE_DTYPES, kohya_name, model_hash, save_lora
 from .lorafile import LoraFile, Module, ToolError, guess_family
 from .names import PART_TITLES, Layer, NameTable, name_table
 
@@ -52,9 +52,9 @@ class Summary:
 
     def add_applied(self, lora, strength: float, matched: dict, unmatched: list[tuple[str, str]]) -> None:
         """Count one LoRA merged into a model, with its line for people."""
-        self.applied += len(matched)
+        self.applied += module_count(matched)
         self.skipped += [(f"{lora.path.name}: {n}", why) for n, why in unmatched]
-        self.notes.append(f"{lora.path.name} at {strength:g}: {len(matched)} modules applied "
+        self.notes.append(f"{lora.path.name} at {strength:g}: {module_count(matched)} modules applied "
                           f"({parts_line(part_counts(matched))})" + (f", {len(unmatched)} skipped" if unmatched else ""))
 
     def to_dict(self) -> dict:
@@ -88,6 +88,15 @@ class Ticker:
 class Matched:
     layer: Layer
     module: Module
+    source: str = ""  # the module's name in the file (a fused Flux module is matched to several layers)
+
+    def __post_init__(self):
+        self.source = self.source or self.module.name
+
+
+def module_count(matched: dict[str, Matched]) -> int:
+    """How many of the file's modules these are (a fused Flux module counts once)."""
+    return len({m.source for m in matched.values()})
 
 
 def resolve(lora: LoraFile, family: str, table: NameTable, shapes: bool = True
@@ -99,18 +108,46 @@ def resolve(lora: LoraFile, family: str, table: NameTable, shapes: bool = True
     unmatched = []
     for name, mod in lora.modules.items():
         layer = table.resolve(name)
+        if layer is None and name in table.fused:
+            _resolve_fused(name, mod, table, shapes, matched, unmatched)
+            continue
         if layer is None:
             unmatched.append((name, f"no layer of that name in {a_family(family)} model"))
             continue
-        why = shape_problem(mod, layer) if shapes else ""
-        if why:
-            unmatched.append((name, why))
-            continue
-        if layer.key in matched:
-            unmatched.append((name, f"a second module for {layer.key} (also {matched[layer.key].module.name})"))
-            continue
-        matched[layer.key] = Matched(layer, mod)
+        _add_match(name, mod, layer, shapes, matched, unmatched)
     return matched, unmatched
+
+
+def _add_match(name: str, mod: Module, layer: Layer, shapes: bool, matched: dict, unmatched: list) -> bool:
+    why = shape_problem(mod, layer) if shapes else ""
+    if why:
+        unmatched.append((name, why))
+        return False
+    if layer.key in matched:
+        unmatched.append((name, f"a second module for {layer.key} (also {matched[layer.key].source})"))
+        return False
+    matched[layer.key] = Matched(layer, mod, name)
+    return True
+
+
+def _resolve_fused(name: str, mod: Module, table: NameTable, shapes: bool, matched: dict, unmatched: list) -> None:
+    """A module on a fused Flux layer (sd-scripts / ComfyUI form): one module per diffusers layer it holds."""
+    from .flux_bfl import split_module
+
+    bfl = table.fused[name]
+    try:
+        parts = split_module(mod, table.bfl_parts[bfl])
+    except ToolError as e:
+        unmatched.append((name, str(e).split(": ", 1)[-1]))
+        return
+    if shapes:
+        want = sum(table.layers[k].shape[0] for k, _ in table.bfl_parts[bfl])
+        got = change_shape(mod)[0]
+        if got != want:
+            unmatched.append((name, f"its change has {got} rows, the layer {bfl} {want}"))
+            return
+    for key, part in parts:
+        _add_match(name, part, table.layers[key], shapes, matched, unmatched)
 
 
 def change_shape(mod: Module) -> tuple[int, ...]:
@@ -197,8 +234,8 @@ KOHYA_ROLE_SUFFIX = {"down": "lora_down.weight", "up": "lora_up.weight", "mid": 
 
 def module_tensors(layer: Layer, mod: Module, table: NameTable, fmt: str, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     """A module's tensors under its output key: kohya (alpha kept) or diffusers (scale folded into lora_B)."""
-    if fmt == "kohya" and table.family != "flux":
-        name = table.kohya_out[layer.key]
+    if fmt == "kohya":
+        name = table.kohya_out.get(layer.key) if layer.part != "transformer" else kohya_name("lora_unet", layer.path)
         pairs = ([(s, t) for s, t in mod.raw.items() if s != "alpha"] if mod.kind in ("loha", "lokr")
                  else [(KOHYA_ROLE_SUFFIX[r], t) for r, t in mod.tensors.items()])
         out = {f"{name}.{s}": t.to(dtype).contiguous() for s, t in pairs}
@@ -222,8 +259,17 @@ def default_format(family: str) -> str:
 def write_lora(out: Path, modules: dict[str, Matched], table: NameTable, fmt: str, dtype: torch.dtype,
                metadata: dict[str, str]) -> int:
     tensors: dict[str, torch.Tensor] = {}
+    if fmt == "kohya" and table.family == "flux":
+        from .flux_bfl import to_bfl
+
+        modules = to_bfl(modules, table)  # sd-scripts' names: BFL layers, q/k/v fused
+    seen: set[int] = set()
     for m in modules.values():
-        tensors.update(module_tensors(m.layer, m.module, table, fmt, dtype))
+        for k, t in module_tensors(m.layer, m.module, table, fmt, dtype).items():
+            if t.numel() and t.data_ptr() in seen:  # a down matrix shared by the layers of a split fused module
+                t = t.clone()
+            seen.add(t.data_ptr())
+            tensors[k] = t
     meta = {k: v for k, v in metadata.items() if not k.startswith("sshs_")}
     meta["sshs_model_hash"] = model_hash(tensors)
     save_lora(out, tensors, meta)
@@ -231,10 +277,11 @@ def write_lora(out: Path, modules: dict[str, Matched], table: NameTable, fmt: st
 
 
 def part_counts(matched: dict[str, Matched]) -> dict[str, int]:
+    """Modules of the file per part (a fused Flux module counts once)."""
     counts: dict[str, int] = {}
-    for m in matched.values():
-        counts[m.layer.part] = counts.get(m.layer.part, 0) + 1
-    return counts
+    for part, _ in {(m.layer.part, m.source) for m in matched.values()}:
+        counts[part] = counts.get(part, 0) + 1
+    return {p: counts[p] for p in sorted(counts, key=list(PART_TITLES).index)}
 
 
 def parts_line(counts: dict[str, int]) -> str:

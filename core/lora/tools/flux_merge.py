@@ -10,46 +10,16 @@ output as <name>_clip_l.safetensors).
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import torch
 
 from .common import Progress, Summary, Ticker, check_output
+from .flux_bfl import place, row_range, swap_halves
 from .lorafile import ToolError
 
-DOUBLE = {"attn.to_out.0": "img_attn.proj", "attn.to_add_out": "txt_attn.proj", "ff.net.0.proj": "img_mlp.0",
-          "ff.net.2": "img_mlp.2", "ff_context.net.0.proj": "txt_mlp.0", "ff_context.net.2": "txt_mlp.2",
-          "norm1.linear": "img_mod.lin", "norm1_context.linear": "txt_mod.lin"}
-DOUBLE_QKV = {"attn.to_q": ("img_attn.qkv", 0), "attn.to_k": ("img_attn.qkv", 1), "attn.to_v": ("img_attn.qkv", 2),
-              "attn.add_q_proj": ("txt_attn.qkv", 0), "attn.add_k_proj": ("txt_attn.qkv", 1),
-              "attn.add_v_proj": ("txt_attn.qkv", 2)}
-SINGLE = {"proj_out": "linear2", "norm.linear": "modulation.lin"}
-SINGLE_ROWS = {"attn.to_q": 0, "attn.to_k": 1, "attn.to_v": 2, "proj_mlp": 3}
-_BLOCK = re.compile(r"(transformer_blocks|single_transformer_blocks)\.(\d+)\.(.+)")
 TRANSFORMER_PREFIX = "model.diffusion_model."
 CLIP_PREFIX = "text_encoders.clip_l.transformer."
-
-
-def bfl_target(path: str, hidden: int) -> tuple[str, int, int]:
-    """diffusers transformer module -> (BFL weight key, first row, rows)."""
-    m = _BLOCK.fullmatch(path)
-    if not m:
-        raise ToolError(f"transformer.{path}: not a layer of the double/single blocks")
-    kind, index, rest = m[1], m[2], m[3]
-    if kind == "transformer_blocks":
-        if rest in DOUBLE:
-            return f"double_blocks.{index}.{DOUBLE[rest]}.weight", 0, -1
-        if rest in DOUBLE_QKV:
-            key, third = DOUBLE_QKV[rest]
-            return f"double_blocks.{index}.{key}.weight", third * hidden, hidden
-    else:
-        if rest in SINGLE:
-            return f"single_blocks.{index}.{SINGLE[rest]}.weight", 0, -1
-        if rest in SINGLE_ROWS:
-            part = SINGLE_ROWS[rest]
-            return f"single_blocks.{index}.linear1.weight", part * hidden, (4 * hidden if part == 3 else hidden)
-    raise ToolError(f"transformer.{path}: no BFL weight for this layer")
 
 
 def merge_into_flux_file(base: str, plans: list, out: Path, *, clip_l: str = "", save_precision: str | None = None,
@@ -69,7 +39,6 @@ def merge_into_flux_file(base: str, plans: list, out: Path, *, clip_l: str = "",
     if f"{prefix}double_blocks.0.img_attn.qkv.weight" not in sd:
         raise ToolError(f"{base_p.name} is not a Flux.1 transformer file in the BFL layout (flux1-dev.safetensors "
                         "form); merge into that file")
-    hidden = int(sd[f"{prefix}img_in.weight"].shape[0])
     clip_in_base = any(k.startswith(CLIP_PREFIX) for k in sd)
     needs_clip = any(m.layer.part == "text_encoder" for _, _, matched, _ in plans for m in matched.values())
     clip_sd, clip_prefix, clip_out = sd, CLIP_PREFIX, None
@@ -87,18 +56,24 @@ def merge_into_flux_file(base: str, plans: list, out: Path, *, clip_l: str = "",
     done = 0
     for lora, strength, matched, unmatched in plans:
         for key, m in matched.items():
+            p = place(m.layer.path) if m.layer.part == "transformer" else None
             if m.layer.part == "transformer":
-                wkey, row, rows = bfl_target(m.layer.path, hidden)
-                target, wkey = sd, prefix + wkey
+                if p is None:
+                    raise ToolError(f"{lora.path.name}: {m.source} changes transformer.{m.layer.path}, which has no "
+                                    "weight in the BFL layout")
+                target, wkey = sd, f"{prefix}{p.bfl}.weight"
             else:
                 path = m.layer.path if m.layer.path.startswith("text_model.") else f"text_model.{m.layer.path}"
-                target, wkey, row, rows = clip_sd, f"{clip_prefix}{path}.weight", 0, -1
+                target, wkey = clip_sd, f"{clip_prefix}{path}.weight"
             if wkey not in target:
-                raise ToolError(f"{lora.path.name}: {m.module.name} targets {wkey}, which {base_p.name} lacks")
+                raise ToolError(f"{lora.path.name}: {m.source} targets {wkey}, which {base_p.name} lacks")
             w = target[wkey]
-            rows = w.shape[0] if rows < 0 else rows
             full = w.float()
-            full[row:row + rows] = m.module.applied_to(full[row:row + rows], strength)
+            if p is not None and p.layout == "swap":  # diffusers' norm_out.linear is BFL's with its halves swapped
+                full = swap_halves(m.module.applied_to(swap_halves(full), strength))
+            else:
+                a, b = row_range(p, full.shape[0], full.shape[1]) if p is not None else (0, full.shape[0])
+                full[a:b] = m.module.applied_to(full[a:b], strength)
             target[wkey] = full.to(dtype or w.dtype)
             done += 1
             tick(done, key)

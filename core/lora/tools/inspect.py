@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from .common import FAMILY_WORDS, a_family, family_words, match_lora, part_counts, parts_line
+from .common import FAMILY_WORDS, a_family, family_words, match_lora, module_count, part_counts, parts_line
 from .lorafile import FORMAT_TITLES, KIND_TITLES, ToolError, guess_family, read_lora
 from .names import PART_TITLES, name_table
 
@@ -171,14 +171,14 @@ def check_lora(path: str | Path, base: str, base_config_dir: str = "") -> dict:
         return result
     folder = base if source_kind(base) == "folder" else (base_config_dir or None)
     _, fam, _, matched, unmatched = match_lora(lora, base_family, folder)
-    result.update(mapped=len(matched), parts=part_counts(matched),
+    result.update(mapped=module_count(matched), parts=part_counts(matched),
                   unmapped=[{"module": n, "reason": r} for n, r in unmatched])
     if unmatched:
-        result.update(ok=False, message=f"{len(matched)} of {len(lora.modules)} modules of {name} map to layers of "
+        result.update(ok=False, message=f"{result['mapped']} of {len(lora.modules)} modules of {name} map to layers of "
                                         f"this {family_words(base_family)} model; {len(unmatched)} do not (first: "
                                         f"{unmatched[0][0]}: {unmatched[0][1]}), and loaders would skip them.")
     else:
-        result.update(ok=True, message=f"All {len(matched)} modules of {name} map to layers of this "
+        result.update(ok=True, message=f"All {result['mapped']} modules of {name} map to layers of this "
                                        f"{family_words(base_family)} model ({parts_line(result['parts'])}).")
     return result
 

@@ -40,6 +40,10 @@ class NameTable:
     layers: dict[str, Layer] = field(default_factory=dict)  # canonical key -> layer
     aliases: dict[str, str] = field(default_factory=dict)  # any accepted module name -> canonical key
     kohya_out: dict[str, str] = field(default_factory=dict)  # canonical key -> the kohya name we write
+    # Flux: names of fused BFL layers (`lora_unet_double_blocks_0_img_attn_qkv`) -> BFL path, and a BFL path ->
+    # the diffusers layers it holds, with their places (flux_bfl.Place)
+    fused: dict[str, str] = field(default_factory=dict)
+    bfl_parts: dict[str, list] = field(default_factory=dict)
 
     def resolve(self, name: str) -> Layer | None:
         key = self.aliases.get(name)
@@ -130,12 +134,24 @@ def _add(table: NameTable, layer: Layer, family: str, up_attention) -> None:
             names += [kohya_name("lora_unet", ldm), f"diffusion_model.{ldm}"]
         table.kohya_out[key] = kohya_name("lora_unet", ldm if (family == "sdxl" and ldm) else layer.path)
     elif layer.part == "transformer":
-        table.kohya_out[key] = key  # Flux LoRAs are written in the diffusers form
+        from .flux_bfl import place
+
+        table.kohya_out[key] = key  # Flux LoRAs are written in the diffusers form (the kohya form: flux_bfl)
+        names += [layer.path, kohya_name("lora_transformer", layer.path), kohya_name("lycoris", layer.path)]
+        p = place(layer.path)
+        if p is not None:
+            table.bfl_parts.setdefault(p.bfl, []).append((key, p))
+            bfl_names = [kohya_name("lora_unet", p.bfl), f"diffusion_model.{p.bfl}"]
+            if p.layout == "whole":
+                names += bfl_names
+            else:
+                for n in bfl_names:
+                    table.fused[n] = p.bfl
     else:
-        prefixes = KOHYA_TE[layer.part] if family == "sdxl" else ("lora_te",)
+        prefixes = KOHYA_TE[layer.part] if family == "sdxl" else ("lora_te", "lora_te1") if family == "flux" else ("lora_te",)
         names += [kohya_name(p, layer.path) for p in prefixes]
         names.append(f"{layer.part}.{layer.path[len('text_model.'):]}")  # peft keys without `text_model.`
-        table.kohya_out[key] = kohya_name(prefixes[-1] if family == "sdxl" else "lora_te", layer.path)
+        table.kohya_out[key] = kohya_name(prefixes[-1], layer.path)
     for n in names:
         table.aliases.setdefault(n, key)
 

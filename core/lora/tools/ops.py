@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from .common import (Matched, change_shape, Progress, Summary, Ticker, a_family, check_output, default_format, family_words,
-                     load_and_match, parts_line, part_counts, refuse_unmatched, save_dtype, write_lora)
+                     load_and_match, module_count, parts_line, part_counts, refuse_unmatched, save_dtype, write_lora)
 from .lorafile import Module, ToolError
 from .lowrank import check_dynamic, choose_rank, retained, svd_dense, svd_of_product
 
@@ -63,6 +63,8 @@ def merge_loras(items: list, out: str | Path, *, rank: int | None = None, fmt: s
         refuse_unmatched(lora, unmatched, fam)
         loaded.append((lora, strength, matched, table))
     table = loaded[0][3]
+    if fmt is None and family == "flux" and all(lora.format != "diffusers" for lora, *_ in loaded):
+        fmt = "kohya"  # sd-scripts / ComfyUI Flux LoRAs in: the same form out
     fmt = fmt or default_format(family)
     keys = list(dict.fromkeys(k for _, _, m, _ in loaded for k in m))
     result: dict[str, Matched] = {}
@@ -133,6 +135,11 @@ def resize_lora(path: str | Path, out: str | Path, *, rank: int | None = None, d
         raise ToolError(f"{lora.path.name} is a DoRA LoRA: its change depends on the base weights, so it cannot be "
                         "resized on its own. Merge it into the base model (`lora merge --base`), then extract "
                         "(`lora extract`)")
+    out_fmt = fmt or (lora.format if lora.format in FORMATS else "kohya")
+    if family == "flux" and out_fmt == "kohya":
+        from .flux_bfl import to_bfl
+
+        matched = to_bfl(matched, table)  # a fused layer is resized as one module, as sd-scripts has it
     result: dict[str, Matched] = {}
     fractions, ranks = {}, {}
     tick = Ticker(len(matched), "Resizing modules", progress)
@@ -158,7 +165,7 @@ def resize_lora(path: str | Path, out: str | Path, *, rank: int | None = None, d
                  else "Dynamic",
                  "lw_resized": json.dumps({"from": lora.path.name, "rank": rank, "dynamic": dynamic, "param": param}),
                  "ss_output_name": outp.stem})
-    written = write_lora(outp, result, table, fmt or (lora.format if lora.format in FORMATS else "kohya"), dtype, meta)
+    written = write_lora(outp, result, table, out_fmt, dtype, meta)
     mean = sum(fractions.values()) / len(fractions)
     worst = min(fractions, key=fractions.get)
     rule = f"rank {rank}" if dynamic is None else f"{dynamic} {param}" + (f", at most rank {rank}" if rank else "")
@@ -183,15 +190,15 @@ def convert_lora(path: str | Path, to: str, out: str | Path, *, save_precision: 
     outp = check_output(out, overwrite, [path])
     lora, family, table, matched, unmatched = load_and_match(path, None, _base_dir(base), shapes=False)
     refuse_unmatched(lora, unmatched, family)
-    if to == "kohya" and family == "flux":
-        raise ToolError(f"{lora.path.name} is a Flux LoRA: LoRA Workshop writes Flux LoRAs in the diffusers form, which "
-                        "ComfyUI, Forge and diffusers all load; convert --to diffusers instead")
     tick = Ticker(len(matched), "Converting modules", progress)
     tick(0)
     meta = dict(lora.metadata)
     meta["ss_output_name"] = outp.stem
     written = write_lora(outp, matched, table, to, save_dtype(save_precision, lora.dtype), meta)
     tick(len(matched))
+    fused = (" (q/k/v and the MLP input fused into the BFL layers, as sd-scripts writes them)" if family == "flux"
+             and to == "kohya" else " (fused BFL layers split into their diffusers layers)" if family == "flux"
+             and module_count(matched) != len(matched) else "")
     return Summary("Convert", str(outp), written=written, notes=[
-        f"{written} modules written in the {to} form ({parts_line(part_counts(matched))}), from the "
-        f"{lora.format} form of {lora.path.name}; {family_words(family)}."])
+        f"{written} modules written in the {to} form{fused}, from the {module_count(matched)} modules "
+        f"({parts_line(part_counts(matched))}) of the {lora.format} form of {lora.path.name}; {family_words(family)}."])
