@@ -194,6 +194,10 @@ def test_config_errors(tmp_path):
     assert validate({"alpha_mask": True}).mask_source == "alpha"
     assert validate({"masked_loss": True, "conditioning_data_dir": "m"}).mask_source == "folder"
     assert validate({"conditioning_data_dir": "m"}).mask_source is None
+    from core.config.schema import field_meta
+
+    for name in ("masked_loss", "alpha_mask", "conditioning_data_dir"):  # the GUI form: Advanced, Dataset
+        assert field_meta(name)["group"] == "data" and not field_meta(name)["basic"] and not field_meta(name)["families"]
 
 
 def test_trainer_refuses_missing_masks_before_loading_the_model(tiny_sd15, tmp_path):
@@ -341,3 +345,20 @@ def test_sigkill_then_resume_with_masks_is_bit_identical(tiny_sd15, tmp_path, mo
     assert "Masked loss: 4 training image(s)" in log
     assert _same_lora(out, tmp_path / "reference"), "the resumed LoRA is not bit-identical"
     assert json.loads((out / "lora" / "status.json").read_text())["status"] == "completed"
+
+
+def test_live_plan_says_how_many_images_have_masks(tmp_path):
+    from core.runs.steps_plan import steps_plan
+    from ui.run_view import plan_html
+
+    data = _data(tmp_path / "data", n=3)
+    paths = _write_masks(data, tmp_path / "masks", _left_black)
+    paths[1].unlink()
+    cfg = validate({"train_data_dir": str(data), "masked_loss": True, "conditioning_data_dir": str(tmp_path / "masks")})
+    plan = steps_plan(data, cfg)
+    assert plan.masks == f"Masks: 2 of 3 training images have a mask in {tmp_path / 'masks'}."
+    assert any("No mask for img_001.png" in p and str(paths[1]) in p for p in plan.problems)
+    assert 'id="plan-masks"' in plan_html(plan)
+    plan = steps_plan(data, validate({"train_data_dir": str(data), "alpha_mask": True}))
+    assert plan.masks.startswith("Masks: 0 of 3") and "alpha_mask: no training image has transparency." in plan.problems
+    assert steps_plan(data, validate({"train_data_dir": str(data)})).masks == ""

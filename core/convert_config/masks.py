@@ -38,8 +38,10 @@ def subset_masks(subsets: list[dict[str, Any]], merged: dict[str, Any]) -> str |
         merged["conditioning_data_dir"] = parents.pop()
         return None
     merged.pop("conditioning_data_dir", None)
+    merged.pop("alpha_mask", None)  # sd-scripts uses the folders' masks before the alpha channel
     return ("the subsets' conditioning_data_dir folders are not one mask folder with a sub-folder per image_dir "
-            "(named like it): put the masks into <mask folder>/<concept folder>/ and set conditioning_data_dir")
+            "(named like it), so the masks were not converted: put them into <mask folder>/<concept folder>/ and set "
+            "conditioning_data_dir")
 
 
 def step_masks(cv: Converter) -> None:

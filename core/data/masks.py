@@ -50,14 +50,23 @@ def _mask_channel(im: Image.Image, kind: str) -> Image.Image:
     return im.convert("RGB").getchannel("R")
 
 
-def mask_candidates(root: Path, item: ImageItem) -> list[Path]:
-    """Where the mask of `item` may be: <root>/<concept folder>/<stem>.<ext>, then <root>/<stem>.<ext>."""
-    stem = item.path.stem
-    return [d / (stem + ext) for d in (root / item.folder, root) for ext in MASK_EXTS]
+def mask_candidates(root: Path, folder: str, image: Path) -> list[Path]:
+    """Where the mask of `image` (in concept folder `folder`) may be: <root>/<folder>/<stem>.<ext>, then
+    <root>/<stem>.<ext>."""
+    return [d / (image.stem + ext) for d in (root / folder, root) for ext in MASK_EXTS]
 
 
-def find_mask_file(root: Path, item: ImageItem) -> Path | None:
-    return next((p for p in mask_candidates(root, item) if p.is_file()), None)
+def find_mask_file(root: Path, folder: str, image: Path) -> Path | None:
+    return next((p for p in mask_candidates(root, folder, image) if p.is_file()), None)
+
+
+def image_has_alpha(path: Path) -> bool:
+    """From the file's header only (cheap enough for a live preview)."""
+    try:
+        with Image.open(path) as im:
+            return has_alpha(im)
+    except Exception:  # noqa: BLE001 - an unreadable file is reported elsewhere
+        return False
 
 
 def _same_aspect(a: tuple[int, int], b: tuple[int, int]) -> bool:
@@ -74,7 +83,7 @@ def attach_masks(items: list[ImageItem], source: str, mask_dir: str = "") -> lis
                            "(one per training image, same file name), or turn alpha_mask on to use transparency.")
     for it in items:
         if root is not None:
-            path = find_mask_file(root, it)
+            path = find_mask_file(root, it.folder, it.path)
             if path is None:
                 missing.append(f"{it.path} (expected {root / it.folder / it.path.stem}.png or "
                                f"{root / it.path.stem}.png)")
