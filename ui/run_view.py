@@ -152,6 +152,8 @@ def plan_html(plan: StepsPlan) -> str:
     if plan.folders:
         folders = '<div class="lw-small">' + esc(", ".join(f"{f.name}: {f.images} images x {f.repeats}"
                                                             for f in plan.folders)) + "</div>"
+    if plan.masks:
+        folders += f'<div class="lw-small" id="plan-masks">{esc(plan.masks)}</div>'
     return (f'<div class="lw-plan" id="steps-plan">{main}{folders}'
             + (f'<ul class="lw-problems">{probs}</ul>' if probs else "") + "</div>")
 

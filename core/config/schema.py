@@ -138,6 +138,22 @@ class TrainConfig(BaseModel):
     flip_aug: bool = param(
         False, group="data",
         help="Randomly mirror images left-right. Do not use for asymmetric subjects (text, logos, one-sided hair).")
+    masked_loss: bool = param(
+        False, group="data",
+        help="Masked loss: learn only the white part of a mask per training image (e.g. the character, not the "
+             "background), as sd-scripts' masked_loss. The masks are the images in conditioning_data_dir, or each "
+             "image's transparency with alpha_mask. Grey is learned partly; regularization images are learned whole.")
+    alpha_mask: bool = param(
+        False, group="data",
+        help="Use each training image's alpha channel as its mask: transparent parts are left out of the loss "
+             "(turns masked loss on, as in sd-scripts). Images without transparency are learned whole; the log "
+             "lists them.")
+    conditioning_data_dir: str = param(
+        "", group="data",
+        help="Mask folder for masked_loss: one black-and-white image per training image with the same file name "
+             "(001.png for 001.jpg), in a sub-folder named like its concept folder (masks/10_zqx/001.png) or "
+             "directly in it. White = learned, black = left out; the red channel is read. A mask of another size "
+             "with the same aspect ratio is resized.")
     enable_bucket: bool = param(
         True, group="data", help="Aspect-ratio bucketing: train each image near its own aspect ratio instead of cropping to a square.")
     min_bucket_reso: int = param(256, group="data", ge=32, le=4096, help="Smallest bucket side in pixels.")
@@ -362,6 +378,12 @@ class TrainConfig(BaseModel):
         if self.adaptive_noise_scale and not self.noise_offset:
             raise ValueError("adaptive_noise_scale needs noise_offset: set noise_offset (e.g. 0.0357) or set "
                              "adaptive_noise_scale to 0")
+        if self.alpha_mask and self.conditioning_data_dir.strip():
+            raise ValueError("alpha_mask and conditioning_data_dir are both set: the masks come either from the "
+                             "images' transparency (alpha_mask) or from the mask folder; clear one of them")
+        if self.masked_loss and not self.alpha_mask and not self.conditioning_data_dir.strip():
+            raise ValueError("masked_loss needs masks: set conditioning_data_dir to your folder of mask images, or turn "
+                             "alpha_mask on to use the images' transparency")
         return self
 
     # -------------------------------------------------------------- helpers
@@ -377,6 +399,13 @@ class TrainConfig(BaseModel):
     @property
     def effective_text_encoder_lr(self) -> float:
         return self.text_encoder_lr if self.text_encoder_lr is not None else self.learning_rate
+
+    @property
+    def mask_source(self) -> str | None:
+        """Where the loss masks come from: "alpha", "folder", or None (no masked loss)."""
+        if self.alpha_mask:
+            return "alpha"
+        return "folder" if self.masked_loss else None
 
     @property
     def train_unet(self) -> bool:

@@ -10,6 +10,7 @@ from .coerce import BadValue, blank, coerce, off, to_bool, to_float
 from .detect import KOHYA_GUI, OURS, SD_SCRIPTS, detect_kind, read_source
 from .extra_settings import step_additional_parameters, step_dataset_config
 from .flux import step_flux, step_flux_samples
+from .masks import step_masks
 from .memory import step_memory
 from .leftovers import step_leftovers, step_sd_scripts_defaults
 from .model import step_model, step_network
@@ -22,7 +23,7 @@ from .training import step_attention, step_direct, step_learning_rates, step_opt
 
 # The steps for kohya_ss GUI and sd-scripts configs, in order; each takes the source keys it converts.
 STEPS = (step_additional_parameters, step_dataset_config, step_model, step_network, step_memory, step_flux, step_noise,
-         step_direct, step_precision, step_learning_rates, step_optimizer, step_attention, step_samples,
+         step_masks, step_direct, step_precision, step_learning_rates, step_optimizer, step_attention, step_samples,
          step_flux_samples, step_length, step_scheduler, step_warmup)
 
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from .args import parse_cli_args
 from .coerce import blank, same
 from .keys import DATASET_KEYS
+from .masks import subset_masks
 from .report import fmt
 
 if TYPE_CHECKING:
@@ -60,9 +61,11 @@ def step_dataset_config(cv: Converter) -> None:
     subsets = [s for ds in datasets for s in (ds.get("subsets") or [])]
     if len(subsets) == 1:
         merged.update({k: v for k, v in subsets[0].items() if k in DATASET_KEYS})
+    mask_note = subset_masks(subsets, merged)
     desc = "; ".join(
         f"{'reg ' if s.get('is_reg') else ''}image_dir {fmt('x', s.get('image_dir', ''))} x{s.get('num_repeats', 1)}"
         + (f" class_tokens {fmt('x', s['class_tokens'])}" if s.get("class_tokens") else "")
+        + (f" conditioning_data_dir {fmt('x', s['conditioning_data_dir'])}" if s.get("conditioning_data_dir") else "")
         for s in subsets)
     taken = []
     for k, v in merged.items():
@@ -72,6 +75,8 @@ def step_dataset_config(cv: Converter) -> None:
             cv.used.discard(name)
             taken.append(name)
     extra = f"; its settings {', '.join(taken)} were used" if taken else ""
+    if mask_note:
+        extra += "; " + mask_note
     if len(datasets) > 1:
         extra += "; it has several datasets, only the first one's settings were used"
     cv.unmapped("dataset_config", value, f"{reason}. Subsets: {desc or 'none'}{extra}")

@@ -12,7 +12,7 @@ SPECIAL = {"learning_rate", "unet_lr", "text_encoder_lr", "network_train_unet_on
 # always-written Flux fields stay ignored (see FLUX_SD3 below).
 FLUX_FIELDS = ("clip_l", "t5xxl", "ae", "timestep_sampling", "sigmoid_scale", "discrete_flow_shift",
                "model_prediction_type", "guidance_scale", "t5xxl_max_token_length", "flux_lora_layers")
-SPECIAL |= set(FLUX_FIELDS)
+SPECIAL |= set(FLUX_FIELDS) | {"masked_loss", "alpha_mask", "conditioning_data_dir"}  # masks.py
 # Keys copied as they are, under another name.
 DIRECT_RENAMES = {"max_resolution": "resolution"}
 
@@ -88,4 +88,4 @@ DATASET_KEYS = {"resolution", "batch_size", "enable_bucket", "min_bucket_reso", 
                 "bucket_no_upscale", "caption_extension", "shuffle_caption", "keep_tokens", "flip_aug",
                 "caption_dropout_rate", "color_aug", "random_crop", "caption_prefix", "caption_suffix",
                 "caption_dropout_every_n_epochs", "caption_tag_dropout_rate", "face_crop_aug_range",
-                "token_warmup_min", "token_warmup_step", "keep_tokens_separator"}
+                "token_warmup_min", "token_warmup_step", "keep_tokens_separator", "alpha_mask", "conditioning_data_dir"}

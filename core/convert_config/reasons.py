@@ -22,8 +22,6 @@ REASONS: dict[str, str] = {
     "caption_tag_dropout_rate": "tag dropout is not supported (caption_dropout_rate is)",
     "caption_suffix": "not supported (trigger_word adds a word in front)",
     "weighted_captions": "weighted captions are not supported",
-    "masked_loss": "masked loss is not supported",
-    "alpha_mask": "masked loss is not supported",
     "network_weights": "starting from an existing LoRA's weights is not supported",
     "lora_network_weights": "starting from an existing LoRA's weights is not supported",
     "dim_from_weights": "starting from an existing LoRA's weights is not supported",

@@ -7,10 +7,14 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image, ImageOps
 
 from .buckets import BucketChooser, Placement
+
+if TYPE_CHECKING:
+    from .masks import MaskSource
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 FOLDER_RE = re.compile(r"^(\d+)_(.+)$")
@@ -30,6 +34,7 @@ class ImageItem:
     size: tuple[int, int]  # (width, height) after EXIF rotation
     placement: Placement
     warnings: list[str] = field(default_factory=list)
+    mask: MaskSource | None = None  # masked_loss: where its loss mask comes from (core/data/masks.py)
 
 
 def read_caption(path: Path) -> tuple[str, str | None]:

@@ -38,6 +38,7 @@ class StepsPlan:
     steps_per_epoch: int = 0
     total_steps: int = 0
     text: str = ""
+    masks: str = ""  # masked_loss: how many training images have a mask
 
     @property
     def ok(self) -> bool:
@@ -143,4 +144,30 @@ def steps_plan(train_data_dir: str | os.PathLike, cfg: TrainConfig) -> StepsPlan
     if cfg.enable_bucket and cfg.train_batch_size > 1:
         text += " (aspect-ratio buckets can add a few steps: each image size fills its own batches)"
     plan.text = text
+    plan.masks, missing = mask_summary(train_data_dir, cfg)
+    plan.problems += missing
     return plan
+
+
+def mask_summary(train_data_dir: str | os.PathLike, cfg: TrainConfig) -> tuple[str, list[str]]:
+    """masked_loss: 'Masks: n of m training images ...' and, for a mask folder, the images without a mask."""
+    from ..data.masks import SHOWN, find_mask_file, image_has_alpha, mask_candidates
+
+    if not cfg.mask_source:
+        return "", []
+    root = Path(train_data_dir)
+    images = [(f, p) for f in scan_concepts(root)[0] for p in sorted((root / f.name).iterdir())
+              if p.is_file() and p.suffix.lower() in IMAGE_EXTS]
+    if cfg.mask_source == "alpha":
+        n = sum(image_has_alpha(p) for _, p in images)
+        return (f"Masks: {n} of {len(images)} training images have transparency (alpha_mask); the others are "
+                "learned whole."), ([] if n or not images else ["alpha_mask: no training image has transparency."])
+    masks = Path(cfg.conditioning_data_dir)
+    if not masks.is_dir():
+        return "", [f"conditioning_data_dir {masks} is not a folder."]
+    missing = [(f, p) for f, p in images if find_mask_file(masks, f.name, p) is None]
+    text = f"Masks: {len(images) - len(missing)} of {len(images)} training images have a mask in {masks}."
+    problems = [f"No mask for {p.name} (expected {mask_candidates(masks, f.name, p)[0]})" for f, p in missing[:SHOWN]]
+    if len(missing) > SHOWN:
+        problems.append(f"... and {len(missing) - SHOWN} more images without a mask.")
+    return text, problems

@@ -6,6 +6,7 @@ import time
 
 from ..data.dataset import TrainingSet
 from ..data.latents import LatentCache
+from ..data.masks import MaskStore
 from ..data.text_cache import cache_root
 from ..generation.samplers import parse_prompt_line
 from ..models.base import TextCond
@@ -15,12 +16,11 @@ class CacheMixin:
     def _cache(self, comps, ts: TrainingSet):
         cfg = self.cfg
         self.latent_cache = None
+        disk = cache_root(cfg) / "latents" if cfg.cache_latents and cfg.cache_latents_to_disk else None
+        self.masks = MaskStore(ts.items, disk) if cfg.mask_source else None  # latent-size loss masks
         self.text_cache: dict[str, TextCond] | None = None
         if cfg.cache_latents:
             needed = sorted({(i, f) for i in set(ts.uses) for f in ((False, True) if cfg.flip_aug else (False,))})
-            disk = None
-            if cfg.cache_latents_to_disk:
-                disk = cache_root(cfg) / "latents"
             cache = LatentCache(comps.vae, disk)
             t0 = time.time()
             last = [0.0]
@@ -32,6 +32,11 @@ class CacheMixin:
 
             cache.build(ts.items, needed, progress)
             self.say(f"Cached {len(needed)} latents in {time.time() - t0:.1f}s ({cache.hits} reused from disk)")
+            if self.masks is not None:  # their masks alongside, at the latents' size
+                self.masks.build(needed, lambda i, f: cache.get(i, f).shape[-2:])
+                self.say(f"Cached the masks: {self.masks.computed} made, {self.masks.hits} reused from disk")
+                if self.masks.empty_note():
+                    self.warn(self.masks.empty_note())
             self.latent_cache = cache
             comps.family.release_vae_encoder(comps, samples=bool(cfg.sample_prompts))
             if comps.vae is not None:

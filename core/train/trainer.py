@@ -14,6 +14,7 @@ from ..config.toml_io import ConfigError, save_config
 from ..data.buckets import BucketChooser
 from ..data.dataset import DatasetError, TrainingSet, load_image, load_items, process_caption, sdxl_meta
 from ..data.latents import encode
+from ..data.masks import attach_masks
 from ..lora import network as net
 from ..models.base import TextCond
 from ..models.loading import ModelLoadError, load_components
@@ -160,6 +161,13 @@ class Trainer(CacheMixin, CheckpointMixin):
         for it in items + reg:
             for w in it.warnings:
                 self.warn(w)
+        if cfg.mask_source:
+            for w in attach_masks(items, cfg.mask_source, cfg.conditioning_data_dir):
+                self.warn(w)
+            self.say(f"Masked loss: {len(items)} training image(s) masked by "
+                     + ("their alpha channel" if cfg.mask_source == "alpha" else f"the masks in {cfg.conditioning_data_dir}"))
+        elif cfg.conditioning_data_dir.strip():
+            self.warn("conditioning_data_dir is set but masked_loss is off: the masks are not used.")
         return TrainingSet(items, reg, cfg.train_batch_size, cfg.seed, cfg.flip_aug)
 
     def _plan(self, ts: TrainingSet) -> None:
@@ -393,7 +401,10 @@ class Trainer(CacheMixin, CheckpointMixin):
         with self.acc.autocast():
             raw = fam.predict(self.unet_fwd, comps, batch_in, cond, [sdxl_meta(it) for it in items], self.weight_dtype)
         pred = self.objective.prediction(raw, batch_in)
-        loss = torch.nn.functional.mse_loss(pred.float(), batch_in.target.float(), reduction="none").mean(dim=(1, 2, 3))
+        loss = torch.nn.functional.mse_loss(pred.float(), batch_in.target.float(), reduction="none")
+        if self.masks is not None:  # sd-scripts' apply_masked_loss: masked elements count as 0 in the mean
+            loss = loss * self.masks.batch(batch, latents.shape[-2:]).to(dev)
+        loss = loss.mean(dim=(1, 2, 3))
         weights = torch.tensor([cfg.prior_loss_weight if it.is_reg else 1.0 for it in items], device=dev)
         if batch_in.weights is not None:
             weights = weights * batch_in.weights
