@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .recipes import FAMILIES, family_of, subject_of
+from .recipes import FAMILIES, a, family_of, subject_of
 from .schema import TrainConfig
 from .suggest import uses_range
 
@@ -136,7 +136,7 @@ def check(cfg: TrainConfig, *, family: str | None = None, preset_family: str | N
         plan = plan or steps_plan(cfg.train_data_dir, cfg)
         if plan.images and plan.images < sub.min_images:
             out.append(Guardrail("train_data_dir", "images",
-                                 f"Only {plan.images} images for a {sub.label}: use at least {sub.min_images} "
+                                 f"Only {plan.images} images for {a(sub.label)}: use at least {sub.min_images} "
                                  f"({sub.images_source}); add pictures to train_data_dir."))
         if plan.images and plan.total_steps:
             share = plan.uses_per_epoch / max(1, plan.uses_per_epoch + plan.reg_uses_per_epoch)
@@ -149,7 +149,7 @@ def check(cfg: TrainConfig, *, family: str | None = None, preset_family: str | N
                 aim = round(min(max(uses, lo), hi) / (cfg.train_batch_size * cfg.gradient_accumulation_steps * share))
                 out.append(Guardrail(key, "steps",
                                      f"{plan.total_steps} steps show each of the {plan.images} images about {per:.0f} "
-                                     f"times: {'far too few' if uses < lo / 2 else 'far too many'} for a {sub.label} "
+                                     f"times: {'far too few' if uses < lo / 2 else 'far too many'} for {a(sub.label)} "
                                      f"(each image {good}; {sub.uses_source}). Set {key} so the run has about "
                                      f"{aim} steps" + (" (max_train_steps overrides the epochs)." if key ==
                                                        "max_train_steps" else "; or set max_train_steps.")))

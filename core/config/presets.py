@@ -68,7 +68,8 @@ def read_preset(path: str | Path, *, user: bool = False) -> Preset:
 def preset_name(family: str, subject: str, tier: int) -> str:
     from .recipes import FAMILIES
 
-    return f"{FAMILIES[family].label} {subject} {tier} GB"
+    # not "SDXL character 12 GB": a shipped name ("SDXL character") must not be a part of a generated one
+    return f"{FAMILIES[family].label} · {subject} · {tier} GB"
 
 
 def generated_presets() -> list[Preset]:

@@ -141,7 +141,7 @@ SUBJECTS: dict[str, Subject] = {
         uses_per_image=(30, 60, 120),
         uses_source="our choice (a style has many varied images, each seen fewer times than a character's, the total "
                     "kept within ai-toolkit's 500-4000)",
-        min_images=20, images_source="our choice (the shipped style presets ask for 30-200 images)", typical_images=50,
+        min_images=20, images_source="our choice; the shipped style presets ask for 30-200 images", typical_images=50,
         rank_factor=2, rank_reason="twice the rank for a style's wider range (kohya_ss EDG preset 64 for SD1.5, the "
                                    "shipped Flux style preset 32)",
         values={"flip_aug": (True, "mirrored images (a style does not depend on left and right)")}),
@@ -157,7 +157,7 @@ SUBJECTS: dict[str, Subject] = {
         "clothing", "clothing / outfit", ("outfit", "costume"),
         uses_per_image=(60, 100, 150),
         uses_source="our choice between objects and characters (kohya_ss aitrepreneur clothing preset: 15 epochs)",
-        min_images=10, images_source="our choice (the outfit from several sides and poses)", typical_images=20,
+        min_images=10, images_source="our choice, to show the outfit from several sides and poses", typical_images=20,
         rank_factor=1, rank_reason="one outfit needs little capacity",
         values={"flip_aug": (False, "no mirroring (prints, buttons and lettering have a side)")}),
 }
@@ -230,6 +230,11 @@ def subject_of(name: str) -> Subject:
             return s
     names = ", ".join(f"{s.name} ({'/'.join(s.aliases)})" if s.aliases else s.name for s in SUBJECTS.values())
     raise ValueError(f"subject {name!r}: use one of {names}")
+
+
+def a(label: str) -> str:
+    """'a character / person', 'an art style'."""
+    return ("an " if label[:1].lower() in "aeiou" else "a ") + label
 
 
 def num(x: float) -> str:

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .recipes import (FAMILIES, IMAGE_USES_MAX, IMAGE_USES_MIN, MEMORY, STEPS_SOURCE, TIERS, Family, Subject,
-                      family_of, num, subject_of, tier_for)
+                      a, family_of, num, subject_of, tier_for)
 
 
 @dataclass
@@ -102,7 +102,7 @@ def recipe_values(family: str, subject: str, tier: int, images: int | None = Non
     values.update(max_train_steps=steps, save_every_n_steps=every, sample_every_n_steps=every,
                   save_every_n_epochs=0, sample_every_n_epochs=0)
     count = f"{n} images ({'a typical count; the real count changes it' if typical else 'your dataset'})"
-    reasons.append(f"max_train_steps = {steps}: {count} x {sub.uses_per_image[1]} uses each for a {sub.label} "
+    reasons.append(f"max_train_steps = {steps}: {count} x {sub.uses_per_image[1]} uses each for {a(sub.label)} "
                    f"({sub.uses_source}) = {n * sub.uses_per_image[1]} image uses"
                    + (f", kept to {uses} ({STEPS_SOURCE})" if uses != n * sub.uses_per_image[1] else "")
                    + (f", / batch {batch}" if batch > 1 else ""))
