@@ -96,6 +96,7 @@ SUBCOMMANDS = [
     ("caption", ".caption.cli", "Caption the images of a folder (BLIP, CLIP Interrogator, WD14 tags, Florence-2)."),
     ("lora", ".lora.tools.cli", "LoRA tools: inspect, check against a base model, merge, resize, extract, convert."),
     ("estimate", ".estimate.cli", "Estimate the peak VRAM of a config and what to change to fit your GPU."),
+    ("suggest", ".config.suggest_cli", "Suggest a starting config for your GPU's VRAM, image count and subject."),
 ]
 
 

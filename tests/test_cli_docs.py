@@ -20,3 +20,11 @@ def test_train_help_lists_every_parameter_with_its_help():
     for name, field in TrainConfig.model_fields.items():
         assert f"--{name}" in text
         assert field.description.split()[0] in text
+
+
+def test_readme_shows_every_subcommand():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    names = build_parser()._subparsers._group_actions[0].choices
+    assert "suggest" in names and "estimate" in names
+    for name in names:
+        assert f"python -m core {name}" in readme, f"README.md: add `python -m core {name}` to the Command line section"

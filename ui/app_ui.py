@@ -45,6 +45,11 @@ CSS = """
 .lw-plan { border-left: 4px solid #2563eb; padding: 6px 10px; margin: 2px 0 8px;
            background: var(--background-fill-secondary); border-radius: 4px; }
 .lw-problems { color: #b45309; }
+.lw-fit { border-left-color: #7c3aed; }
+.lw-guardrails { border: 1px solid #d97706; border-radius: 8px; padding: 8px 12px; margin-bottom: 6px;
+                 background: var(--background-fill-secondary); }
+.lw-guardrails b { color: #b45309; }
+.lw-guardrails ul { margin: 4px 0 0 1.1rem; font-size: 0.9rem; }
 .lw-table { border-collapse: collapse; width: 100%; font-size: 0.9rem; margin: 2px 0 10px; }
 .lw-table, .lw-table tr, .lw-table th, .lw-table td { border: 0 !important; font-size: 0.9rem !important; }
 .lw-table th, .lw-table td { text-align: left; padding: 3px 10px 3px 6px; border-bottom: 1px solid var(--border-color-primary) !important;

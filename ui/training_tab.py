@@ -24,6 +24,7 @@ from core.models.choose import FLUX_PARTS, describe_base, find_flux_parts
 from . import run_view
 from .context import AppContext
 from .form import SchemaForm, label_for
+from .guided_start import PLACEHOLDER, GuidedStart
 
 MODEL_EXTS = (".safetensors", ".ckpt")
 LOG_LINES = 12
@@ -97,8 +98,13 @@ def build(ctx: AppContext) -> None:
 
     plan_box: list[gr.HTML] = []
 
-    def add_plan_box() -> None:
-        plan_box.append(gr.HTML(run_view.plan_html(steps_plan(initial.train_data_dir, initial)), elem_id="plan-box"))
+    def add_plan_box() -> None:  # the steps arithmetic and, next to it, the live VRAM estimate
+        with gr.Row(equal_height=False):
+            plan_box.append(gr.HTML(run_view.plan_html(steps_plan(initial.train_data_dir, initial)), elem_id="plan-box"))
+            plan_box.append(gr.HTML(PLACEHOLDER, elem_id="estimate-box"))
+
+    guided = GuidedStart(lambda: model_choices(ctx.settings.models_dir))
+    starter = presets_mod.find_preset(starter_preset) if starter_preset else None
 
     with gr.Row(equal_height=False):
         # ------------------------------------------------------------------ settings column
@@ -110,6 +116,7 @@ def build(ctx: AppContext) -> None:
                 preset_desc = gr.Markdown("", elem_id="preset-desc")
             if starter_preset:
                 gr.HTML(STARTER_NOTE, elem_id="starter-note")
+            guided.build(initial, starter.subject if starter else None)
             with gr.Accordion("Save as preset · load or save a config file", open=False, elem_id="files-accordion"):
                 with gr.Row(equal_height=True):
                     preset_name = gr.Textbox(label="Save these settings as a preset", placeholder="My character preset",
@@ -130,6 +137,7 @@ def build(ctx: AppContext) -> None:
         # ------------------------------------------------------------------ run column
         with gr.Column(scale=2, min_width=360, elem_id="run-column"):
             form_errors = gr.HTML("", elem_id="form-errors-box")
+            guard_box = gr.HTML("", elem_id="guardrails-box")
             with gr.Row():
                 start_btn = gr.Button("Start training", variant="primary", elem_id="start-btn", scale=2)
                 command_btn = gr.Button("Show command", elem_id="command-btn", scale=1)
@@ -163,7 +171,7 @@ def build(ctx: AppContext) -> None:
     view_sig = gr.State({})
     history_dirs = gr.State([])
     timer = gr.Timer(1.0)
-    plan = plan_box[0]
+    plan, estimate_box = plan_box
     out_dir_comp = form.components["output_dir"]
 
     # ---------------------------------------------------------------- helpers
@@ -383,6 +391,8 @@ def build(ctx: AppContext) -> None:
           **quiet)
     plan_triggers = [c.change for n, c in form.components.items() if form.metas[n]["group"] in PLAN_GROUPS]
     gr.on(plan_triggers, on_plan, form.inputs, [plan], trigger_mode="always_last", **quiet)
+    guided.wire(form, preset_dd, preset_desc, estimate_box, guard_box, plan, on_plan)
+    guided.load(ctx.blocks)
     start_btn.click(on_start, [overwrite] + form.inputs, [form_errors, viewed_run, action_msg]).then(
         lambda: {}, None, [view_sig], **quiet).then(refresh, live_inputs, live_outputs, **quiet)
     for btn, kind in ((stop_btn, "stop"), (sample_btn, "sample"), (save_btn, "save")):

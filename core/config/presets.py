@@ -1,14 +1,16 @@
 """Presets: partial training configs (TOML) that fill in a set of values over the current ones.
 
-A preset file holds a ``[preset]`` table (``name``, ``description``, ``order``) and any training keys,
-flat or in the usual group sections. Every value is checked against :class:`TrainConfig` when the
-file is read. Shipped presets live in ``presets/``; the user's own in ``presets/user/``.
+A preset file holds a ``[preset]`` table (``name``, ``description``, ``order``, optionally ``family`` and
+``subject``) and any training keys, flat or in the usual group sections. Every value is checked against
+:class:`TrainConfig` when the file is read. Shipped presets live in ``presets/``; the user's own in
+``presets/user/``. The presets per family x subject x VRAM tier are generated from the table in
+core/config/recipes.py (:func:`generated_presets`), listed after the shipped files.
 """
 from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,10 @@ class Preset:
     path: Path | None = None
     user: bool = False
     order: int = 1000
+    family: str | None = None  # the model family it is made for (sd15, sdxl, flux); None: any
+    subject: str | None = None  # character, style, concept, clothing (core/config/recipes.py)
+    vram: int | None = None  # the VRAM tier (GB) a generated preset is made for
+    reasons: list[str] = field(default_factory=list)  # why each value (generated presets)
 
     @property
     def label(self) -> str:
@@ -54,15 +60,50 @@ def read_preset(path: str | Path, *, user: bool = False) -> Preset:
         order = int(meta.get("order", 1000))
     except (TypeError, ValueError):
         order = 1000
+    fam, sub = meta.get("family"), meta.get("subject")
     return Preset(name=str(meta.get("name") or p.stem), values=values, description=str(meta.get("description", "")),
-                  path=p, user=user, order=order)
+                  path=p, user=user, order=order, family=str(fam) if fam else None, subject=str(sub) if sub else None)
+
+
+def preset_name(family: str, subject: str, tier: int) -> str:
+    from .recipes import FAMILIES
+
+    # not "SDXL character 12 GB": a shipped name ("SDXL character") must not be a part of a generated one
+    return f"{FAMILIES[family].label} · {subject} · {tier} GB"
+
+
+def generated_presets() -> list[Preset]:
+    """One preset per family x subject x VRAM tier of core/config/recipes.py where something fits, for the
+    subject's typical image count (the guided start and `python -m core suggest` use the real count)."""
+    from .recipes import FAMILIES, MEMORY, SUBJECTS, num
+    from .suggest import recipe_values, table_cells
+
+    out = []
+    for i, (fam, sub, tier) in enumerate(table_cells()):
+        if not MEMORY[fam][tier].fits:
+            continue
+        values, reasons = recipe_values(fam, sub, tier)
+        cfg = validate(values)
+        v = cfg.model_dump()
+        s = SUBJECTS[sub]
+        mem = [f"{v['base_precision']} base" if v["base_precision"] != "auto" else "",
+               f"{v['blocks_to_swap']} blocks swapped" if v["blocks_to_swap"] else "",
+               "gradient checkpointing" if v["gradient_checkpointing"] else ""]
+        text = (f"{FAMILIES[fam].label}, {s.label}, for a {tier} GB GPU: rank {v['network_dim']} / alpha "
+                f"{v['network_alpha']:g}, {v['optimizer_type']} at {num(v['learning_rate'])}, batch "
+                f"{v['train_batch_size']}, {v['resolution']} px" + "".join(f", {m}" for m in mem if m)
+                + f"; {v['max_train_steps']} steps for {s.typical_images} images (the guided start fits the steps to "
+                f"your image count). Generated from core/config/recipes.py.")
+        out.append(Preset(name=preset_name(fam, sub, tier), values={k: v[k] for k in values}, description=text, order=100 + i, family=fam,
+                          subject=sub, vram=tier, reasons=reasons))
+    return out
 
 
 def list_presets(shipped_dir: Path | None = None, user_dir: Path | None = None) -> list[Preset]:
     """Shipped presets in their order, then the user's by name. A broken user file is skipped."""
     shipped_dir = shipped_dir or PRESETS_DIR
     user_dir = user_dir or USER_DIR
-    shipped = [read_preset(p) for p in sorted(shipped_dir.glob("*.toml"))]
+    shipped = [read_preset(p) for p in sorted(shipped_dir.glob("*.toml"))] + generated_presets()
     shipped.sort(key=lambda pr: (pr.order, pr.name))
     mine = []
     for p in sorted(user_dir.glob("*.toml")) if user_dir.is_dir() else []:
