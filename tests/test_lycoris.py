@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from core.config.toml_io import ConfigError, validate
 from core.lora.kohya_format import kohya_name, text_encoder_module
-from core.lora.lycoris import ADAPTER, lycoris_layers
+from core.lora.lycoris import ADAPTER, lycoris_layers, parameter_count
 from core.lora.tools.inspect import inspect_lora
 from core.lora.tools.lorafile import read_lora
 from core.models.ldm_convert import pipeline_to_ldm_state_dict
@@ -63,6 +63,14 @@ def test_lycoris_file_applies_the_trained_change_with_loader_keys(variant, reque
     assert suffixes <= (LOHA if kind == "loha" else LOKR) and "alpha" in suffixes
     assert {m.kind for m in lora.modules.values()} == {kind}
     assert any(n.startswith("lora_te") for n in layers) and any("_conv" in n or "_in_layers_2" in n for n in layers)
+
+    for name, layer in layers.items():  # the VRAM estimate counts what peft builds
+        base = layer.get_base_layer()
+        conv = isinstance(base, torch.nn.Conv2d)
+        n = sum(p.numel() for p in layer.parameters() if p.requires_grad)
+        shape = (base.weight.shape[0], base.weight.shape[1], base.weight[0, 0].numel() if conv else 1)
+        r = layer.r[ADAPTER]
+        assert n == parameter_count(kind, *shape, r, cfg.factor, cfg.decompose_both, cfg.use_tucker), name
 
     changed, worst = 0, 0.0
     for name, layer in layers.items():
@@ -118,6 +126,10 @@ def test_inspect_cli_reports_lokr(tiny_sd15, tiny_dataset, tmp_path):
     r = run_cli("lora", "inspect", str(tmp_path / "lora.safetensors"))
     assert r.returncode == 0, r.stderr
     assert "LoKr" in r.stdout.splitlines()[0] and "lycoris.kohya" in r.stdout
+    from core.generation.lora_files import read_lora_info
+
+    info = read_lora_info(tmp_path / "lora.safetensors")  # the Generate tab refuses it with this (diffusers cannot)
+    assert info.lycoris == "LoKr" and info.family == "sd15"
 
 
 class _StopAt(Trainer):

@@ -102,3 +102,21 @@ def network_args(cfg) -> dict[str, str]:
     if cfg.use_tucker:
         args["use_tucker"] = "True"
     return args
+
+
+def parameter_count(kind: str, out_dim: int, in_dim: int, kernel: int, r: int, factor: int = -1,
+                    decompose_both: bool = False, use_tucker: bool = False) -> int:
+    """Trainable parameters of one peft LoHa / LoKr layer (kernel = kh * kw, 1 for Linear), by peft's own shape
+    rules (the VRAM estimate; tests compare it with injected layers)."""
+    tucker = use_tucker and kernel > 1
+    if kind == "loha":
+        return 2 * (r * out_dim + r * in_dim + r * r * kernel) if tucker else 2 * r * (out_dim + in_dim * kernel)
+    from peft.tuners.lokr.layer import factorization
+
+    out_l, out_k = factorization(out_dim, factor)
+    in_m, in_n = factorization(in_dim, factor)
+    full_w1 = not (decompose_both and r < max(out_l, in_m) / 2)
+    n = out_l * in_m if full_w1 else r * (out_l + in_m)
+    if not r < max(out_k, in_n) / 2:
+        return n + out_k * in_n * kernel
+    return n + (r * r * kernel + r * (out_k + in_n) if tucker else r * out_k + r * in_n * kernel)
