@@ -492,8 +492,11 @@ def test_lycoris(tmp_path):
                                 'network_args = ["algo=locon", "conv_dim=8", "conv_alpha=2", "dora_wd=True"]')
     assert c.data["conv_dim"] == 8 and c.data["conv_alpha"] == 2.0 and c.data["use_dora"] is True
     assert "network_module" not in c.unmapped
+    assert c.data["network_type"] == "locon"
     c = _convert_toml(tmp_path, 'network_module = "lycoris.kohya"\nnetwork_args = ["algo=loha", "conv_dim=4"]')
-    assert "conv_dim" not in c.data
+    assert c.data["network_type"] == "loha" and c.data["conv_dim"] == 4 and "network_module" not in c.unmapped
+    c = _convert_toml(tmp_path, 'network_module = "lycoris.kohya"\nnetwork_args = ["algo=glora", "conv_dim=4"]')
+    assert "conv_dim" not in c.data and "network_type" not in c.data
     assert "network_module" in c.unmapped and c.unmapped["network_args conv_dim"] == "4"
     c = _convert_toml(tmp_path, 'network_module = "networks.dylora"')
     assert c.unmapped["network_module"] == "networks.dylora"
@@ -504,11 +507,11 @@ def test_gui_lora_types(tmp_path):
     p = tmp_path / "g.json"
     p.write_text(json.dumps(base), encoding="utf-8")
     c = cc.convert_file(p)
-    assert c.data["conv_dim"] == 16 and c.data["conv_alpha"] == 8.0
-    p.write_text(json.dumps({**base, "LoRA_type": "LyCORIS/LoKr"}), encoding="utf-8")
+    assert c.data["conv_dim"] == 16 and c.data["conv_alpha"] == 8.0 and c.data["network_type"] == "locon"
+    p.write_text(json.dumps({**base, "LoRA_type": "LyCORIS/GLoRA"}), encoding="utf-8")
     c = cc.convert_file(p)
-    assert "conv_dim" not in c.data and c.unmapped["LoRA_type"] == "LyCORIS/LoKr"
-    assert c.data["network_dim"] == 8
+    assert "conv_dim" not in c.data and c.unmapped["LoRA_type"] == "LyCORIS/GLoRA" and "GLoRA" in c.reasons["LoRA_type"]
+    assert c.data["network_dim"] == 8 and "network_type" not in c.data
 
 
 def test_invalid_values_left_out(tmp_path):

@@ -180,7 +180,8 @@ def test_flux_settings_are_validated_by_name():
 
 
 def test_flux_refuses_dora_and_sizes_not_multiple_of_16(tiny_flux_dev, tiny_dataset, tmp_path):
-    for i, (kw, words) in enumerate(((dict(use_dora=True), "use_dora"), (dict(resolution="72"), "multiples of 16"))):
+    for i, (kw, words) in enumerate(((dict(use_dora=True), "use_dora"), (dict(resolution="72"), "multiples of 16"),
+                                     (dict(network_type="lokr"), "network_type loha / lokr is not available for Flux"))):
         cfg = flux_config(tiny_flux_dev, tiny_dataset, tmp_path / str(i), max_train_steps=2, **kw)
         save_config(cfg, tmp_path / f"{i}.toml")
         r = run_cli("train", "--config", str(tmp_path / f"{i}.toml"))

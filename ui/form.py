@@ -17,7 +17,8 @@ from core.config.schema import GROUPS, TrainConfig, all_fields
 
 WORDS = {"lr": "LR", "snr": "SNR", "vae": "VAE", "lora": "LoRA", "ff": "FF", "sdpa": "SDPA", "n": "N", "reso": "resolution",
          "dir": "folder", "num": "number of", "dim": "dim", "te": "TE", "dora": "DoRA", "unet": "UNet", "proj": "proj",
-         "diffusers": "diffusers", "pretrained": "Base", "clip": "CLIP", "l": "L", "t5xxl": "T5-XXL", "ae": "AE (autoencoder)"}
+         "diffusers": "diffusers", "pretrained": "Base", "clip": "CLIP", "l": "L", "t5xxl": "T5-XXL", "ae": "AE (autoencoder)",
+         "tucker": "Tucker"}
 
 
 def label_for(name: str) -> str:

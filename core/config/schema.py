@@ -26,6 +26,9 @@ GROUPS: dict[str, str] = {
 
 
 SD_FAMILIES = ("sd15", "sd2", "sdxl")
+FLUX_LYCORIS = ("network_type loha / lokr is not available for Flux: Flux LoRAs are saved with diffusers key names, "
+                "which diffusers loads only as plain LoRA, so no LyCORIS file would load everywhere a Flux LoRA does. "
+                "Use network_type = \"lora\" for Flux.")
 
 
 def param(default: Any, *, help: str, group: str, basic: bool = False, families: tuple[str, ...] = (),
@@ -182,6 +185,12 @@ class TrainConfig(BaseModel):
     training_comment: str = param("", group="output", help="Free text stored in the LoRA's metadata.")
 
     # -------------------------------------------------------------- network
+    network_type: Literal["lora", "locon", "loha", "lokr"] = param(
+        "lora", group="network", families=SD_FAMILIES,
+        help="Kind of network. lora: plain LoRA (convolutions too when conv_dim > 0). locon: LoRA on the attention and "
+             "the convolution layers (needs conv_dim). loha / lokr: LyCORIS LoHa (Hadamard product of two low-rank "
+             "pairs) and LoKr (Kronecker product; see factor), saved with LyCORIS key names that ComfyUI, "
+             "AUTOMATIC1111 and Forge load; the diffusers library (and so the Generate tab) does not load them.")
     network_dim: int = param(
         16, group="network", basic=True, ge=1, le=1024,
         help="LoRA rank: capacity of the LoRA. 8-32 for characters, 32-64 for styles. Higher = bigger file.")
@@ -208,8 +217,22 @@ class TrainConfig(BaseModel):
         False, group="network", families=SD_FAMILIES, help="Also train the UNet's attention projection in/out layers (proj_in, proj_out).")
     conv_dim: int = param(
         0, group="network", families=SD_FAMILIES, ge=0, le=512,
-        help="Rank for the UNet's convolution layers (LoCon style). 0 = convolutions are not trained.")
+        help="Rank for the UNet's convolution layers (LoCon style; with network_type loha / lokr they get that kind). "
+             "0 = convolutions are not trained.")
     conv_alpha: float = param(1.0, group="network", families=SD_FAMILIES, gt=0.0, le=512, help="Alpha for the convolution layers.")
+    factor: int = param(
+        -1, group="network", families=SD_FAMILIES, ge=-1, le=1024,
+        help="LoKr: split each layer's size into two factors, one of them as close to this number as it divides "
+             "(e.g. 8 or 16: smaller factor = smaller file); -1 = near the square root. Only for network_type lokr.")
+    decompose_both: bool = param(
+        False, group="network", families=SD_FAMILIES,
+        help="LoKr: also make the smaller Kronecker factor low-rank (network_dim), not only the larger one. Only for "
+             "network_type lokr. A layer whose factors are both full matrices trains at scale 1 (alpha unused), "
+             "as LyCORIS and the loaders do.")
+    use_tucker: bool = param(
+        False, group="network", families=SD_FAMILIES,
+        help="LoHa / LoKr: decompose 3x3 convolution kernels with a small Tucker core (hada_t1/t2, lokr_t2; LyCORIS' "
+             "use_tucker, formerly use_cp): fewer parameters for the conv_dim layers. Only for loha and lokr.")
     use_dora: bool = param(
         False, group="network",
         help="Use DoRA (weight-decomposed LoRA). The file is exact only where DoRA's own formula is applied (peft); "
@@ -375,6 +398,7 @@ class TrainConfig(BaseModel):
         if self.min_timestep >= self.max_timestep:
             raise ValueError(f"min_timestep ({self.min_timestep}) must be smaller than max_timestep "
                              f"({self.max_timestep}); both lie in 0-1000")
+        self._check_network_type()
         if self.adaptive_noise_scale and not self.noise_offset:
             raise ValueError("adaptive_noise_scale needs noise_offset: set noise_offset (e.g. 0.0357) or set "
                              "adaptive_noise_scale to 0")
@@ -385,6 +409,34 @@ class TrainConfig(BaseModel):
             raise ValueError("masked_loss needs masks: set conditioning_data_dir to your folder of mask images, or turn "
                              "alpha_mask on to use the images' transparency")
         return self
+
+    def _check_network_type(self) -> None:
+        kind = self.network_type
+        if kind == "locon" and not self.conv_dim:
+            raise ValueError("network_type = \"locon\" trains the convolution layers at conv_dim: set conv_dim "
+                             "(e.g. 8, with conv_alpha 4) or use network_type = \"lora\"")
+        if kind != "lokr" and (self.factor != -1 or self.decompose_both):
+            raise ValueError("factor and decompose_both apply to network_type = \"lokr\" only: set network_type "
+                             "lokr, or factor -1 and decompose_both false")
+        if self.factor == 0:
+            raise ValueError("factor = 0: use -1 (near the square root) or a positive number such as 8")
+        if kind not in ("loha", "lokr"):
+            if self.use_tucker:
+                raise ValueError("use_tucker applies to network_type loha or lokr only: turn it off or choose one")
+            return
+        if self.model_family == "flux":
+            raise ValueError(FLUX_LYCORIS)
+        refused = [(k, why) for k, on, why in (
+            ("use_dora", self.use_dora, "DoRA is trained with network_type lora / locon"),
+            ("network_dropout", self.network_dropout, "LyCORIS kinds have no input dropout; use rank_dropout or "
+                                                      "module_dropout"),
+            ("export_diffusers_format", self.export_diffusers_format, "diffusers has no LoHa / LoKr form"),
+            ("base_precision", self.base_precision == "nf4", "peft's LoHa / LoKr layers cannot wrap 4-bit (nf4) "
+                                                            "layers; use fp8"),
+        ) if on]
+        if refused:
+            raise ValueError(f"network_type = \"{kind}\" cannot be combined with "
+                             + "; ".join(f"{k} ({why})" for k, why in refused))
 
     # -------------------------------------------------------------- helpers
     @property

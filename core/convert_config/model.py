@@ -7,6 +7,7 @@ from .args import split_args
 from .coerce import blank, off, same
 from .flux import NO_CONV, NOT_FOR_FLUX, flux_network_option, flux_source
 from .keys import GUI_DEFAULTS, LYCORIS_KEYS
+from . import lycoris as lyc
 from .reasons import REASONS
 from .values import LYCORIS_LOCON_TYPES
 
@@ -63,7 +64,8 @@ def step_model(cv: Converter) -> None:
 
 
 def step_network(cv: Converter) -> None:
-    """LoRA_type (GUI), network_module and network_args -> a standard LoRA, LoCon (conv_dim), DoRA, dropout."""
+    """LoRA_type (GUI), network_module and network_args -> network_type (LoRA, LoCon with conv_dim, LyCORIS LoHa /
+    LoKr and their options), DoRA, dropout."""
     lora_type = cv.take("LoRA_type")
     module = cv.take("network_module")
     raw_args = cv.take("network_args")
@@ -77,6 +79,7 @@ def step_network(cv: Converter) -> None:
         args[k.strip()] = v.strip()
     conv_from_keys = False
     lycoris = False
+    kind = "lora"  # the network_type this becomes
     other_network = ""  # a network type we cannot train: its conv settings are not ours either
     if cv.gui:
         lt = "Standard" if blank(lora_type) else str(lora_type)
@@ -86,12 +89,17 @@ def step_network(cv: Converter) -> None:
             for key in ("conv_dim", "conv_alpha"):
                 cv.ignore(key)
         elif lt == "Kohya LoCon":
-            conv_from_keys = True
-            cv.note("LoRA_type = \"Kohya LoCon\" -> conv_dim / conv_alpha (LoRA on the convolution layers too)")
+            conv_from_keys, kind = True, "locon"
+            cv.note("LoRA_type = \"Kohya LoCon\" -> network_type = \"locon\" with conv_dim / conv_alpha (LoRA on the "
+                    "convolution layers too)")
         elif lt in LYCORIS_LOCON_TYPES:
-            conv_from_keys = True
-            cv.note(f"LoRA_type = \"{lt}\" -> kohya-style LoCon with conv_dim / conv_alpha (nearest: the same "
-                    "idea; the file uses kohya's key names, not LyCORIS')")
+            conv_from_keys, kind = True, "locon"
+            cv.note(f"LoRA_type = \"{lt}\" -> network_type = \"locon\" with conv_dim / conv_alpha (the same network; "
+                    "the file uses kohya's key names, lora_down / lora_up, which LyCORIS' LoCon uses too)")
+        elif lt in lyc.GUI_KINDS and not cv.flux:
+            conv_from_keys, kind = True, lyc.GUI_KINDS[lt]
+            cv.put("network_type", kind, "LoRA_type")
+            cv.note(f"LoRA_type = \"{lt}\" -> network_type = \"{kind}\" (LyCORIS keys, trained through peft)")
         elif lt.startswith("Flux"):
             if lt == "Flux1" and cv.flux:
                 cv.note("LoRA_type = \"Flux1\": kohya's Flux LoRA (networks.lora_flux), as trained here")
@@ -105,16 +113,17 @@ def step_network(cv: Converter) -> None:
             for key in ("conv_dim", "conv_alpha"):  # kohya_ss does not pass them for Flux
                 cv.ignore(key)
         else:
-            cv.unmapped("LoRA_type", lt, "not supported: converted as a standard LoRA with the same "
-                                         "network_dim / network_alpha")
+            cv.unmapped("LoRA_type", lt, lyc.unsupported_reason(lt, cv.flux))
             for key in ("conv_dim", "conv_alpha"):
                 v = cv.take(key)
                 if key in cv.src and not off(v) and not same(v, 1):
                     cv.unmapped(key, v, f"belongs to LoRA_type {lt}")
                 else:
                     cv.ignore(key)
+        if lycoris and kind != "lora":  # LoHa / LoKr options, or LyCORIS LoCon's (Tucker: not trained here)
+            lyc.options(cv, kind, None)
         for key in LYCORIS_KEYS:
-            if key not in cv.src:
+            if key not in cv.src or key in cv.used:
                 continue
             v = cv.take(key)
             if not lycoris or off(v) or (key in GUI_DEFAULTS and same(v, GUI_DEFAULTS[key])):
@@ -156,14 +165,18 @@ def step_network(cv: Converter) -> None:
         elif m == "lycoris.kohya":
             algo = args.pop("algo", "lora").lower()
             if algo in ("lora", "locon"):
+                kind = "locon"  # network_type locon once conv_dim is set, else a plain LoRA
                 cv.note(f"network_module = \"lycoris.kohya\" (algo {algo}) -> kohya-style LoRA"
                         + (" with conv_dim / conv_alpha" if "conv_dim" in args else "")
                         + " (nearest: the same idea; the file uses kohya's key names)")
+            elif algo in lyc.ALGOS and not cv.flux:
+                kind = algo
+                cv.put("network_type", kind, "network_args algo")
+                cv.note(f"network_module = \"lycoris.kohya\" (algo {algo}) -> network_type = \"{algo}\"")
+                lyc.options(cv, kind, args)
             else:
                 other_network = f"LyCORIS algo {algo}"
-                cv.unmapped("network_module", f"{m} (algo={algo})",
-                            "LyCORIS algorithms other than LoRA/LoCon are not supported: converted as a "
-                            "standard LoRA with the same network_dim / network_alpha")
+                cv.unmapped("network_module", f"{m} (algo={algo})", lyc.unsupported_reason(algo, cv.flux))
             if str(args.get("preset", "full")).lower() == "full":
                 args.pop("preset", None)
         else:
@@ -222,3 +235,6 @@ def step_network(cv: Converter) -> None:
             cv.ignore("dora_wd")
     if cv.has("use_dora"):
         cv.put("use_dora", cv.take("use_dora"))
+    if kind == "locon" and cv.out.get("conv_dim") and "network_type" not in cv.out:
+        cv.put("network_type", "locon", "LoRA_type" if cv.gui else "network_args algo")
+    lyc.finish(cv, kind)

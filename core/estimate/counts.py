@@ -108,12 +108,20 @@ def model_counts(folder: str, family: str) -> ModelCounts:
                        _count(vae) if vae is not None else 0, den, tes)
 
 
-def _lora_size(model: nn.Module, names: list[str], rank: int, dora: bool) -> int:
+def _lora_size(model: nn.Module, names: list[str], rank: int, dora: bool, spec=None) -> int:
     mods = dict(model.named_modules())
     n = 0
     for name in names:
         m = mods[name]
-        if isinstance(m, nn.Conv2d):
+        if spec is not None and spec.lycoris:  # LoHa / LoKr
+            from ..lora.lycoris import parameter_count
+
+            conv = isinstance(m, nn.Conv2d)
+            n += parameter_count(spec.kind, m.out_channels if conv else m.out_features,
+                                 m.in_channels // m.groups if conv else m.in_features,
+                                 m.kernel_size[0] * m.kernel_size[1] if conv else 1, rank, spec.factor,
+                                 spec.decompose_both, spec.use_tucker)
+        elif isinstance(m, nn.Conv2d):
             k = m.kernel_size[0] * m.kernel_size[1]
             n += rank * m.in_channels * k + m.out_channels * rank
         else:
@@ -130,10 +138,10 @@ def lora_counts(counts: ModelCounts, cfg, trained_tes: list[int]) -> tuple[int, 
     den = 0
     if cfg.train_unet:
         main, conv = fam.denoiser_targets(counts._model, spec)
-        den = _lora_size(counts._model, main, spec.dim, spec.dora)
-        den += _lora_size(counts._model, conv, spec.conv_dim, spec.dora) if conv else 0
+        den = _lora_size(counts._model, main, spec.dim, spec.dora, spec)
+        den += _lora_size(counts._model, conv, spec.conv_dim, spec.dora, spec) if conv else 0
     te = 0
     for i in trained_tes:
         if i < len(counts._tes):
-            te += _lora_size(counts._tes[i], net.text_encoder_targets(counts._tes[i]), spec.dim, spec.dora)
+            te += _lora_size(counts._tes[i], net.text_encoder_targets(counts._tes[i]), spec.dim, spec.dora, spec)
     return den, te

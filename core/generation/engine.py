@@ -233,6 +233,10 @@ class Generator:
         warn = family_warning(info, self.family.name)
         if warn:
             raise GenerateError(warn)
+        if info.lycoris:
+            raise GenerateError(f"{p.name} is a LyCORIS {info.lycoris} file: diffusers, which the Generate tab uses, "
+                                "cannot load LoHa / LoKr for this model family. Use it in ComfyUI, AUTOMATIC1111 or "
+                                "Forge (the training samples show what it does).")
         self._counter += 1
         name = f"lw{self._counter}_" + re.sub(r"[^0-9A-Za-z_]", "_", p.stem)[:48]
         if progress:

@@ -74,6 +74,7 @@ class LoraInfo:
     family: str | None = None  # sd15 / sd2 / sdxl / flux ... when the header says
     trigger: str = ""  # modelspec.trigger_phrase
     dora: bool = False  # a DoRA file (dora_scale tensors): the loaders apply it differently
+    lycoris: str = ""  # "LoHa" / "LoKr": LyCORIS tensors, which diffusers does not load for SD / SDXL / Flux.1
     warning: str = ""  # e.g. made for another family than the loaded base model
 
     @property
@@ -141,7 +142,9 @@ def _read_header(p: Path, st: os.stat_result) -> LoraInfo | None:
                     output_name=meta.get("ss_output_name", ""), epoch=number("ss_epoch"),
                     steps=number("ss_steps"), base_version=version,
                     family=family, trigger=meta.get("modelspec.trigger_phrase", ""),
-                    dora=any(k.endswith(".dora_scale") for k in keys) or "dora_wd" in meta.get("ss_network_args", ""))
+                    dora=any(k.endswith(".dora_scale") for k in keys) or "dora_wd" in meta.get("ss_network_args", ""),
+                    lycoris=next((t for m, t in ((".hada_w1", "LoHa"), (".lokr_w", "LoKr"))
+                                  if any(m in k for k in keys[:2000])), ""))
 
 
 def _walk(folder: Path, depth: int) -> Iterable[Path]:

@@ -13,7 +13,12 @@ def build_metadata(cfg: TrainConfig, family, *, epoch: int, step: int, num_epoch
     now = dt.datetime.now(dt.timezone.utc)
     w, h = cfg.resolution_wh
     network_args: dict[str, Any] = {}
-    if cfg.conv_dim:
+    lycoris = cfg.network_type in ("loha", "lokr")
+    if lycoris:  # as LyCORIS' kohya wrapper: module lycoris.kohya, {"algo": "loha", ...}
+        from .lycoris import network_args as lycoris_args
+
+        network_args.update(lycoris_args(cfg))
+    elif cfg.conv_dim:
         network_args.update(conv_dim=str(cfg.conv_dim), conv_alpha=str(cfg.conv_alpha))
     if cfg.use_dora:
         network_args["dora_wd"] = "True"
@@ -23,7 +28,7 @@ def build_metadata(cfg: TrainConfig, family, *, epoch: int, step: int, num_epoch
     if cfg.lora_ff or cfg.lora_proj:
         network_args["targets"] = ",".join(["attn"] + (["ff"] if cfg.lora_ff else []) + (["proj"] if cfg.lora_proj else []))
     meta = {
-        "ss_network_module": "networks.lora",
+        "ss_network_module": "lycoris.kohya" if lycoris else "networks.lora",
         "ss_network_dim": cfg.network_dim,
         "ss_network_alpha": cfg.network_alpha,
         "ss_network_dropout": cfg.network_dropout,

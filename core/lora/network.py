@@ -28,12 +28,20 @@ class NetworkSpec:
     layers: str = "all"  # Flux: "all" Linear layers of the blocks or "attention" only
     rank_dropout: float = 0.0  # sd-scripts' rank_dropout / module_dropout (core/lora/dropout.py), training only
     module_dropout: float = 0.0
+    kind: str = "lora"  # network_type: lora / locon (peft LoRA), loha / lokr (peft LoHa / LoKr, core/lora/lycoris.py)
+    factor: int = -1  # LoKr
+    decompose_both: bool = False  # LoKr
+    use_tucker: bool = False  # LoHa / LoKr: Tucker core for k x k convolutions
 
     @classmethod
     def from_config(cls, cfg) -> "NetworkSpec":
         return cls(cfg.network_dim, cfg.network_alpha, cfg.network_dropout, cfg.lora_ff, cfg.lora_proj,
                    cfg.conv_dim, cfg.conv_alpha, cfg.use_dora, cfg.flux_lora_layers, cfg.rank_dropout,
-                   cfg.module_dropout)
+                   cfg.module_dropout, cfg.network_type, cfg.factor, cfg.decompose_both, cfg.use_tucker)
+
+    @property
+    def lycoris(self) -> bool:
+        return self.kind in ("loha", "lokr")
 
 
 def _ends_with(name: str, suffixes: tuple[str, ...]) -> bool:
@@ -59,10 +67,14 @@ def text_encoder_targets(te: nn.Module) -> list[str]:
 
 
 def lora_config(spec: NetworkSpec, main: list[str], conv: list[str]):
-    from peft import LoraConfig
-
     rank_pattern = {re.escape(n): spec.conv_dim for n in conv}
     alpha_pattern = {re.escape(n): spec.conv_alpha for n in conv}
+    if spec.lycoris:
+        from .lycoris import lycoris_config
+
+        return lycoris_config(spec, main + conv, rank_pattern, alpha_pattern)
+    from peft import LoraConfig
+
     return LoraConfig(
         r=spec.dim, lora_alpha=spec.alpha, lora_dropout=spec.dropout, target_modules=main + conv,
         rank_pattern=rank_pattern, alpha_pattern=alpha_pattern, use_dora=spec.dora, init_lora_weights=True,
@@ -77,18 +89,30 @@ def inject(model: nn.Module, spec: NetworkSpec, targets: tuple[list[str], list[s
     if not main and not conv:
         raise ValueError(f"No layers to train were found in {type(model).__name__}.")
     inject_adapter_in_model(lora_config(spec, main, conv), model, adapter_name=ADAPTER)
-    from .dropout import install
+    if spec.lycoris:
+        from .lycoris import after_inject
 
-    install(model, spec.rank_dropout, spec.module_dropout)
+        after_inject(model)  # peft's LoHa / LoKr do rank and module dropout themselves
+    else:
+        from .dropout import install
+
+        install(model, spec.rank_dropout, spec.module_dropout)
     params = []
     for name, p in model.named_parameters():
-        if "lora_" in name:
+        if is_adapter_param(name):
             p.data = p.data.float()  # LoRA weights stay fp32 whatever the base precision
             p.requires_grad_(True)
             params.append(p)
         else:
             p.requires_grad_(False)
     return params
+
+
+ADAPTER_MARKS = ("lora_", "hada_", "lokr_")  # peft's LoRA, LoHa and LoKr parameter names
+
+
+def is_adapter_param(name: str) -> bool:
+    return any(m in name for m in ADAPTER_MARKS)
 
 
 def module_alphas(spec: NetworkSpec, conv: list[str]) -> dict[str, tuple[int, float]]:
@@ -114,7 +138,7 @@ def peft_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def load_peft_state_dict(model: nn.Module, sd: dict[str, torch.Tensor]) -> None:
     """Copy saved LoRA weights into the live parameters in place, so optimizers keep pointing at them."""
-    params = {n.replace(f".{ADAPTER}", ""): p for n, p in model.named_parameters() if "lora_" in n}
+    params = {n.replace(f".{ADAPTER}", ""): p for n, p in model.named_parameters() if is_adapter_param(n)}
     missing = sorted(set(params) - set(sd))
     unexpected = sorted(set(sd) - set(params))
     if missing or unexpected:

@@ -250,6 +250,15 @@ class ModelFamily:
 
         out: dict[str, torch.Tensor] = {}
         for key, model in models.items():
+            if spec.lycoris:  # LoHa / LoKr: LyCORIS tensor names under the kohya module names
+                from ..lora.lycoris import to_lycoris
+
+                if fmt != "kohya":
+                    raise ValueError(f"network_type {spec.kind} is saved in the kohya / LyCORIS form only")
+                prefix = "lora_unet" if key == "unet" else self.te_lora_prefixes[int(key[2:])]
+                rename = self.unet_lora_module_name if key == "unet" else text_encoder_module
+                out.update(to_lycoris(model, prefix, dtype, rename))
+                continue
             peft_sd = net.peft_state_dict(model)
             conv = conv_modules.get(key, [])
             if fmt == "kohya":

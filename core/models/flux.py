@@ -109,6 +109,10 @@ class Flux(ModelFamily):
         if cfg.use_dora:
             raise ValueError("use_dora: DoRA is not available for Flux (ComfyUI and diffusers read a Flux DoRA file "
                              "differently, so no single file applies the trained change in both). Turn use_dora off.")
+        if cfg.network_type in ("loha", "lokr"):
+            from ..config.schema import FLUX_LYCORIS
+
+            raise ValueError(FLUX_LYCORIS)
         if cfg.bucket_reso_steps % 16 or any(s % 16 for s in cfg.resolution_wh):
             raise ValueError(f"resolution {cfg.resolution} / bucket_reso_steps {cfg.bucket_reso_steps}: Flux needs "
                              "sides that are multiples of 16 pixels (e.g. 512, 768, 1024 and bucket_reso_steps 64).")
@@ -119,6 +123,7 @@ class Flux(ModelFamily):
         ignored = [k for k, on in (("v_parameterization", cfg.v_parameterization), ("min_snr_gamma", cfg.min_snr_gamma),
                                    ("noise_offset", cfg.noise_offset), ("clip_skip", cfg.clip_skip > 1),
                                    ("lora_ff", cfg.lora_ff), ("lora_proj", cfg.lora_proj), ("conv_dim", cfg.conv_dim),
+                                   ("network_type locon", cfg.network_type == "locon"),
                                    *sd_only_options(cfg))
                    if on]
         if ignored:

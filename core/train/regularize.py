@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from ..lora.dropout import ADAPTER, lora_layers
+from ..lora.lycoris import delta_and_factors, lycoris_layers
 
 
 def lora_delta(down: torch.Tensor, up: torch.Tensor, scale: float) -> torch.Tensor:
@@ -21,7 +22,8 @@ def lora_delta(down: torch.Tensor, up: torch.Tensor, scale: float) -> torch.Tens
 @torch.no_grad()
 def apply_max_norm(models: dict[str, nn.Module], max_norm: float) -> tuple[int, float, float]:
     """Scale down (up and down each by sqrt(ratio)) every LoRA layer whose change alpha/rank x up @ down has a
-    Frobenius norm above `max_norm`. Returns (keys scaled, mean and max norm after scaling), as sd-scripts."""
+    Frobenius norm above `max_norm` (LoHa / LoKr: two factors, see lycoris.delta_and_factors). Returns (keys
+    scaled, mean and max norm after scaling), as sd-scripts."""
     keys_scaled, norms = 0, []
     for model in models.values():
         for _, layer in lora_layers(model):
@@ -37,6 +39,15 @@ def apply_max_norm(models: dict[str, nn.Module], max_norm: float) -> tuple[int, 
                 up.mul_(sqrt_ratio.to(up.device, up.dtype))
                 down.mul_(sqrt_ratio.to(down.device, down.dtype))
             norms.append((updown.norm() * ratio.to(updown.device)).item())
+        for _, layer in lycoris_layers(model):  # LoHa / LoKr: the change is linear in each of two factors
+            updown, factors = delta_and_factors(layer)
+            norm = updown.float().norm().clamp(min=max_norm / 2)
+            ratio = torch.clamp(norm, max=max_norm).cpu() / norm.cpu()
+            if ratio != 1:
+                keys_scaled += 1
+                for f in factors:
+                    f.mul_((ratio**0.5).to(f.device, f.dtype))
+            norms.append((updown.float().norm() * ratio.to(updown.device)).item())
     if not norms:
         return 0, 0.0, 0.0
     return keys_scaled, sum(norms) / len(norms), max(norms)

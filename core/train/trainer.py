@@ -260,7 +260,8 @@ class Trainer(CacheMixin, CheckpointMixin):
             te.train(i in self.trained_te)
         n = sum(p.numel() for p in unet_params + te_params)
         parts = ([fam.denoiser_name] if unet_params else []) + (["text encoder"] if te_params else [])
-        self.say(f"LoRA: rank {spec.dim}, alpha {spec.alpha:g}, {n / 1e6:.2f}M trainable parameters ({' + '.join(parts)})")
+        title = {"loha": "LoHa", "lokr": "LoKr", "locon": "LoCon"}.get(spec.kind, "LoRA")
+        self.say(f"{title}: rank {spec.dim}, alpha {spec.alpha:g}, {n / 1e6:.2f}M trainable parameters ({' + '.join(parts)})")
         return unet_params, te_params
 
     def trained_models(self, comps) -> dict[str, torch.nn.Module]:

@@ -98,7 +98,7 @@ class Module:
             w2 = t["w2"] if "w2" in t else _tucker(t.get("t2"), t["w2a"], t["w2b"])
             if w2.dim() == 4 and w1.dim() == 2:
                 w1 = w1[:, :, None, None]
-            d = torch.kron(w1, w2)
+            d = torch.kron(w1, w2.contiguous())  # a Tucker-rebuilt w2 is a non-contiguous einsum result
         d = d * self.scale
         if shape is not None:
             if d.numel() != _numel(shape):
