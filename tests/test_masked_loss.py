@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 from pathlib import Path
 
 import numpy as np
@@ -12,14 +10,14 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from core.config.toml_io import ConfigError, save_config, validate
+from core.config.toml_io import ConfigError, validate
 from core.data.buckets import BucketChooser
 from core.data.dataset import DatasetError, load_image, load_items
 from core.data.masks import attach_masks, latent_mask, load_mask
 from core.train.trainer import Trainer
-from test_resume import _events, _start, _wait_for
+from test_resume import _events, sigkill_then_resume
 from tiny_models import make_tiny_dataset
-from train_helpers import run_cli, tiny_config, train_in_process
+from train_helpers import tiny_config, train_in_process
 
 FOLDER = "10_zqx"
 
@@ -322,25 +320,8 @@ def test_sigkill_then_resume_with_masks_is_bit_identical(tiny_sd15, tmp_path, mo
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     data = _data(tmp_path / "data", sizes=((64, 64), (96, 64), (64, 96)))
     _write_masks(data, tmp_path / "masks", lambda w, h, i: _pattern(w, h, i) | 1)
-    configs = {}
-    for name in ("reference", "killed"):
-        out = tmp_path / name
-        out.mkdir()
-        cfg = tiny_config(tiny_sd15, data, out, max_train_steps=16, save_state_every_n_steps=4, learning_rate=1e-3,
-                          flip_aug=True, masked_loss=True, conditioning_data_dir=str(tmp_path / "masks"))
-        configs[name] = out / "run.toml"
-        save_config(cfg, configs[name])
-    r = run_cli("train", "--config", str(configs["reference"]))
-    assert r.returncode == 0, r.stdout + r.stderr
-    out = tmp_path / "killed"
-    proc = _start(configs["killed"])
-    _wait_for(out, lambda e: e["type"] == "checkpoint" and e["kind"] == "state" and e["step"] >= 8, proc)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(30)
-    r = run_cli("train", "--config", str(configs["killed"]), "--resume")
-    assert r.returncode == 0, r.stdout + r.stderr
-    resumed = [e for e in _events(out) if e["type"] == "start" and e.get("resumed")]
-    assert resumed and 8 <= resumed[-1]["step"] < 16
+    out = sigkill_then_resume(tiny_sd15, data, tmp_path, flip_aug=True, masked_loss=True,
+                              conditioning_data_dir=str(tmp_path / "masks"))
     log = (out / "lora" / "train.log").read_text()
     assert "Masked loss: 4 training image(s)" in log
     assert _same_lora(out, tmp_path / "reference"), "the resumed LoRA is not bit-identical"

@@ -158,13 +158,15 @@ NOISE_OPTIONS = dict(multires_noise_iterations=6, multires_noise_discount=0.3, n
                      rank_dropout=0.2, module_dropout=0.1, network_dropout=0.1, scale_weight_norms=0.5)
 
 
-def test_sigkill_then_resume_with_noise_options_is_bit_identical(tiny_sd15, tiny_dataset, tmp_path):
+def sigkill_then_resume(model: Path, data: Path, tmp_path: Path, **options) -> Path:
+    """Train `reference` uninterrupted and `killed` SIGKILLed after its step-8 state, then resumed (16 steps,
+    state every 4, through the CLI); returns the killed run's output folder (its LoRA is `lora.safetensors`)."""
     configs = {}
     for name in ("reference", "killed"):
         out = tmp_path / name
         out.mkdir()
-        cfg = tiny_config(tiny_sd15, tiny_dataset, out, max_train_steps=16, save_state_every_n_steps=4,
-                          learning_rate=1e-3, **NOISE_OPTIONS)
+        cfg = tiny_config(model, data, out, max_train_steps=16, save_state_every_n_steps=4, learning_rate=1e-3,
+                          **options)
         configs[name] = out / "run.toml"
         save_config(cfg, configs[name])
     r = run_cli("train", "--config", str(configs["reference"]))
@@ -179,6 +181,11 @@ def test_sigkill_then_resume_with_noise_options_is_bit_identical(tiny_sd15, tiny
     assert r.returncode == 0, r.stdout + r.stderr
     resumed = [e for e in _events(out) if e["type"] == "start" and e.get("resumed")]
     assert resumed and 8 <= resumed[-1]["step"] < 16
+    return out
+
+
+def test_sigkill_then_resume_with_noise_options_is_bit_identical(tiny_sd15, tiny_dataset, tmp_path):
+    out = sigkill_then_resume(tiny_sd15, tiny_dataset, tmp_path, **NOISE_OPTIONS)
     ta, tb = load_file(out / "lora.safetensors"), load_file(tmp_path / "reference" / "lora.safetensors")
     assert ta.keys() == tb.keys()
     assert all(torch.equal(ta[k], tb[k]) for k in ta), "the resumed LoRA is not bit-identical"

@@ -63,6 +63,14 @@ class Converter:
             self.c.ignored.append(key)
         self.used.add(key)
 
+    def refuse_unless_off(self, key: str, reason: str, is_off=off) -> None:
+        """Take `key`: ignored when `is_off(value)` (the default, nothing lost), else reported with `reason`."""
+        v = self.take(key)
+        if is_off(v):
+            self.ignore(key)
+        else:
+            self.unmapped(key, v, reason)
+
     def unmapped(self, key: str, value: Any, reason: str | None = None) -> None:
         self.used.add(key)
         self.c.unmapped[key] = value

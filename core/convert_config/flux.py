@@ -153,41 +153,21 @@ def _not_for_flux(cv: Converter) -> None:
     """SD settings of no use for Flux (the trainer here ignores them too)."""
     for key in ("min_snr_gamma", "noise_offset"):
         if key in cv.src:
-            v = cv.take(key)
-            if off(v):
-                cv.ignore(key)
-            else:
-                cv.unmapped(key, v, f"{key} {NOT_FOR_FLUX}")
+            cv.refuse_unless_off(key, f"{key} {NOT_FOR_FLUX}")
     if "clip_skip" in cv.src:
-        v = cv.take("clip_skip")
-        if off(v) or same(v, 1):
-            cv.ignore("clip_skip")
-        else:
-            cv.unmapped("clip_skip", v, f"clip_skip {NOT_FOR_FLUX}")
+        cv.refuse_unless_off("clip_skip", f"clip_skip {NOT_FOR_FLUX}", lambda v: off(v) or same(v, 1))
     if "vae" in cv.src:
-        v = cv.take("vae")
-        if blank(v):
-            cv.ignore("vae")
-        else:
-            cv.unmapped("vae", v, "Flux's autoencoder is given with ae; vae is for SD models, and sd-scripts' Flux "
-                                  "training does not read it either")
+        cv.refuse_unless_off("vae", "Flux's autoencoder is given with ae; vae is for SD models, and sd-scripts' Flux "
+                                    "training does not read it either", blank)
 
 
 def _text_encoders(cv: Converter) -> None:
     """T5 options (T5 is never trained here) and text-encoder output caching."""
     if "t5xxl_lr" in cv.src:
-        v = cv.take("t5xxl_lr")
-        if off(v):
-            cv.ignore("t5xxl_lr")
-        else:
-            cv.unmapped("t5xxl_lr", v, T5_NEVER)
+        cv.refuse_unless_off("t5xxl_lr", T5_NEVER)
     if "apply_t5_attn_mask" in cv.src:
-        v = cv.take("apply_t5_attn_mask")
-        if off(v):
-            cv.ignore("apply_t5_attn_mask")
-        else:
-            cv.unmapped("apply_t5_attn_mask", v, "the T5 attention mask is not applied here: captions are encoded "
-                                                 "as sd-scripts does without apply_t5_attn_mask")
+        cv.refuse_unless_off("apply_t5_attn_mask", "the T5 attention mask is not applied here: captions are "
+                                                   "encoded as sd-scripts does without apply_t5_attn_mask")
     mem_key = "flux1_cache_text_encoder_outputs" if cv.gui else "cache_text_encoder_outputs"
     disk_key = "flux1_cache_text_encoder_outputs_to_disk" if cv.gui else "cache_text_encoder_outputs_to_disk"
     mem = cv.flag(mem_key) if mem_key in cv.src else False

@@ -115,17 +115,12 @@ def finish(cv: Converter, kind: str) -> None:
         cv.out["conv_dim"] = LOKR_FULL_CONV
         cv.note(f"conv_dim = {conv} (LyCORIS LoKr's full matrices) -> conv_dim = {LOKR_FULL_CONV}, full matrices "
                 "for the convolutions as well")
+    no_dropout = "LoHa / LoKr have no input dropout here (rank_dropout and module_dropout are)"
     if "network_dropout" in cv.out and _on(cv.out["network_dropout"]):
         src = cv.origin.get("network_dropout", "network_dropout")
-        cv.unmapped(src, cv.out.pop("network_dropout"), "LoHa / LoKr have no input dropout here (rank_dropout "
-                                                        "and module_dropout are)")
+        cv.unmapped(src, cv.out.pop("network_dropout"), no_dropout)
     if cv.has("network_dropout") and "network_dropout" not in cv.used:
-        v = cv.take("network_dropout")
-        if off(v):
-            cv.ignore("network_dropout")
-        else:
-            cv.unmapped("network_dropout", v, "LoHa / LoKr have no input dropout here (rank_dropout and "
-                                              "module_dropout are)")
+        cv.refuse_unless_off("network_dropout", no_dropout)
     if cv.out.get("use_dora"):
         src = cv.origin.get("use_dora", "use_dora")
         cv.out.pop("use_dora")
