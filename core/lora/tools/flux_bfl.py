@@ -96,7 +96,7 @@ def swap_halves(t: torch.Tensor) -> torch.Tensor:
 def in_features(mod: Module) -> int:
     t = mod.tensors
     src = t.get("down", t.get("w1b"))
-    if src is None:
+    if src is None or mod.kind == "lokr":  # LoKr's Kronecker factors do not split by output rows
         raise ToolError(f"{mod.name}: a {mod.kind.upper()} module on a fused Flux layer cannot be split into its "
                         "q/k/v layers; the LoRA tools read LoRA, DoRA and LoHa modules there")
     return int(src.shape[1])
@@ -105,10 +105,8 @@ def in_features(mod: Module) -> int:
 def split_module(mod: Module, parts: list[tuple[str, Place]]) -> list[tuple[str, Module]]:
     """A module on a fused BFL layer -> [(layer key, module)] with the same change on each diffusers layer.
     Parts whose rows the module leaves at zero get no module (their change is exactly zero)."""
-    if mod.kind == "lokr":
-        in_features(Module(mod.name))  # raises: LoKr factors do not split by rows
-    rows_total = int(next(mod.tensors[r] for r in ROW_ROLES if r in mod.tensors).shape[0])
     width = in_features(mod)
+    rows_total = int(next(mod.tensors[r] for r in ROW_ROLES if r in mod.tensors).shape[0])
     out, zero = [], []
     for key, p in parts:
         if p.layout == "swap":
@@ -213,8 +211,8 @@ def to_bfl(matched: dict, table) -> dict:
             if p0.layout == "linear1":
                 keys = dict((pl.slot, k) for k, pl in table.bfl_parts[bfl])
                 q, mlp = table.layers[keys[0]].shape, table.layers[keys[3]].shape
-                mlp_rows = mlp[0] * int(items[0][1].module.tensors["down"].shape[1]) // q[1] \
-                    if "down" in items[0][1].module.tensors else None
+                first = items[0][1].module.tensors  # the table's MLP ratio at this module's width
+                mlp_rows = mlp[0] * int(first["down"].shape[1]) // q[1] if "down" in first else None  # else fuse refuses
             mod = fuse_modules(bfl, [(p, m.module) for p, m in items], mlp_rows)
         shape = change_shape(mod)
         out[f"transformer.{bfl}"] = Matched(Layer("transformer", bfl, shape), mod, ", ".join(
