@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.config.toml_io import ConfigError, atomic_write_text, load_config, save_config  # noqa: E402
-from core.runs.reader import replaceable_run_note  # noqa: E402
+from core.runs.replace import replaceable_run_note  # noqa: E402
 from core.runs.steps_plan import steps_plan  # noqa: E402
 
 

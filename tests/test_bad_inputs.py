@@ -176,7 +176,7 @@ def test_out_of_memory_names_the_settings_to_lower(tiny_sd15, tiny_dataset, tmp_
 
 
 def test_run_that_failed_loading_its_base_model_is_started_again_without_overwrite(tiny_sd15, tiny_dataset, tmp_path):
-    """The CLI path of the 'failed before training' rule (core.runs.reader.replaceable_run_note)."""
+    """The CLI path of the 'failed before training' rule (core.runs.replace.replaceable_run_note)."""
     from core.config.toml_io import save_config
 
     out, config = tmp_path / "out", tmp_path / "run.toml"

@@ -17,7 +17,8 @@ from typing import Any
 from ..config.toml_io import atomic_write_text, save_config
 from .reader import (_LAUNCHED, _LOGS, CONSOLE_LOG, CONTROL_REQUESTS, LAUNCH_FILE, PROJECT_ROOT, TRAINER_CMD_ENV,
                    EventLog, RunBusyError, RunExistsError, _key, _launch_pending, _read_json, has_state, is_run_dir,
-                   read_run, replaceable_run_note, run_dir_of)
+                   read_run, run_dir_of)
+from .replace import replaceable_run_note
 from ..config.schema import TrainConfig
 
 
@@ -64,7 +65,7 @@ def start_run(config: TrainConfig, resume: bool = False, *, overwrite: bool = Fa
 
     Raises RunBusyError if the run is training, RunExistsError if the folder already holds a run
     (and neither ``resume`` nor ``overwrite`` is given), FileNotFoundError when resuming a run
-    without saved state. A run that ended before training anything (reader.replaceable_run_note)
+    without saved state. A run that ended before training anything (replace.replaceable_run_note)
     is no obstacle: the trainer replaces it and says so in its log.
     """
     run_dir = run_dir_of(config)

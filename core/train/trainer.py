@@ -112,7 +112,7 @@ class Trainer(CacheMixin, CheckpointMixin):
             raise ConfigError([f"Nothing to resume: {run.path} has no saved state. Start the run without --resume."])
         replace_note = None
         if not self.resume and run.events_file.exists() and not self.overwrite:
-            from ..runs.reader import replaceable_run_note  # one rule with the GUI's start_run
+            from ..runs.replace import replaceable_run_note  # one rule with the GUI's start_run
 
             replace_note = replaceable_run_note(run.path)
             if replace_note is None:
