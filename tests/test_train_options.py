@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import types
 
 import pytest
 import torch
@@ -123,18 +124,38 @@ def test_latent_disk_cache_is_reused_and_invalidated(tiny_sd15, tiny_dataset, tm
     assert t.latent_cache.hits < 4, "a changed resolution is encoded again"
 
 
+def reachable(root, type_name: str, limit: int = 5_000_000) -> list:
+    """Objects of that class reachable from root through references (what keeps them alive)."""
+    import gc
+
+    seen, todo, found = {id(root)}, [root], []
+    while todo and len(seen) < limit:
+        obj = todo.pop()
+        if type(obj).__name__ == type_name:
+            found.append(obj)
+            continue
+        for ref in gc.get_referents(obj):
+            if id(ref) not in seen and not isinstance(ref, (type, types.ModuleType)):
+                seen.add(id(ref))
+                todo.append(ref)
+    assert len(seen) < limit, "the search stopped before it saw everything"
+    return found
+
+
 def test_text_encoder_outputs_cached_only_when_valid(tiny_sd15, tiny_dataset, tmp_path):
     # the default: cached, and with no sample prompts the text encoder and the VAE are freed after caching
     t = train_in_process(tiny_config(tiny_sd15, tiny_dataset, tmp_path / "a", max_train_steps=2,
                                      network_train_unet_only=True))
     assert t.text_cache is not None and len(t.text_cache) == 4
     assert t.comps.text_encoders == [None] and t.comps.vae is None and t.comps.pipeline.vae is None
+    assert not reachable(t, "AutoencoderKL"), "nothing the trainer keeps (the latent cache...) holds on to the VAE"
     assert "the text encoder(s) freed from memory" in (tmp_path / "a" / "lora" / "train.log").read_text()
     # with sample prompts the text encoder stays for them, and the VAE keeps its decoder only
     t = train_in_process(tiny_config(tiny_sd15, tiny_dataset, tmp_path / "s", max_train_steps=2,
                                      network_train_unet_only=True, sample_prompts=["zqx --w 64 --h 64 --s 2"],
                                      sample_every_n_steps=1))
     assert t.comps.text_encoders[0] is not None and t.comps.vae.encoder is None and t.comps.vae.decoder is not None
+    assert reachable(t, "AutoencoderKL") == [t.comps.vae]
     assert len(list((tmp_path / "s" / "lora" / "samples").glob("*.png"))) == 2
     # a trained text encoder is not cached (said in the log, not as a warning)
     t = train_in_process(tiny_config(tiny_sd15, tiny_dataset, tmp_path / "b", max_train_steps=2,

@@ -38,7 +38,10 @@ def cache_key(item: ImageItem, flip: bool, vae_fp: str) -> str:
 @torch.no_grad()
 def encode(vae, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Pixels in [-1, 1] (B, 3, H, W) -> scaled latents, in fp32."""
-    dist = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist
+    pixels = pixels.to(vae.device, vae.dtype)
+    if pixels.device.type == "cpu":  # oneDNN's convolutions take channels-last input about 20% faster (measured)
+        pixels = pixels.contiguous(memory_format=torch.channels_last)
+    dist = vae.encode(pixels).latent_dist
     z = dist.sample(generator=generator) if generator is not None else dist.mean
     shift = getattr(vae.config, "shift_factor", None) or 0.0
     return ((z.float() - shift) * vae.config.scaling_factor).cpu()
@@ -48,7 +51,7 @@ class LatentCache:
     """Latents of every (image, flip) the run uses, computed once."""
 
     def __init__(self, vae, disk_dir: Path | None):
-        self.vae = vae
+        self.vae = vae  # only until build() is done: the VAE is freed after caching, and this must not keep it
         self.disk_dir = disk_dir
         self.fp = vae_fingerprint(vae)
         self.mem: dict[tuple[int, bool], torch.Tensor] = {}
@@ -78,6 +81,7 @@ class LatentCache:
                     tmp.replace(path)
             if progress:
                 progress(n + 1, len(needed))
+        self.vae = None
 
     def get(self, idx: int, flip: bool) -> torch.Tensor:
         return self.mem[(idx, flip)]

@@ -25,7 +25,7 @@ from .caching import CacheMixin
 from .checkpoints import CheckpointMixin, TrainingFailed
 from .memory import move as _move, setup_denoiser
 from .rundir import RunDir
-from .process import process_start_time, quiet_libraries, skip_bitsandbytes  # noqa: F401 (cli, toy import them here)
+from .process import keep_freed_memory_for_reuse, process_start_time, quiet_libraries, skip_bitsandbytes  # noqa: F401 (cli, toy import them here)
 from .state import find_state
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 3
@@ -56,6 +56,8 @@ class Trainer(CacheMixin, CheckpointMixin):
 
         quiet_libraries()
         cpu = not torch.cuda.is_available()
+        if cpu:
+            keep_freed_memory_for_reuse()
         mp = "no" if cpu else self.cfg.mixed_precision
         self.acc = Accelerator(mixed_precision=mp, cpu=cpu)
         self.main = self.acc.is_main_process
