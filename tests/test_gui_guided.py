@@ -3,6 +3,8 @@ chosen by hand (the test machine has no GPU), and the live VRAM estimate and the
 form. Uses the app of test_gui_training (fake trainer). Screenshot: test-artifacts/guided_start.png."""
 from __future__ import annotations
 
+import re
+
 from test_gui_training import app, browser, field, fill, page, shot  # noqa: F401 (pytest fixtures)
 from test_gui_training import playwright_api
 
@@ -47,3 +49,40 @@ def test_guided_start_fills_the_form_and_shows_estimate_and_warnings(page, app):
     page.locator("#guided-result details summary").click()
     expect(result).to_contain_text("learning_rate = 1e-4")
     shot(page, "guided_start.png")
+
+
+def test_preset_and_guided_start_leave_nothing_of_an_earlier_preset(page, app):
+    """The Demo preset sets conv_dim, lora_ff and 32 px sample prompts; the next preset and the guided start reset
+    what they do not choose to the defaults, and keep what the user typed (trigger word, output name, folder)."""
+    choose(page, "preset", "Demo (CPU)")
+    page.locator("#adv-network").get_by_text("LoRA network").click()
+    expect(field(page, "conv_dim")).to_have_value("8")
+    expect(field(page, "lora_ff")).to_be_checked()
+    expect(field(page, "sample_prompts")).to_have_value(re.compile("--w 32"))
+    fill(page, "trigger_word", "zqx")
+    fill(page, "output_name", "mine")
+    choose(page, "preset", "SD1.5 character")
+    expect(field(page, "conv_dim")).to_have_value("0")
+    expect(field(page, "lora_ff")).not_to_be_checked()
+    expect(field(page, "resolution")).to_have_value("512")
+    expect(field(page, "sample_prompts")).to_have_value("")  # the Demo's prompts, unchanged: reset too
+    choose(page, "preset", "Demo (CPU)")
+    expect(field(page, "conv_dim")).to_have_value("8")
+    fill(page, "sample_every_n_epochs", 3)
+    choose(page, "guided-family", "SDXL")
+    choose(page, "guided-vram", "12 GB")
+    page.locator("#guided-data textarea, #guided-data input").first.fill(str(app["root"] / "data"))
+    page.click("#guided-fill")
+    expect(page.locator("#guided-result")).to_contain_text("Filled in for SDXL")
+    expect(field(page, "resolution")).to_have_value("1024")
+    expect(field(page, "conv_dim")).to_have_value("0")  # the schema default, not the Demo's 8
+    expect(field(page, "conv_alpha")).to_have_value("1")
+    expect(field(page, "lora_ff")).not_to_be_checked()
+    expect(field(page, "lora_proj")).not_to_be_checked()
+    expect(field(page, "sample_every_n_epochs")).to_have_value("0")  # the guided start's (it samples by steps)
+    expect(field(page, "max_train_epochs")).to_have_value("10")  # the default: the steps decide
+    expect(field(page, "sample_prompts")).to_have_value("")
+    expect(field(page, "trigger_word")).to_have_value("zqx")  # the user's own inputs stay
+    expect(field(page, "output_name")).to_have_value("mine")
+    expect(field(page, "train_data_dir")).to_have_value(str(app["root"] / "data"))
+    expect(page.locator("#preset input")).to_have_value("")

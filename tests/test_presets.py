@@ -60,11 +60,46 @@ def test_preset_values_are_the_well_known_ones():
             assert cfg.learning_rate <= 2e-4, name
 
 
-def test_preset_changes_only_its_own_keys():
-    base = TrainConfig(train_data_dir="/data/x", output_name="mine", network_dim=64, seed=7)
+def test_preset_keeps_the_users_inputs_and_resets_the_rest():
+    base = TrainConfig(train_data_dir="/data/x", output_name="mine", network_dim=64, seed=7, trigger_word="zqx",
+                       sample_prompts=["zqx dog"], output_dir="/out", conditioning_data_dir="/masks", masked_loss=True,
+                       network_type="locon", conv_dim=8, noise_offset=0.05, adaptive_noise_scale=0.005,
+                       lora_ff=True, clip_skip=2, training_comment="v2")
     cfg = presets.apply_preset(presets.find_preset("SD1.5 character"), base)
-    assert (cfg.train_data_dir, cfg.output_name, cfg.seed) == ("/data/x", "mine", 7)
-    assert cfg.network_dim == 32
+    assert (cfg.train_data_dir, cfg.output_name, cfg.output_dir, cfg.trigger_word, cfg.sample_prompts) == \
+        ("/data/x", "mine", "/out", "zqx", ["zqx dog"])
+    assert (cfg.conditioning_data_dir, cfg.clip_skip, cfg.training_comment) == ("/masks", 2, "v2")  # also own
+    assert cfg.network_dim == 32 and cfg.min_snr_gamma == 5.0  # the preset's
+    defaults = TrainConfig()
+    for k in ("network_type", "conv_dim", "masked_loss", "noise_offset", "adaptive_noise_scale", "lora_ff", "seed"):
+        assert getattr(cfg, k) == getattr(defaults, k), k  # an earlier choice, not the preset's: the default
+
+
+def test_own_fields_are_the_users_files_folders_names_and_words():
+    assert presets.own_fields() == {
+        "pretrained_model_name_or_path", "model_family", "v_parameterization", "vae", "base_config_dir", "clip_l",
+        "t5xxl", "ae", "clip_skip",  # the base model group: what the user's model is
+        "train_data_dir", "reg_data_dir", "trigger_word", "caption_extension", "conditioning_data_dir",
+        "output_dir", "output_name", "training_comment", "cache_dir", "sample_prompts"}
+    for p in presets.generated_presets():  # the table never chooses one of them
+        assert not set(p.values) & presets.own_fields(), p.name
+
+
+def test_fill_values_after_the_demo_resets_its_sample_prompts_unless_edited():
+    demo = presets.find_preset("Demo (CPU)")
+    form = presets.apply_preset(demo, TrainConfig(train_data_dir="/d", trigger_word="zqx"))
+    assert form.conv_dim == 8 and form.sample_prompts == demo.values["sample_prompts"]
+    earlier = presets.own_values_set(demo.values)
+    assert earlier == {"sample_prompts": demo.values["sample_prompts"]}
+    sdxl = presets.find_preset("SDXL · character · 12 GB")
+    as_form = {**form.model_dump(), "sample_prompts": "\n".join(form.sample_prompts)}  # a list is text in the form
+    fill = presets.fill_values(sdxl.values, as_form, earlier)
+    assert fill["conv_dim"] == 0 and fill["lora_ff"] is False and fill["sample_prompts"] == []
+    assert "train_data_dir" not in fill and "trigger_word" not in fill  # kept: not written at all
+    edited = presets.fill_values(sdxl.values, {**as_form, "sample_prompts": "zqx on a beach"}, earlier)
+    assert "sample_prompts" not in edited  # the user's own now
+    assert presets.own_values_set({"train_data_dir": "/d", "sample_prompts": ["x"], "conv_dim": 4},
+                                  typed=("train_data_dir",)) == {"sample_prompts": ["x"]}
 
 
 def test_user_preset_round_trip(tmp_path):

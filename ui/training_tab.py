@@ -53,6 +53,8 @@ def model_choices(models_dir: str) -> list[str]:
     return found
 
 
+PRESET_INFO = ("Sets proven values for a kind of LoRA and the other settings back to their defaults; your model, "
+               "folders, names, trigger word and sample prompts stay.")
 STARTER_NOTE = ('<div class="lw-plan"><b>Ready to try:</b> the form is set up for the built-in demo: the small toy '
                 'model learns a shape it has never seen (a star, trigger word <code>zqx</code>) from 16 pictures in '
                 '2-3 minutes, even without a GPU. Press <b>Start training</b> and watch the samples turn into '
@@ -105,14 +107,16 @@ def build(ctx: AppContext) -> None:
 
     guided = GuidedStart(lambda: model_choices(ctx.settings.models_dir))
     starter = presets_mod.find_preset(starter_preset) if starter_preset else None
+    # the user's own fields the last preset filled in (the Demo's sample prompts): the next fill resets them while
+    # they are unchanged
+    filled = gr.State(presets_mod.own_values_set(starter.values) if starter else {})
 
     with gr.Row(equal_height=False):
         # ------------------------------------------------------------------ settings column
         with gr.Column(scale=3, min_width=420):
             with gr.Row(equal_height=True):
-                preset_dd = gr.Dropdown(choices=preset_labels(), value=starter_preset, label="Preset", scale=2, interactive=True,
-                                        info="Fills in proven values for a kind of LoRA. Your folders and names stay.",
-                                        elem_id="preset")
+                preset_dd = gr.Dropdown(choices=preset_labels(), value=starter_preset, label="Preset", scale=2,
+                                        interactive=True, info=PRESET_INFO, elem_id="preset")
                 preset_desc = gr.Markdown("", elem_id="preset-desc")
             if starter_preset:
                 gr.HTML(STARTER_NOTE, elem_id="starter-note")
@@ -180,17 +184,19 @@ def build(ctx: AppContext) -> None:
         return cfg, run_view.errors_html(errors)
 
     # ---------------------------------------------------------------- presets
-    def on_preset(label: str):
+    def on_preset(label: str, earlier: dict, values):
+        """The preset's values, every other field reset to its default except the user's own (core.config.presets)."""
         if not label:
-            return [gr.skip()] * len(form.names) + [""]
+            return [gr.skip()] * len(form.names) + ["", gr.skip()]
         try:
             pr = presets_mod.find_preset(label)
         except (KeyError, ConfigError) as e:
-            return [gr.skip()] * len(form.names) + [run_view.notice_html(str(e), "err")]
-        return form.updates(pr.values, only=set(pr.values)) + [pr.description]
+            return [gr.skip()] * len(form.names) + [run_view.notice_html(str(e), "err"), gr.skip()]
+        fill = presets_mod.fill_values(pr.values, form.data(values), earlier)
+        return form.updates(fill) + [pr.description, presets_mod.own_values_set(pr.values)]
 
-    def on_preset_selected(evt: gr.SelectData):
-        return on_preset(evt.value)
+    def on_preset_selected(evt: gr.SelectData, earlier: dict, *values):
+        return on_preset(evt.value, earlier, values)
 
     def on_save_preset(name: str, *values):
         cfg, err = valid_config(values)
@@ -381,7 +387,8 @@ def build(ctx: AppContext) -> None:
     ctx.blocks.load(pick_run, [out_dir_comp], [viewed_run, view_sig, preset_dd], **quiet).then(
         refresh, live_inputs, live_outputs, **quiet)
     # select, not change: choosing the preset that is already shown applies it again
-    preset_dd.select(on_preset_selected, None, form.inputs + [preset_desc]).then(on_plan, form.inputs, [plan], **quiet)
+    preset_dd.select(on_preset_selected, [filled] + form.inputs, form.inputs + [preset_desc, filled]).then(
+        on_plan, form.inputs, [plan], **quiet)
     save_preset_btn.click(on_save_preset, [preset_name] + form.inputs, [preset_dd, files_msg])
     load_btn.upload(on_load_file, [load_btn], form.inputs + [files_msg]).then(on_plan, form.inputs, [plan], **quiet)
     export_btn.click(on_export, form.inputs, [export_file, files_msg])
@@ -391,7 +398,7 @@ def build(ctx: AppContext) -> None:
           **quiet)
     plan_triggers = [c.change for n, c in form.components.items() if form.metas[n]["group"] in PLAN_GROUPS]
     gr.on(plan_triggers, on_plan, form.inputs, [plan], trigger_mode="always_last", **quiet)
-    guided.wire(form, preset_dd, preset_desc, estimate_box, guard_box, plan, on_plan)
+    guided.wire(form, preset_dd, preset_desc, estimate_box, guard_box, plan, on_plan, filled)
     guided.load(ctx.blocks)
     start_btn.click(on_start, [overwrite] + form.inputs, [form_errors, viewed_run, action_msg]).then(
         lambda: {}, None, [view_sig], **quiet).then(refresh, live_inputs, live_outputs, **quiet)
