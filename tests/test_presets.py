@@ -4,7 +4,9 @@ from __future__ import annotations
 import pytest
 
 from core.config import presets
-from core.config.toml_io import ConfigError
+from core.config.recipes import MEMORY, TIERS
+from core.config.suggest import recipe_values
+from core.config.toml_io import ConfigError, validate
 from core.config.schema import TrainConfig
 
 REQUIRED = ["SD1.5 character", "SD1.5 style", "SDXL character", "SDXL style", "Demo (CPU)"]
@@ -36,7 +38,7 @@ def test_preset_values_are_the_well_known_ones():
     by = {p.name: presets.apply_preset(p) for p in shipped()}
     c = by["SD1.5 character"]
     assert 16 <= c.network_dim <= 32 and c.network_alpha == c.network_dim / 2
-    assert c.learning_rate == 1e-4 and c.max_train_epochs == 10 and c.train_batch_size == 2 and c.resolution == "512"
+    assert c.learning_rate == 1e-4 and c.max_train_epochs == 10 and c.train_batch_size == 1 and c.resolution == "512"
     for name in ("SDXL character", "SDXL style"):
         x = by[name]
         assert x.resolution == "1024" and x.gradient_checkpointing and x.network_train_unet_only and x.cache_latents
@@ -58,6 +60,26 @@ def test_preset_values_are_the_well_known_ones():
     for name, cfg in by.items():  # peers' complaint: learning rates 10x too high
         if cfg.optimizer_type in ("AdamW", "AdamW8bit") and name != "Demo (CPU)":
             assert cfg.learning_rate <= 2e-4, name
+
+
+def test_hand_made_presets_are_their_table_cells():
+    """Each shipped family x subject preset holds the values of its cell of core/config/recipes.py ([preset] family,
+    subject, vram), the length in epochs instead of steps (presets.LENGTH_KEYS): a change on either side fails here.
+    The Demo is for the built-in 32 px toy model: no cell, no tier."""
+    cells = 0
+    for pr in (p for p in shipped() if p.path):
+        mine = presets.apply_preset(pr).model_dump()
+        if pr.name == "Demo (CPU)":
+            assert pr.vram is None and mine["resolution"] == "32"
+            continue
+        assert pr.vram in TIERS and MEMORY[pr.family][pr.vram].fits, pr.name
+        table = validate(recipe_values(pr.family, pr.subject, pr.vram)[0]).model_dump()
+        differ = {k: (mine[k], table[k]) for k in mine if mine[k] != table[k] and k not in presets.LENGTH_KEYS}
+        assert not differ, (pr.path.name, f"{pr.family} x {pr.subject} x {pr.vram} GB", differ)
+        assert mine["max_train_steps"] == 0 and mine["max_train_epochs"] > 0 and mine["save_every_n_epochs"], pr.name
+        assert f"{pr.vram} GB" in pr.description, pr.name  # the file says which GPU it is for
+        cells += 1
+    assert cells == 6
 
 
 def test_preset_keeps_the_users_inputs_and_resets_the_rest():
@@ -125,3 +147,7 @@ def test_bad_preset_is_reported_with_file_and_key(tmp_path):
     assert "bad.toml: unknown key 'network_dimm' (did you mean 'network_dim'?)" in text
     # a broken user preset does not break the list
     assert all(p.name != "Bad" for p in presets.list_presets(user_dir=tmp_path))
+    tier = tmp_path / "tier.toml"
+    tier.write_text('[preset]\nname = "Tier"\nvram = "big"\n[network]\nnetwork_dim = 8\n')
+    with pytest.raises(ConfigError, match="tier.toml: \\[preset\\] vram = 'big'"):
+        presets.read_preset(tier)

@@ -26,6 +26,14 @@ PRESETS_DIR = Path(__file__).resolve().parents[2] / "presets"
 USER_DIR = PRESETS_DIR / "user"
 
 
+# How long to train, the one thing a hand-made preset (presets/*.toml with [preset] vram) sets apart from its cell of
+# core/config/recipes.py: the file counts epochs (each image seen repeats x epochs times, whatever the image count),
+# the table counts steps for a typical image count (the guided start fits them to the real one). tests/test_presets.py
+# checks that every other value is the cell's.
+LENGTH_KEYS = frozenset({"max_train_epochs", "max_train_steps", "save_every_n_epochs", "save_every_n_steps",
+                         "sample_every_n_epochs", "sample_every_n_steps"})
+
+
 @dataclass
 class Preset:
     name: str
@@ -36,7 +44,8 @@ class Preset:
     order: int = 1000
     family: str | None = None  # the model family it is made for (sd15, sdxl, flux); None: any
     subject: str | None = None  # character, style, concept, clothing (core/config/recipes.py)
-    vram: int | None = None  # the VRAM tier (GB) a generated preset is made for
+    vram: int | None = None  # the VRAM tier (GB) it is made for
+    generated: bool = False  # made from the table of core/config/recipes.py (not a file)
     reasons: list[str] = field(default_factory=list)  # why each value (generated presets)
 
     @property
@@ -101,7 +110,7 @@ def generated_presets() -> list[Preset]:
                 + f"; {v['max_train_steps']} steps for {s.typical_images} images (the guided start fits the steps to "
                 f"your image count). Generated from core/config/recipes.py.")
         out.append(Preset(name=preset_name(fam, sub, tier), values={k: v[k] for k in values}, description=text, order=100 + i, family=fam,
-                          subject=sub, vram=tier, reasons=reasons))
+                          subject=sub, vram=tier, reasons=reasons, generated=True))
     return out
 
 
@@ -135,7 +144,7 @@ def filter_presets(presets: list[Preset], family: str | None = None, vram: int |
     def fits(p: Preset) -> bool:
         if vram is None or p.vram is None:
             return True
-        return p.vram == vram if p.path is None else p.vram <= vram  # a generated preset of another tier: not it
+        return p.vram == vram if p.generated else p.vram <= vram  # a generated preset of another tier: not it
 
     return [p for p in presets if (family is None or p.family in (None, family)) and fits(p)]
 
