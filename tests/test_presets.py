@@ -82,6 +82,21 @@ def test_hand_made_presets_are_their_table_cells():
     assert cells == 6
 
 
+def test_filter_presets_by_family_and_gpu_memory(tmp_path):
+    presets.save_user_preset("Mine", TrainConfig(network_dim=48), user_dir=tmp_path)
+    listed = presets.list_presets(user_dir=tmp_path)
+    names = lambda *a: [p.label for p in presets.filter_presets(listed, *a)]  # noqa: E731
+    assert names() == [p.label for p in listed] and len(listed) == 52
+    assert names("sdxl", 12) == ["SDXL character", "SDXL style", "SDXL · character · 12 GB", "SDXL · style · 12 GB",
+                                 "SDXL · concept · 12 GB", "SDXL · clothing · 12 GB", "Mine (mine)"]
+    sd15 = names("sd15", 8)  # the hand-made ones, the demo (any size) and the user's (any family) stay listed
+    assert sd15[:3] == ["SD1.5 character", "SD1.5 style", "Demo (CPU)"] and sd15[-1] == "Mine (mine)" and len(sd15) == 8
+    assert names("flux", 8) == ["Mine (mine)"]  # nothing of the table fits, the 24 GB files do not either
+    assert names("flux", 24)[:2] == ["Flux dev character", "Flux dev style"]
+    assert len(names("sdxl")) == 2 + 16 + 1  # the hand-made ones, 4 subjects x 4 sizes, the user's
+    assert {p.vram for p in presets.filter_presets(listed, None, 16) if p.generated} == {16}
+
+
 def test_preset_keeps_the_users_inputs_and_resets_the_rest():
     base = TrainConfig(train_data_dir="/data/x", output_name="mine", network_dim=64, seed=7, trigger_word="zqx",
                        sample_prompts=["zqx dog"], output_dir="/out", conditioning_data_dir="/masks", masked_loss=True,

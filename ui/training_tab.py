@@ -25,6 +25,7 @@ from . import run_view
 from .context import AppContext
 from .form import SchemaForm, label_for
 from .guided_start import PLACEHOLDER, GuidedStart
+from .preset_picker import PresetPicker
 
 MODEL_EXTS = (".safetensors", ".ckpt")
 LOG_LINES = 12
@@ -53,8 +54,6 @@ def model_choices(models_dir: str) -> list[str]:
     return found
 
 
-PRESET_INFO = ("Sets proven values for a kind of LoRA and the other settings back to their defaults; your model, "
-               "folders, names, trigger word and sample prompts stay.")
 STARTER_NOTE = ('<div class="lw-plan"><b>Ready to try:</b> the form is set up for the built-in demo: the small toy '
                 'model learns a shape it has never seen (a star, trigger word <code>zqx</code>) from 16 pictures in '
                 '2-3 minutes, even without a GPU. Press <b>Start training</b> and watch the samples turn into '
@@ -77,14 +76,12 @@ def starting_form(models_dir: str, outputs_dir: str) -> tuple[TrainConfig, str |
     return TrainConfig(output_dir=outputs_dir), None
 
 
-def preset_labels() -> list[str]:
-    return [p.label for p in presets_mod.list_presets()]
-
-
 def build(ctx: AppContext) -> None:
     """Build the tab inside the current Blocks context."""
     form = SchemaForm()
     initial, starter_preset = starting_form(ctx.settings.models_dir, ctx.settings.outputs_dir)
+    initial_family = describe_base(initial.pretrained_model_name_or_path, initial.base_config_dir)
+    picker = PresetPicker()
 
     def model_picker(meta: dict[str, Any], value: Any) -> gr.components.Component:
         return gr.Dropdown(choices=model_choices(ctx.settings.models_dir), value=value or None,
@@ -114,10 +111,8 @@ def build(ctx: AppContext) -> None:
     with gr.Row(equal_height=False):
         # ------------------------------------------------------------------ settings column
         with gr.Column(scale=3, min_width=420):
-            with gr.Row(equal_height=True):
-                preset_dd = gr.Dropdown(choices=preset_labels(), value=starter_preset, label="Preset", scale=2,
-                                        interactive=True, info=PRESET_INFO, elem_id="preset")
-                preset_desc = gr.Markdown("", elem_id="preset-desc")
+            picker.build(starter_preset, initial_family[0])
+            preset_dd, preset_desc = picker.dropdown, picker.desc
             if starter_preset:
                 gr.HTML(STARTER_NOTE, elem_id="starter-note")
             guided.build(initial, starter.subject if starter else None)
@@ -135,7 +130,7 @@ def build(ctx: AppContext) -> None:
             form.build(initial, custom={"pretrained_model_name_or_path": model_picker,
                                         **{setting: part_picker for setting, _, _ in FLUX_PARTS}},
                        after_basic_group={"data": add_plan_box},
-                       initial_family=describe_base(initial.pretrained_model_name_or_path, initial.base_config_dir))
+                       initial_family=initial_family)
             for name in ("train_data_dir", "trigger_word"):  # the Dataset tab fills these in
                 ctx.components[f"train.{name}"] = form.components[name]
         # ------------------------------------------------------------------ run column
@@ -198,7 +193,7 @@ def build(ctx: AppContext) -> None:
     def on_preset_selected(evt: gr.SelectData, earlier: dict, *values):
         return on_preset(evt.value, earlier, values)
 
-    def on_save_preset(name: str, *values):
+    def on_save_preset(name: str, family: str, vram: str, *values):
         cfg, err = valid_config(values)
         if cfg is None:
             return gr.skip(), err
@@ -209,7 +204,7 @@ def build(ctx: AppContext) -> None:
         except OSError as e:
             return gr.skip(), run_view.notice_html(f"Cannot save the preset: {e}", "err")
         label = next((p.label for p in presets_mod.list_presets() if p.user and p.name == name.strip()), None)
-        return gr.update(choices=preset_labels(), value=label), run_view.notice_html(f"Saved preset '{name.strip()}'.")
+        return picker.choices(family, vram, None, label), run_view.notice_html(f"Saved preset '{name.strip()}'.")
 
     # ---------------------------------------------------------------- config files
     def on_load_file(path: str):
@@ -368,13 +363,13 @@ def build(ctx: AppContext) -> None:
     live_inputs = [viewed_run, view_sig, out_dir_comp]
     quiet = {"show_progress": "hidden", "queue": True}
 
-    def pick_run(out_dir: str):
+    def pick_run(out_dir: str, family: str, vram: str, preset: str | None):
         runs = list_runs(ctx.output_dirs(out_dir or ""))
         running = [r for r in runs if r.status == "running"]
         pick = running[0] if running else (runs[0] if runs else None)
         if pick is not None:
             ctx.allow(pick.dir)
-        return (str(pick.dir) if pick else ""), {}, gr.update(choices=preset_labels())
+        return (str(pick.dir) if pick else ""), {}, picker.choices(family, vram, preset)  # new user presets
 
     def on_select(dirs: list[str], evt: gr.SelectData):
         row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
@@ -384,12 +379,12 @@ def build(ctx: AppContext) -> None:
 
     # ---------------------------------------------------------------- wiring
     timer.tick(refresh, live_inputs, live_outputs, **quiet)
-    ctx.blocks.load(pick_run, [out_dir_comp], [viewed_run, view_sig, preset_dd], **quiet).then(
-        refresh, live_inputs, live_outputs, **quiet)
+    ctx.blocks.load(pick_run, [out_dir_comp] + picker.filters + [preset_dd], [viewed_run, view_sig, preset_dd],
+                    **quiet).then(refresh, live_inputs, live_outputs, **quiet)
     # select, not change: choosing the preset that is already shown applies it again
     preset_dd.select(on_preset_selected, [filled] + form.inputs, form.inputs + [preset_desc, filled]).then(
         on_plan, form.inputs, [plan], **quiet)
-    save_preset_btn.click(on_save_preset, [preset_name] + form.inputs, [preset_dd, files_msg])
+    save_preset_btn.click(on_save_preset, [preset_name] + picker.filters + form.inputs, [preset_dd, files_msg])
     load_btn.upload(on_load_file, [load_btn], form.inputs + [files_msg]).then(on_plan, form.inputs, [plan], **quiet)
     export_btn.click(on_export, form.inputs, [export_file, files_msg])
     command_btn.click(on_command, form.inputs, [command_box, form_errors])
@@ -398,7 +393,8 @@ def build(ctx: AppContext) -> None:
           **quiet)
     plan_triggers = [c.change for n, c in form.components.items() if form.metas[n]["group"] in PLAN_GROUPS]
     gr.on(plan_triggers, on_plan, form.inputs, [plan], trigger_mode="always_last", **quiet)
-    guided.wire(form, preset_dd, preset_desc, estimate_box, guard_box, plan, on_plan, filled)
+    picker.wire(base_fields)
+    guided.wire(form, picker, estimate_box, guard_box, plan, on_plan, filled)
     guided.load(ctx.blocks)
     start_btn.click(on_start, [overwrite] + form.inputs, [form_errors, viewed_run, action_msg]).then(
         lambda: {}, None, [view_sig], **quiet).then(refresh, live_inputs, live_outputs, **quiet)
