@@ -169,7 +169,8 @@ class TrainConfig(BaseModel):
         False, group="data", help="Do not upscale images smaller than the training resolution; give them a smaller bucket.")
 
     # --------------------------------------------------------------- output
-    output_dir: str = param("outputs", group="output", basic=True, own=True, help="Folder for LoRA files and run folders.")
+    output_dir: str = param("outputs", group="output", basic=True, own=True,
+                            help="Folder for LoRA files and run folders.")
     output_name: str = param(
         "my_lora", group="output", basic=True, own=True, pattern=r"^[^/\\:*?\"<>|]+$",
         help="File name of the LoRA (without extension); the run folder gets the same name.")
