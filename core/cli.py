@@ -73,7 +73,9 @@ def config_reference() -> str:
     """Markdown reference of every training parameter, generated from the schema."""
     out = ["# Training parameters", "",
            "Generated from `core/config/schema.py` by `python -m core config-reference`. Names follow kohya's sd-scripts.",
-           "Basic parameters are shown up front in the GUI; the others are under Advanced.", ""]
+           "Basic parameters are shown up front in the GUI; the others are under Advanced. Those marked *yours* are",
+           "your own inputs (your model and its files, folders, names, words): choosing a preset or the guided start",
+           "keeps them and resets every other parameter it does not set to its default.", ""]
     fields = all_fields()
     for group, title in GROUPS.items():
         out += [f"## {title}", "", "| key | default | allowed | level | what it does |", "|---|---|---|---|---|"]
@@ -81,7 +83,7 @@ def config_reference() -> str:
             allowed = ", ".join(map(str, f["choices"])) if "choices" in f else " ".join(
                 f"{sym}{f[k]}" for k, sym in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")) if k in f)
             default = "" if f["default"] in ("", None, []) else repr(f["default"]).replace("|", PIPE)
-            level = "basic" if f["basic"] else "advanced"
+            level = ("basic" if f["basic"] else "advanced") + (", *yours*" if f["own"] else "")
             text = f["help"].replace("|", PIPE)
             out.append(f"| `{f['name']}` | {default} | {allowed} | {level} | {text} |")
         out.append("")

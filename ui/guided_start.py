@@ -48,9 +48,16 @@ class GuidedStart:
     def check_inputs(self) -> list[Any]:
         return [self.subject, self.family, self.vram]
 
-    def wire(self, form, preset_dd, preset_desc, estimate_box, guard_box, plan, on_plan) -> None:
-        """Fill button, and the estimate + warnings on every change of the form or of these choices."""
-        from core.config.presets import find_preset
+    def wire(self, form, picker, estimate_box, guard_box, plan, on_plan, filled) -> None:
+        """Fill button, and the estimate + warnings on every change of the form or of these choices. `picker`: the
+        preset picker (its list is cleared, its filters set to what was filled in); `filled`: the state with the
+        user's own fields the last fill set (core.config.presets.fill_values' `earlier`)."""
+        from core.config.presets import fill_values, find_preset, own_values_set
+        from core.config.recipes import tier_for
+
+        from .preset_picker import ANY, family_filter
+
+        preset_dd, preset_desc = picker.dropdown, picker.desc
 
         def preset_of(label: str):
             try:
@@ -58,13 +65,17 @@ class GuidedStart:
             except (KeyError, ConfigError):
                 return None
 
-        def on_fill(subject, model, family, data, vram, *values):
+        def on_fill(subject, model, family, data, vram, earlier, *values):
             from core.config.guided import guided_start
 
             g = guided_start(subject or "character", model or "", family, data or "", vram)
             if not g.ok:
-                return [gr.skip()] * len(form.names) + [gr.skip(), gr.skip(), fit_view.guided_html(g)]
-            return form.updates(g.values, only=set(g.values)) + [None, "", fit_view.guided_html(g)]
+                return [gr.skip()] * len(form.names) + [gr.skip()] * 2 + [fit_view.guided_html(g)] + [gr.skip()] * 3
+            fill = fill_values(g.values, form.data(values), earlier)  # and the rest of the form back to defaults
+            typed = ("pretrained_model_name_or_path", "train_data_dir")  # this box's own inputs
+            tier = tier_for(g.vram_gb) if g.vram_gb else None  # the filters: presets like the one filled in
+            return form.updates(fill) + [None, "", fit_view.guided_html(g), own_values_set(g.values, typed),
+                                         family_filter(g.family), str(tier) if tier else ANY]
 
         def on_checks(*args):
             *values, label, subject, family, vram = args
@@ -90,10 +101,11 @@ class GuidedStart:
             return pr.subject if pr and pr.subject else gr.skip()
 
         quiet = {"show_progress": "hidden", "queue": True}
-        inputs = [self.subject, self.model, self.family, self.data, self.vram] + form.inputs
+        inputs = [self.subject, self.model, self.family, self.data, self.vram, filled] + form.inputs
         checks_in = form.inputs + [preset_dd] + self.check_inputs
         checks = (checks_in, [estimate_box, guard_box])
-        self.fill_btn.click(on_fill, inputs, form.inputs + [preset_dd, preset_desc, self.result]).then(
+        outputs = form.inputs + [preset_dd, preset_desc, self.result, filled] + picker.filters
+        self.fill_btn.click(on_fill, inputs, outputs).then(
             on_plan, form.inputs, [plan], **quiet).then(on_checks, *checks, **quiet)
         preset_dd.select(on_preset_subject, [preset_dd], [self.subject], **quiet)
         triggers = [c.change for c in form.inputs] + [c.change for c in self.check_inputs + [preset_dd]]

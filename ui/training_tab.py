@@ -25,6 +25,7 @@ from . import run_view
 from .context import AppContext
 from .form import SchemaForm, label_for
 from .guided_start import PLACEHOLDER, GuidedStart
+from .preset_picker import PresetPicker
 
 MODEL_EXTS = (".safetensors", ".ckpt")
 LOG_LINES = 12
@@ -75,14 +76,12 @@ def starting_form(models_dir: str, outputs_dir: str) -> tuple[TrainConfig, str |
     return TrainConfig(output_dir=outputs_dir), None
 
 
-def preset_labels() -> list[str]:
-    return [p.label for p in presets_mod.list_presets()]
-
-
 def build(ctx: AppContext) -> None:
     """Build the tab inside the current Blocks context."""
     form = SchemaForm()
     initial, starter_preset = starting_form(ctx.settings.models_dir, ctx.settings.outputs_dir)
+    initial_family = describe_base(initial.pretrained_model_name_or_path, initial.base_config_dir)
+    picker = PresetPicker()
 
     def model_picker(meta: dict[str, Any], value: Any) -> gr.components.Component:
         return gr.Dropdown(choices=model_choices(ctx.settings.models_dir), value=value or None,
@@ -105,15 +104,15 @@ def build(ctx: AppContext) -> None:
 
     guided = GuidedStart(lambda: model_choices(ctx.settings.models_dir))
     starter = presets_mod.find_preset(starter_preset) if starter_preset else None
+    # the user's own fields the last preset filled in (the Demo's sample prompts): the next fill resets them while
+    # they are unchanged
+    filled = gr.State(presets_mod.own_values_set(starter.values) if starter else {})
 
     with gr.Row(equal_height=False):
         # ------------------------------------------------------------------ settings column
         with gr.Column(scale=3, min_width=420):
-            with gr.Row(equal_height=True):
-                preset_dd = gr.Dropdown(choices=preset_labels(), value=starter_preset, label="Preset", scale=2, interactive=True,
-                                        info="Fills in proven values for a kind of LoRA. Your folders and names stay.",
-                                        elem_id="preset")
-                preset_desc = gr.Markdown("", elem_id="preset-desc")
+            picker.build(starter_preset, initial_family[0])
+            preset_dd, preset_desc = picker.dropdown, picker.desc
             if starter_preset:
                 gr.HTML(STARTER_NOTE, elem_id="starter-note")
             guided.build(initial, starter.subject if starter else None)
@@ -131,7 +130,7 @@ def build(ctx: AppContext) -> None:
             form.build(initial, custom={"pretrained_model_name_or_path": model_picker,
                                         **{setting: part_picker for setting, _, _ in FLUX_PARTS}},
                        after_basic_group={"data": add_plan_box},
-                       initial_family=describe_base(initial.pretrained_model_name_or_path, initial.base_config_dir))
+                       initial_family=initial_family)
             for name in ("train_data_dir", "trigger_word"):  # the Dataset tab fills these in
                 ctx.components[f"train.{name}"] = form.components[name]
         # ------------------------------------------------------------------ run column
@@ -180,19 +179,21 @@ def build(ctx: AppContext) -> None:
         return cfg, run_view.errors_html(errors)
 
     # ---------------------------------------------------------------- presets
-    def on_preset(label: str):
+    def on_preset(label: str, earlier: dict, values):
+        """The preset's values, every other field reset to its default except the user's own (core.config.presets)."""
         if not label:
-            return [gr.skip()] * len(form.names) + [""]
+            return [gr.skip()] * len(form.names) + ["", gr.skip()]
         try:
             pr = presets_mod.find_preset(label)
         except (KeyError, ConfigError) as e:
-            return [gr.skip()] * len(form.names) + [run_view.notice_html(str(e), "err")]
-        return form.updates(pr.values, only=set(pr.values)) + [pr.description]
+            return [gr.skip()] * len(form.names) + [run_view.notice_html(str(e), "err"), gr.skip()]
+        fill = presets_mod.fill_values(pr.values, form.data(values), earlier)
+        return form.updates(fill) + [pr.description, presets_mod.own_values_set(pr.values)]
 
-    def on_preset_selected(evt: gr.SelectData):
-        return on_preset(evt.value)
+    def on_preset_selected(evt: gr.SelectData, earlier: dict, *values):
+        return on_preset(evt.value, earlier, values)
 
-    def on_save_preset(name: str, *values):
+    def on_save_preset(name: str, family: str, vram: str, *values):
         cfg, err = valid_config(values)
         if cfg is None:
             return gr.skip(), err
@@ -203,7 +204,7 @@ def build(ctx: AppContext) -> None:
         except OSError as e:
             return gr.skip(), run_view.notice_html(f"Cannot save the preset: {e}", "err")
         label = next((p.label for p in presets_mod.list_presets() if p.user and p.name == name.strip()), None)
-        return gr.update(choices=preset_labels(), value=label), run_view.notice_html(f"Saved preset '{name.strip()}'.")
+        return picker.choices(family, vram, None, label), run_view.notice_html(f"Saved preset '{name.strip()}'.")
 
     # ---------------------------------------------------------------- config files
     def on_load_file(path: str):
@@ -362,13 +363,13 @@ def build(ctx: AppContext) -> None:
     live_inputs = [viewed_run, view_sig, out_dir_comp]
     quiet = {"show_progress": "hidden", "queue": True}
 
-    def pick_run(out_dir: str):
+    def pick_run(out_dir: str, family: str, vram: str, preset: str | None):
         runs = list_runs(ctx.output_dirs(out_dir or ""))
         running = [r for r in runs if r.status == "running"]
         pick = running[0] if running else (runs[0] if runs else None)
         if pick is not None:
             ctx.allow(pick.dir)
-        return (str(pick.dir) if pick else ""), {}, gr.update(choices=preset_labels())
+        return (str(pick.dir) if pick else ""), {}, picker.choices(family, vram, preset)  # new user presets
 
     def on_select(dirs: list[str], evt: gr.SelectData):
         row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
@@ -378,11 +379,12 @@ def build(ctx: AppContext) -> None:
 
     # ---------------------------------------------------------------- wiring
     timer.tick(refresh, live_inputs, live_outputs, **quiet)
-    ctx.blocks.load(pick_run, [out_dir_comp], [viewed_run, view_sig, preset_dd], **quiet).then(
-        refresh, live_inputs, live_outputs, **quiet)
+    ctx.blocks.load(pick_run, [out_dir_comp] + picker.filters + [preset_dd], [viewed_run, view_sig, preset_dd],
+                    **quiet).then(refresh, live_inputs, live_outputs, **quiet)
     # select, not change: choosing the preset that is already shown applies it again
-    preset_dd.select(on_preset_selected, None, form.inputs + [preset_desc]).then(on_plan, form.inputs, [plan], **quiet)
-    save_preset_btn.click(on_save_preset, [preset_name] + form.inputs, [preset_dd, files_msg])
+    preset_dd.select(on_preset_selected, [filled] + form.inputs, form.inputs + [preset_desc, filled]).then(
+        on_plan, form.inputs, [plan], **quiet)
+    save_preset_btn.click(on_save_preset, [preset_name] + picker.filters + form.inputs, [preset_dd, files_msg])
     load_btn.upload(on_load_file, [load_btn], form.inputs + [files_msg]).then(on_plan, form.inputs, [plan], **quiet)
     export_btn.click(on_export, form.inputs, [export_file, files_msg])
     command_btn.click(on_command, form.inputs, [command_box, form_errors])
@@ -391,7 +393,8 @@ def build(ctx: AppContext) -> None:
           **quiet)
     plan_triggers = [c.change for n, c in form.components.items() if form.metas[n]["group"] in PLAN_GROUPS]
     gr.on(plan_triggers, on_plan, form.inputs, [plan], trigger_mode="always_last", **quiet)
-    guided.wire(form, preset_dd, preset_desc, estimate_box, guard_box, plan, on_plan)
+    picker.wire(base_fields)
+    guided.wire(form, picker, estimate_box, guard_box, plan, on_plan, filled)
     guided.load(ctx.blocks)
     start_btn.click(on_start, [overwrite] + form.inputs, [form_errors, viewed_run, action_msg]).then(
         lambda: {}, None, [view_sig], **quiet).then(refresh, live_inputs, live_outputs, **quiet)

@@ -169,7 +169,7 @@ MEMORY: dict[str, dict[int, Tier]] = {
         8: Tier(8, {"train_batch_size": (1, "batch 1 on 8 GB (README: SD1.5 needs about 8 GB at batch 1)"),
                     "gradient_checkpointing": (False, "no gradient checkpointing needed at batch 1 (faster steps)"),
                     "optimizer_type": ("AdamW", "full AdamW (the shipped SD1.5 presets)")}),
-        12: Tier(12, {"train_batch_size": (2, "batch 2 (the shipped SD1.5 presets)"),
+        12: Tier(12, {"train_batch_size": (2, "batch 2 (8.6 GB by the estimate at 512 px, rank 32)"),
                       "gradient_checkpointing": (False, "no gradient checkpointing needed (faster steps)"),
                       "optimizer_type": ("AdamW", "full AdamW")}),
         16: Tier(16, {"train_batch_size": (3, "batch 3 (kohya_ss EDG_LoraOptiSettings)"),

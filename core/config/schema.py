@@ -32,13 +32,16 @@ FLUX_LYCORIS = ("network_type loha / lokr is not available for Flux: Flux LoRAs 
 
 
 def param(default: Any, *, help: str, group: str, basic: bool = False, families: tuple[str, ...] = (),
-          **kw: Any) -> Any:
+          own: bool | None = None, **kw: Any) -> Any:
     """Declare one parameter: its default, help text, GUI group and level, plus pydantic limits.
-    `families`: the model families it applies to (empty = all); the GUI shows it only for those."""
+    `families`: the model families it applies to (empty = all); the GUI shows it only for those. `own`: the user's
+    own input (their model and its files, folders, names, words) that presets keep; the whole model group is."""
     assert group in GROUPS, group
     extra: dict[str, Any] = {"group": group, "basic": basic}
     if families:
         extra["families"] = list(families)
+    if own if own is not None else group == "model":
+        extra["own"] = True
     return Field(default, description=help, json_schema_extra=extra, **kw)
 
 
@@ -116,18 +119,18 @@ class TrainConfig(BaseModel):
 
     # ----------------------------------------------------------------- data
     train_data_dir: str = param(
-        "", group="data", basic=True,
+        "", group="data", basic=True, own=True,
         help="Folder that holds one sub-folder per concept, named '<repeats>_<name>', e.g. 10_zqx dog.")
     reg_data_dir: str = param(
-        "", group="data",
+        "", group="data", own=True,
         help="Optional folder of regularization (class) images, same '<repeats>_<class>' layout.")
     prior_loss_weight: float = param(
         1.0, group="data", ge=0.0, le=10.0, help="Loss weight of regularization images.")
     trigger_word: str = param(
-        "", group="data", basic=True,
+        "", group="data", basic=True, own=True,
         help="Word that calls up what the LoRA learns (e.g. zqx). Prepended to every caption that lacks it.")
     caption_extension: str = param(
-        ".txt", group="data", help="Extension of the caption file next to each image.")
+        ".txt", group="data", own=True, help="Extension of the caption file next to each image.")
     resolution: str = param(
         "512", group="data", basic=True,
         help="Training resolution: one number (512) or width,height (1024,768). SD1.5: 512, SDXL and Flux: 1024 (Flux also trains well at 512-768).")
@@ -152,7 +155,7 @@ class TrainConfig(BaseModel):
              "(turns masked loss on, as in sd-scripts). Images without transparency are learned whole; the log "
              "lists them.")
     conditioning_data_dir: str = param(
-        "", group="data",
+        "", group="data", own=True,
         help="Mask folder for masked_loss: one black-and-white image per training image with the same file name "
              "(001.png for 001.jpg), in a sub-folder named like its concept folder (masks/10_zqx/001.png) or "
              "directly in it. White = learned, black = left out; the red channel is read. A mask of another size "
@@ -166,9 +169,10 @@ class TrainConfig(BaseModel):
         False, group="data", help="Do not upscale images smaller than the training resolution; give them a smaller bucket.")
 
     # --------------------------------------------------------------- output
-    output_dir: str = param("outputs", group="output", basic=True, help="Folder for LoRA files and run folders.")
+    output_dir: str = param("outputs", group="output", basic=True, own=True,
+                            help="Folder for LoRA files and run folders.")
     output_name: str = param(
-        "my_lora", group="output", basic=True, pattern=r"^[^/\\:*?\"<>|]+$",
+        "my_lora", group="output", basic=True, own=True, pattern=r"^[^/\\:*?\"<>|]+$",
         help="File name of the LoRA (without extension); the run folder gets the same name.")
     save_precision: Literal["fp16", "bf16", "float"] = param(
         "fp16", group="output", help="Precision of the saved LoRA weights. fp16 is what everyone uses.")
@@ -182,7 +186,7 @@ class TrainConfig(BaseModel):
     export_diffusers_format: bool = param(
         False, group="output",
         help="Additionally write <name>.diffusers.safetensors in the diffusers/peft key format.")
-    training_comment: str = param("", group="output", help="Free text stored in the LoRA's metadata.")
+    training_comment: str = param("", group="output", own=True, help="Free text stored in the LoRA's metadata.")
 
     # -------------------------------------------------------------- network
     network_type: Literal["lora", "locon", "loha", "lokr"] = param(
@@ -333,7 +337,7 @@ class TrainConfig(BaseModel):
         help="Keep the cached text-encoder outputs on disk too, so later runs with the same captions reuse them "
              "(Flux always caches them in memory).")
     cache_dir: str = param(
-        "", group="memory", help="Where on-disk caches go (default: <output_dir>/cache).")
+        "", group="memory", own=True, help="Where on-disk caches go (default: <output_dir>/cache).")
     sdpa: bool = param(True, group="memory", help="Use PyTorch's scaled-dot-product attention.")
     base_precision: Literal["auto", "fp8", "nf4"] = param(
         "auto", group="memory",
@@ -350,7 +354,7 @@ class TrainConfig(BaseModel):
 
     # --------------------------------------------------------------- sample
     sample_prompts: list[str] = param(
-        [], group="sample", basic=True,
+        [], group="sample", basic=True, own=True,
         help="Prompts for sample images, one per line, kohya syntax: 'zqx dog --n blurry --w 512 --h 512 --d 1 --s 20 --l 7'.")
     sample_every_n_steps: int = param(0, group="sample", ge=0, help="Make samples every N steps (0 = off).")
     sample_every_n_epochs: int = param(
@@ -475,7 +479,7 @@ def field_meta(name: str) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "name": name, "help": f.description or "", "group": extra.get("group", "model"),
         "basic": bool(extra.get("basic")), "default": f.default, "annotation": f.annotation,
-        "families": tuple(extra.get("families", ())),
+        "families": tuple(extra.get("families", ())), "own": bool(extra.get("own")),
     }
     for m in f.metadata:
         for attr in ("ge", "gt", "le", "lt", "pattern"):
