@@ -3,7 +3,7 @@
 Both train a real-size SD1.5 UNet (random weights from the shipped configs, saved once as a diffusers
 folder) at 256 px, batch 1, rank 16 (alpha 16), UNet attention only, fp32, for a few steps, each in its own
 process, one after the other. Measured per run: the whole run's wall time, the peak RSS of the process
-(`wait4`), and the steady step time (ours: the `step` events; diffusers': tqdm's per-step times, the first
+(`wait4`, with its kernel time and minor page faults), and the steady step time (ours: the `step` events; diffusers': tqdm's per-step times, the first
 step left out as for ours).
 
 The reference is diffusers' examples/text_to_image/train_text_to_image_lora.py, run unmodified; it is not
@@ -79,7 +79,8 @@ def timed(cmd: list[str], env: dict[str, str], log: Path) -> dict:
         _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     return {"exit_code": proc.returncode, "wall_s": round(time.time() - t0, 2),
-            "peak_rss_mib": round(usage.ru_maxrss / 1024, 1)}
+            "peak_rss_mib": round(usage.ru_maxrss / 1024, 1), "kernel_s": round(usage.ru_stime, 1),
+            "page_faults": usage.ru_minflt}
 
 
 def run_ours(model: Path, data: Path, out: Path, steps: int, env: dict[str, str]) -> dict:
