@@ -2,8 +2,8 @@
 
 Each part (denoiser, text encoders, VAE) is built on the meta device from a diffusers folder's config.json files or
 the configs shipped in core/models/configs, and its parameters are counted: in total, in Linear layers (what fp8 stores
-in float8), in the blocks' Linear layers (what NF4 quantises), per block (what blocks_to_swap moves), and the LoRA a
-network spec puts on it.
+in float8; for the text encoders what t5xxl_precision fp8 stores of T5-XXL), in the blocks' Linear layers (what NF4
+quantises), per block (what blocks_to_swap moves), and the LoRA a network spec puts on it.
 """
 from __future__ import annotations
 
