@@ -383,6 +383,7 @@ def test_fp8_base_maps_to_base_precision_for_sd_configs(tmp_path):
                    'fp8_base = true\ngradient_checkpointing = true\n', encoding="utf-8")
     c = cc.convert_file(src)
     assert c.data["base_precision"] == "fp8" and "fp8_base" not in c.unmapped
+    assert "t5xxl_precision" not in c.data  # no T5 in an SD model
     assert 'fp8_base = true -> base_precision = "fp8"' in _report(c)
     g = cc.convert_file(_gui_json(tmp_path, {"fp8_base": True}))
     assert g.data["base_precision"] == "fp8"

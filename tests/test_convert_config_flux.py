@@ -43,6 +43,7 @@ def test_gui_flux1d_preset_values(tmp_path):
 def test_gui_flux1d_preset_report():
     c = cc.convert_file(GUI_FLUX)
     assert c.data["base_precision"] == "fp8" and c.data["blocks_to_swap"] == 10
+    assert c.data["t5xxl_precision"] == "fp8"  # fp8_base without fp8_base_unet: sd-scripts' T5 is fp8 too
     assert "fp8_base" not in c.unmapped and "blocks_to_swap" not in c.unmapped
     assert c.unmapped["apply_t5_attn_mask"] is True
     assert c.data["cache_text_encoder_outputs_to_disk"] is True
@@ -50,6 +51,7 @@ def test_gui_flux1d_preset_report():
     assert c.unmapped["full_bf16"] is True
     text = _report(c)
     assert 'fp8_base = true -> base_precision = "fp8"' in text
+    assert 'fp8_base = true (Flux) -> t5xxl_precision = "fp8": T5-XXL in fp8 while the captions are cached' in text
     assert "blocks_to_swap = 10: the same count of Flux blocks" in text
     assert 'flux1_checkbox = true -> model_family = "flux"' in text
     assert "discrete_flow_shift = 3.0, t5xxl_max_token_length = 512: kohya_ss's Flux defaults" in text
@@ -107,6 +109,9 @@ def test_gui_flux_options_we_lack(tmp_path):
     for key in ("cpu_offload_checkpointing", "single_blocks_to_swap"):
         assert r[key].startswith("low-VRAM option not available here"), key
     assert c.data["base_precision"] == "fp8" and "fp8_base_unet" not in c.unmapped
+    assert "t5xxl_precision" not in c.data  # fp8_base_unet: only the transformer in fp8, T5 in bf16 (sd-scripts)
+    assert any(n.startswith("fp8_base_unet = true: only the transformer in fp8") and "t5xxl_precision" in n
+               for n in c.notes)
     assert "OFT" in r["enable_all_linear"] and "network_dim" in r["img_attn_dim"] and "input layers" in r["in_dims"]
     assert "some blocks" in r["train_single_block_indices"] and "Chroma" in r["model_type"]
     assert "ae" in r["vae"] and "Flux" in r["clip_skip"] and "Flux" in r["v_parameterization"]
@@ -156,6 +161,7 @@ def test_sd_scripts_flux_toml_values_and_defaults(tmp_path):
     assert "sd-scripts' Flux default applies" in text and 'timestep_sampling = "sigma"' in text
     assert "network_module" not in c.unmapped  # networks.lora_flux: a standard LoRA for Flux
     assert c.data["base_precision"] == "fp8" and c.data["blocks_to_swap"] == 18 and "fp8_base" not in c.unmapped
+    assert c.data["t5xxl_precision"] == "fp8"
     assert c.unmapped["network_args train_blocks"] == "single"
     assert "network_dim" in c.reasons["network_args img_mlp_dim"]
     assert c.unmapped["apply_t5_attn_mask"] is True and c.data["cache_text_encoder_outputs_to_disk"] is True

@@ -87,3 +87,33 @@ def test_bad_values_name_the_key(tmp_path):
         estimate(_cfg(blocks_to_swap=10), "sd15")
     with pytest.raises(ValueError, match="blocks_to_swap cannot be combined with base_precision"):
         estimate(_cfg(blocks_to_swap=2, base_precision="nf4"), "flux")
+
+
+def test_t5xxl_fp8_lowers_the_caching_phase_and_is_suggested_when_it_sets_the_peak():
+    from core.estimate.counts import config_folder, model_counts
+
+    kw = dict(resolution="512", base_precision="fp8", blocks_to_swap=44, optimizer_type="AdamW8bit")
+    bf16, fp8 = (estimate(_cfg(**kw, t5xxl_precision=p), "flux") for p in ("auto", "fp8"))
+    counts = model_counts(str(config_folder("flux")), "flux")
+    t5, t5_linear = counts.text_encoders[1], counts.te_linear[1]
+    assert 4.7e9 < t5 < 4.8e9 and 4.6e9 < t5_linear < t5  # T5-XXL: all but the embeddings and norms in Linears
+    saved = (t5 * 2 - (t5_linear + (t5 - t5_linear) * 2)) / 1024 ** 3  # bf16 -> fp8 Linear weights
+    assert bf16.caching_gb - fp8.caching_gb == pytest.approx(saved * 1.05, abs=0.02)  # + fragmentation
+    assert bf16.phase == "caching" and bf16.peak_vram_gb > 10 and fp8.peak_vram_gb < 8
+    assert fp8.training_gb == bf16.training_gb and fp8.settings["t5xxl_precision"] == "fp8"
+    all_swapped = estimate(_cfg(**{**kw, "blocks_to_swap": 57}, t5xxl_precision="fp8"), "flux")
+    assert all_swapped.phase == "caching" and any("T5-XXL, stored in fp8" in n for n in all_swapped.notes)
+    # caching sets the peak: T5 in fp8 is the first change
+    e = suggest(_cfg(**kw), 8, "flux")
+    assert e.fits is False and e.suggestions[0]["set"] == {"t5xxl_precision": "fp8"} and e.suggestions[0]["fits"]
+    # the training phase is the peak until blocks are swapped, then caching is: T5 in fp8 comes after the swap
+    e = suggest(_cfg(base_precision="fp8", optimizer_type="AdamW8bit"), 10, "flux")
+    sets = [s["set"] for s in e.suggestions]
+    assert "blocks_to_swap" in sets[0] and sets[1] == {"t5xxl_precision": "fp8"} and e.suggestions[-1]["fits"]
+    # not needed where the rest fits: no T5 change at 12 GB
+    e = suggest(_cfg(base_precision="fp8", optimizer_type="AdamW8bit"), 12, "flux")
+    assert e.suggestions[-1]["fits"] and all("t5xxl_precision" not in s["set"] for s in e.suggestions)
+    # for a family without T5 the setting is ignored and said so, by name
+    sd = estimate(_cfg(t5xxl_precision="fp8"), "sdxl")
+    assert sd.peak_vram_gb == estimate(_cfg(), "sdxl").peak_vram_gb
+    assert any('t5xxl_precision = "fp8" applies to Flux only' in n for n in sd.notes)

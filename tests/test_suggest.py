@@ -46,9 +46,26 @@ def test_suggest_fits_the_given_vram_or_says_nothing_fits(family, vram):
     if s.fits:
         assert peak <= vram and s.peak_vram_gb == peak
         assert any(f"fits in {vram:g} GB" in r for r in s.reasons)
-    else:  # only Flux below its caching peak (T5-XXL alone is 9.5 GB)
-        assert family == "flux" and vram < 11
+    else:  # only Flux below its caching peak (T5-XXL alone is 4.9 GB in fp8, 9.5 GB in bf16)
+        assert family == "flux" and vram < 7
         assert s.message.startswith(f"Nothing fits {vram:g} GB for Flux.1 dev") and "T5-XXL" in s.message
+
+
+def test_flux_fits_8_and_10_gb_with_t5_in_fp8_and_nothing_fits_6():
+    """T5-XXL in bf16 alone is 9.5 GB while the captions are cached: without t5xxl_precision fp8 the 8 GB settings
+    do not fit 8 or 10 GB; with it they do, and below the caching peak (T5 in fp8, CLIP-L, the VAE) nothing does."""
+    for vram in (8, 10):
+        s = suggest_config("flux", vram, 20, "style")
+        assert s.tier == 8 and s.fits and s.peak_vram_gb <= vram, (vram, s.peak_vram_gb)
+        v = s.values
+        assert (v["t5xxl_precision"], v["base_precision"], v["blocks_to_swap"]) == ("fp8", "fp8", 44)
+        assert v["optimizer_type"] == "AdamW8bit" and v["gradient_checkpointing"] is True
+        assert any(r.startswith("t5xxl_precision = fp8: T5-XXL in fp8") for r in s.reasons)
+        bf16_t5 = estimate(validate({**v, "t5xxl_precision": "auto"}), "flux")
+        assert bf16_t5.peak_vram_gb > 10 and bf16_t5.phase == "caching"
+    s = suggest_config("flux", 6, 20, "character")
+    assert not s.fits and s.peak_vram_gb > 6
+    assert s.message.startswith("Nothing fits 6 GB for Flux.1 dev") and "T5-XXL, stored in fp8" in s.message
 
 
 def test_below_the_smallest_tier_the_estimate_changes_make_it_fit():
@@ -90,12 +107,12 @@ def test_steps_follow_the_image_count_within_the_subject_range():
 def test_generated_presets_are_listed_after_the_shipped_ones():
     listed = presets.list_presets(user_dir=presets.PRESETS_DIR / "no-user-dir")
     gen = [p for p in listed if p.generated]
-    assert len(gen) == 48 - sum(not MEMORY[f][t].fits for f in FAMILIES for t in TIERS) * len(SUBJECTS) == 44
+    assert len(gen) == 48 - sum(not MEMORY[f][t].fits for f in FAMILIES for t in TIERS) * len(SUBJECTS) == 48
     assert [p.name for p in listed[:5]] == ["SD1.5 character", "SD1.5 style", "SDXL character", "SDXL style", "Demo (CPU)"]
     assert listed.index(gen[0]) > max(listed.index(p) for p in listed if p.path)
     names = [p.name for p in gen]
     assert "SDXL · character · 12 GB" in names and "Flux.1 dev · style · 24 GB" in names
-    assert "Flux.1 dev · style · 8 GB" not in names  # nothing fits there
+    assert "Flux.1 dev · style · 8 GB" in names  # with T5-XXL in fp8 while caching
     assert not [g for g in names for p in listed if p.path and p.name in g]  # no shipped name inside a generated one
     for p in gen:
         cfg = presets.apply_preset(p)
@@ -119,7 +136,9 @@ def test_cli_json_text_nothing_fits_and_bad_input(tmp_path):
     r = run_cli("estimate", "--config", str(out), "--family", "flux", "--vram", "16")
     assert r.returncode == 0 and "Fits in 16 GB" in r.stdout, r.stdout + r.stderr
     r = run_cli("suggest", "--family", "flux", "--vram", "8", "--images", "20")
-    assert r.returncode == 1 and "Nothing fits 8 GB for Flux.1 dev" in r.stderr
+    assert r.returncode == 0 and "fits in 8 GB" in r.stdout and 't5xxl_precision = "fp8"' in r.stdout
+    r = run_cli("suggest", "--family", "flux", "--vram", "6", "--images", "20")
+    assert r.returncode == 1 and "Nothing fits 6 GB for Flux.1 dev" in r.stderr
     r = run_cli("suggest", "--family", "sd15", "--vram", "8", "--images", "0")
     assert r.returncode == 2 and "--images 0" in r.stderr
     r = run_cli("suggest", "--family", "sd15", "--vram", "0", "--images", "5")

@@ -197,12 +197,13 @@ MEMORY: dict[str, dict[int, Tier]] = {
                                          "Prodigy's arguments of the AI_Now preset (weight decay 0.01, d0 1e-4, "
                                          "bias correction)")}),
     },
-    "flux": {  # estimate: 10.8-11.8 GB while the captions are cached (T5-XXL alone is 9.5 GB in bf16)
+    "flux": {  # estimate while the captions are cached: 10.8-11.8 GB with T5-XXL in bf16 (9.5 GB alone), 6.3-7.2 in fp8
         8: Tier(8, {"base_precision": ("fp8", "fp8 base weights (sd-scripts' Flux guide, FluxGym)"),
-                    "blocks_to_swap": (28, "28 blocks swapped to RAM (sd-scripts' Flux guide for 8 GB)"),
-                    "resolution": ("512", "512 px (FluxGym's default)")},
-                fits=False, no_fit=("T5-XXL alone takes 9.5 GB while the captions are cached; sd-scripts gets under "
-                                    "10 GB only with an fp8 T5, which is upcast here")),
+                    "t5xxl_precision": ("fp8", "T5-XXL in fp8 while the captions are cached (sd-scripts' Flux guide: "
+                                               "fp8 T5 under 10 GB); in bf16 it alone takes 9.5 GB"),
+                    "blocks_to_swap": (44, "44 of 57 blocks swapped to RAM (sd-scripts' Flux guide swaps 28 at 8 GB, "
+                                           "which the estimate puts at 10 GB at 512 px; 44 fits a rank-32 style)"),
+                    "resolution": ("512", "512 px (FluxGym's default)")}),
         12: Tier(12, {"base_precision": ("fp8", "fp8 base weights (sd-scripts' Flux guide)"),
                       "blocks_to_swap": (22, "22 of 57 blocks swapped to RAM (sd-scripts: 22 at 10 GB, 16 at 12 GB; "
                                              "22 leaves room for a rank-32 style)"),

@@ -345,6 +345,11 @@ class TrainConfig(BaseModel):
              "stored as float8 and computed in the mixed_precision dtype, about half the VRAM of the weights (kohya's "
              "fp8_base). nf4: 4-bit NF4 through bitsandbytes (QLoRA), about a quarter. The LoRA itself always trains "
              "in full precision and its file is the same. fp8 turns on gradient_checkpointing.")
+    t5xxl_precision: Literal["auto", "fp8"] = param(
+        "auto", group="memory", families=("flux",),
+        help="Flux: how T5-XXL is kept while the captions are encoded (then it is freed). auto: in the mixed_precision "
+             "dtype, 9.5 GB. fp8: its Linear weights stored as float8 and computed in the mixed_precision dtype, about "
+             "4.9 GB, as sd-scripts' fp8_base does; the cached captions differ slightly. An fp8 T5 file stays fp8.")
     blocks_to_swap: int = param(
         0, group="memory", ge=0, le=57,
         help="Keep the frozen weights of the last N blocks in CPU RAM and copy each in for its forward pass: less "

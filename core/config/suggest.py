@@ -151,7 +151,7 @@ def suggest_config(family: str, vram_gb: float, images: int | None, subject: str
         out.changes = est.suggestions
         final = estimate(validate(values), fam.name)
         out.peak_vram_gb, out.fits = final.peak_vram_gb, final.peak_vram_gb <= vram_gb
-        steps, _ = total_steps(sub, n, int(values["train_batch_size"]), int(values.get("gradient_accumulation_steps", 1)))
+        steps, _ = total_steps(sub, n, int(values.get("train_batch_size", 1)), int(values.get("gradient_accumulation_steps", 1)))
         values["max_train_steps"] = steps
         out.reasons.append(f"Estimated peak VRAM {final.peak_vram_gb:.1f} GB: fits in {vram_gb:g} GB")
         return out
@@ -160,6 +160,9 @@ def suggest_config(family: str, vram_gb: float, images: int | None, subject: str
     out.peak_vram_gb = lowest
     tried = "; ".join(s["change"] for s in est.suggestions) or "nothing left to change"
     why = MEMORY[fam.name][tier].no_fit
+    if not why:  # the phase that sets the lowest peak, in the estimate's words
+        tried_values = {**values, **{k: v for c in est.suggestions for k, v in c["set"].items()}}
+        why = next((n for n in estimate(validate(tried_values), fam.name).notes if n.startswith("the peak is")), "")
     out.message = (f"Nothing fits {vram_gb:g} GB for {fam.label}: even with every memory saving ({tried}) the "
                    f"estimate is {lowest:.1f} GB" + (f" ({why})" if why else "") + ". Use a GPU "
                    "with more memory or a smaller family"

@@ -3,8 +3,8 @@
 Both kohya_ss's GUI (flux1_checkbox, LoRA_type "Flux1") and sd-scripts' flux_train_network.py use the same option
 names as ours (clip_l, t5xxl, ae, timestep_sampling, ...). Their defaults are sd-scripts' argparse defaults, which
 differ from ours, so a Flux config always gets these written out, taken from the file or filled with the default
-the source program would have used. fp8_base and blocks_to_swap map to base_precision and blocks_to_swap
-(convert_config/memory.py); options we lack (CPU offloading, per-part block swapping, T5 training, block selection,
+the source program would have used. fp8_base and blocks_to_swap map to base_precision (fp8_base without
+fp8_base_unet also to t5xxl_precision) and blocks_to_swap (convert_config/memory.py); options we lack (CPU offloading, per-part block swapping, T5 training, block selection,
 per-part ranks) are reported one by one with the reason.
 """
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 Each part (denoiser, text encoders, VAE) is built on the meta device from a diffusers folder's config.json files or
 the configs shipped in core/models/configs, and its parameters are counted: in total, in Linear layers (what fp8 stores
-in float8), in the blocks' Linear layers (what NF4 quantises), per block (what blocks_to_swap moves), and the LoRA a
-network spec puts on it.
+in float8; for the text encoders what t5xxl_precision fp8 stores of T5-XXL), in the blocks' Linear layers (what NF4
+quantises), per block (what blocks_to_swap moves), and the LoRA a network spec puts on it.
 """
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ class ModelCounts:
     denoiser: DenoiserCounts
     text_encoders: list[int]
     vae: int
+    te_linear: list[int] = field(default_factory=list)  # parameters in Linear layers (what t5xxl_precision fp8 stores)
     _model: object = None  # the meta denoiser (for LoRA counts)
     _tes: list = field(default_factory=list)
 
@@ -104,8 +105,9 @@ def model_counts(folder: str, family: str) -> ModelCounts:
     den = _meta_diffusers(root / sub)
     tes = [_meta_transformers(root / t) for t in TE_FOLDERS if (root / t / "config.json").is_file()]
     vae = _meta_diffusers(root / "vae") if (root / "vae" / "config.json").is_file() else None
+    te_linear = [sum(_count(m) for m in t.modules() if isinstance(m, nn.Linear)) for t in tes]
     return ModelCounts(family, str(root), _denoiser_counts(den), [_count(t) for t in tes],
-                       _count(vae) if vae is not None else 0, den, tes)
+                       _count(vae) if vae is not None else 0, te_linear, den, tes)
 
 
 def _lora_size(model: nn.Module, names: list[str], rank: int, dora: bool, spec=None) -> int:

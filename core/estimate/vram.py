@@ -2,7 +2,8 @@
 
 The parts follow what the trainer does: the denoiser's weights at their precision (base_precision, minus the blocks
 blocks_to_swap keeps in RAM, plus the one block being computed), the text encoders and the VAE while they are on the
-GPU (cache_text_encoder_outputs / cache_latents free them after caching, as core/train/caching.py does), the LoRA's
+GPU (cache_text_encoder_outputs / cache_latents free them after caching, as core/train/caching.py does; Flux's T5-XXL
+with its Linear weights in fp8 under t5xxl_precision fp8), the LoRA's
 weights, gradients and optimizer state, the activations (a per-family coefficient per latent token, with and without
 gradient checkpointing) and a fixed CUDA context / workspace overhead. Two phases are estimated: caching (the encoders
 and the VAE at work; the denoiser already on the GPU unless a low-VRAM mode keeps it in RAM until then) and training;
@@ -115,6 +116,11 @@ def estimate(cfg, family: str | None = None) -> Estimate:
         trained_tes = [0] if fam == "flux" else list(range(len(counts.text_encoders)))
     static_captions = not cfg.shuffle_caption and cfg.caption_dropout_rate == 0
     te_bytes = [n * cb for n in counts.text_encoders]
+    t5_fp8 = fam == "flux" and cfg.t5xxl_precision == "fp8" and len(te_bytes) > 1
+    if t5_fp8:  # Linear weights in float8, the embeddings and norms in the compute dtype (core/models/t5_fp8.py)
+        te_bytes[1] = counts.te_linear[1] * 1 + (counts.text_encoders[1] - counts.te_linear[1]) * cb
+    elif fam != "flux" and cfg.t5xxl_precision != "auto":
+        notes.append(f"t5xxl_precision = \"{cfg.t5xxl_precision}\" applies to Flux only (T5-XXL); ignored for {fam}")
     if fam == "flux":
         cached = static_captions  # Flux always caches; T5 is never trained
         te_train = (te_bytes[0] if trained_tes else 0) + (0 if cached else te_bytes[1])
@@ -154,12 +160,14 @@ def estimate(cfg, family: str | None = None) -> Estimate:
     peak = max(training, caching)
     phase = "training" if training >= caching else "caching"
     if phase == "caching":
-        notes.append("the peak is while caching: the text encoders" + (" (T5-XXL)" if fam == "flux" else "")
+        t5 = (" (T5-XXL, stored in fp8)" if t5_fp8 else " (T5-XXL)") if fam == "flux" else ""
+        notes.append("the peak is while caching: the text encoders" + t5
                      + " and the VAE are on the GPU then" + ("" if den_while_caching == 0 else ", with the denoiser"))
     if swap and not cfg.gradient_checkpointing or prec == "fp8" and not cfg.gradient_checkpointing:
         notes.append("gradient_checkpointing is turned on by base_precision fp8 / blocks_to_swap")
     settings = {"resolution": cfg.resolution, "train_batch_size": cfg.train_batch_size, "network_dim": cfg.network_dim,
                 "mixed_precision": cfg.mixed_precision, "base_precision": prec, "blocks_to_swap": swap,
+                "t5xxl_precision": cfg.t5xxl_precision if fam == "flux" else "auto",
                 "gradient_checkpointing": checkpointing, "optimizer_type": cfg.optimizer_type,
                 "cache_latents": cfg.cache_latents, "text_encoder_outputs_cached": cached,
                 "lora_parameters": lora_n, "denoiser_parameters": den.total, "blocks": len(den.blocks),
@@ -199,6 +207,27 @@ def _candidates(cfg, fam: str) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
+# Flux's T5-XXL in fp8: offered whenever the caching phase sets the peak with T5-XXL the largest part of it (the
+# denoiser waits in RAM while caching once base_precision or blocks_to_swap is set), before the next change is tried
+T5_FP8 = ("store T5-XXL in fp8 while the captions are cached (about half its 9.5 GB; the cached captions differ "
+          "slightly)", {"t5xxl_precision": "fp8"})
+
+
+def _apply(base: Estimate, current, why: str, change: dict[str, Any], vram_gb: float, family: str | None,
+           keep: bool = False):
+    """`change` on top of `current`, listed in base.suggestions unless it lowers nothing (`keep`: listed anyway,
+    for a block swap, which lowers the training phase only). Returns (the config now, whether it fits)."""
+    from ..config.toml_io import validate
+
+    trial = validate({**current.model_dump(), **change})
+    est = estimate(trial, family)
+    if est.peak_vram_gb >= estimate(current, family).peak_vram_gb and not keep:
+        return current, False  # changes nothing here
+    base.suggestions.append({"change": why, "set": change, "peak_vram_gb": est.peak_vram_gb,
+                             "fits": est.peak_vram_gb <= vram_gb})
+    return trial, est.peak_vram_gb <= vram_gb
+
+
 def suggest(cfg, vram_gb: float, family: str | None = None) -> Estimate:
     """The estimate of `cfg`, whether it fits `vram_gb`, and the cheapest changes (applied one after the other)
     that make it fit, each with the estimate it gives."""
@@ -209,29 +238,30 @@ def suggest(cfg, vram_gb: float, family: str | None = None) -> Estimate:
         return base
     fam = base.family
     current = cfg
-    for why, change in _candidates(cfg, fam):
-        if "blocks_to_swap" in change and change["blocks_to_swap"] is None:
+    t5_left = fam == "flux" and cfg.t5xxl_precision == "auto"
+    for why, change in _candidates(cfg, fam) + [("", {})]:
+        den_in_ram = current.base_precision != "auto" or current.blocks_to_swap > 0
+        if t5_left and den_in_ram and estimate(current, family).phase == "caching":
+            t5_left = False
+            current, fits = _apply(base, current, *T5_FP8, vram_gb, family)
+            if fits:
+                break
+        if not change:
+            break
+        swap = "blocks_to_swap" in change and change["blocks_to_swap"] is None
+        if swap:
             if current.base_precision == "nf4":
                 continue
             best = None
-            for n in range(1, base.settings["blocks"] + 1):
+            for n in range(1, base.settings["blocks"] + 1):  # swapping lowers the training phase only
                 trial = current.model_copy(update={"blocks_to_swap": n})
-                if estimate(trial, family).peak_vram_gb <= vram_gb:
+                if estimate(trial, family).training_gb <= vram_gb:
                     best = n
                     break
             n = best or base.settings["blocks"]
             change = {"blocks_to_swap": n}
             why = f"swap {n} of {base.settings['blocks']} blocks to CPU RAM (slower steps, same result)"
-        data = {**current.model_dump(), **change}
-        from ..config.toml_io import validate
-
-        trial = validate(data)
-        est = estimate(trial, family)
-        if est.peak_vram_gb >= estimate(current, family).peak_vram_gb and "blocks_to_swap" not in change:
-            continue  # changes nothing here
-        current = trial
-        base.suggestions.append({"change": why, "set": change, "peak_vram_gb": est.peak_vram_gb,
-                                 "fits": est.peak_vram_gb <= vram_gb})
-        if est.peak_vram_gb <= vram_gb:
+        current, fits = _apply(base, current, why, change, vram_gb, family, keep=swap)
+        if fits:
             break
     return base

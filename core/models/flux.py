@@ -160,7 +160,8 @@ class Flux(ModelFamily):
         return comps.tokenizers[1], n, n - 1
 
     def text_settings(self, comps: Components, cfg) -> str:
-        return f"{self.name}|t5={comps.extra.get('t5_length')}"
+        fp8 = "|t5xxl=fp8" if cfg.t5xxl_precision == "fp8" else ""  # fp8 T5 outputs differ: their own cache entries
+        return f"{self.name}|t5={comps.extra.get('t5_length')}{fp8}"
 
     def trainable_text_encoders(self, comps: Components) -> list[int]:
         return [0]  # CLIP-L; T5 is never trained
@@ -168,9 +169,12 @@ class Flux(ModelFamily):
     def cache_text(self, comps: Components, captions: list[str] | None, prompts: list[str], trained: list[int],
                    cfg, say) -> dict[str, TextCond] | None:
         """T5 outputs of every caption and sample prompt are cached and T5 is freed; CLIP-L too unless trained."""
+        from .t5_fp8 import is_t5_fp8
+
+        fp8 = " (stored in fp8)" if is_t5_fp8(comps.text_encoders[1]) else ""
         if captions is None:
-            say("warning", "Captions change every step (shuffle_caption or caption_dropout_rate), so T5-XXL stays "
-                           "in memory to encode them.")
+            say("warning", f"Captions change every step (shuffle_caption or caption_dropout_rate), so T5-XXL{fp8} "
+                           "stays in memory to encode them.")
             return None
         texts = sorted(set(captions) | set(prompts))
         full, hits = self.encode_all(comps, texts, cfg, 8)
@@ -179,7 +183,8 @@ class Flux(ModelFamily):
         self.release_text_encoders(comps, keep=trained)  # samples use the cached prompt embeddings
         freed = "T5-XXL" + (" and CLIP-L" if 0 not in trained else "")
         say("info", f"Cached text encoder outputs for {len(texts)} captions and prompts"
-                    + (f" ({hits} read from the disk cache)" if hits else "") + f"; {freed} freed from memory")
+                    + (f" ({hits} read from the disk cache)" if hits else "")
+                    + (", T5-XXL stored in fp8 while caching" if fp8 else "") + f"; {freed} freed from memory")
         return None if trained else {c: full[c] for c in captions}
 
     # -------------------------------------------------------------- model

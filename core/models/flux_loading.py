@@ -4,7 +4,9 @@ file) with separate CLIP-L, T5-XXL and autoencoder files, or an all-in-one check
 
 The transformer and the autoencoder go through diffusers' own single-file converters (given the
 shipped configs, so nothing is fetched); the text encoders are plain transformers state dicts and are
-loaded into models built from the shipped configs. fp8 weights are upcast on load.
+loaded into models built from the shipped configs. fp8 weights are upcast on load, but T5-XXL's with
+t5xxl_precision fp8: its tensors are read as stored and cast once, the Linear weights straight to fp8 (those of
+t5xxl_fp8_e4m3fn.safetensors are kept as they are), the rest to the compute dtype.
 """
 from __future__ import annotations
 
@@ -35,8 +37,8 @@ def _keys(path: Path) -> list[str]:
         return list(f.keys())
 
 
-def _tensors(path: Path, prefix: str, dtype: torch.dtype, exclude: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
-    """The tensors under `prefix` (prefix removed), float8 and other floats cast to `dtype`."""
+def _tensors(path: Path, prefix: str, dtype: torch.dtype | None, exclude: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """The tensors under `prefix` (prefix removed), float8 and other floats cast to `dtype` (None: as stored)."""
     from safetensors import safe_open
 
     out = {}
@@ -44,7 +46,7 @@ def _tensors(path: Path, prefix: str, dtype: torch.dtype, exclude: tuple[str, ..
         for k in f.keys():
             if k.startswith(prefix) and not (exclude and k.startswith(exclude)):
                 t = f.get_tensor(k)
-                out[k[len(prefix):]] = t.to(dtype) if t.is_floating_point() else t
+                out[k[len(prefix):]] = t.to(dtype) if t.is_floating_point() and dtype is not None else t
     return out
 
 
@@ -70,8 +72,9 @@ def _part(name: str, setting: str, given: str, inside: bool) -> Path | None:
 
 def load_flux_single_file(path: str | Path, *, clip_l: str = "", t5xxl: str = "", ae: str = "", vae: str = "",
                           base_config_dir: str = "", dtype: torch.dtype = torch.float32,
-                          progress: Callable[[str], None] | None = None) -> Any:
-    """A FluxPipeline from single files (see the module docstring)."""
+                          progress: Callable[[str], None] | None = None, t5_fp8: bool = False) -> Any:
+    """A FluxPipeline from single files (see the module docstring); `t5_fp8`: T5-XXL's Linear weights stored in
+    fp8 (core/models/t5_fp8.py)."""
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
 
     path = Path(path)
@@ -104,8 +107,9 @@ def load_flux_single_file(path: str | Path, *, clip_l: str = "", t5xxl: str = ""
     clip = load_clip_l(_tensors(clip_file, "", dtype) if clip_file else _tensors(path, CLIP_PREFIX, dtype),
                        cdir / "text_encoder", dtype, (clip_file or path).name)
     say(f"Loading T5-XXL from {(t5_file or path).name}")
-    t5 = load_t5(_tensors(t5_file, "", dtype) if t5_file else _tensors(path, T5_PREFIX, dtype),
-                 cdir / "text_encoder_2", dtype, (t5_file or path).name)
+    read = None if t5_fp8 else dtype  # fp8: cast once by store_t5_fp8
+    t5 = load_t5(_tensors(t5_file, "", read) if t5_file else _tensors(path, T5_PREFIX, read),
+                 cdir / "text_encoder_2", dtype, (t5_file or path).name, fp8=t5_fp8)
     tok, tok2 = load_tokenizers(cdir, progress)
     sched = FlowMatchEulerDiscreteScheduler.from_pretrained(str(cdir), subfolder="scheduler", local_files_only=True)
     return FluxPipeline(scheduler=sched, vae=vae_model, text_encoder=clip, tokenizer=tok, text_encoder_2=t5,
@@ -146,8 +150,9 @@ def load_clip_l(sd: dict[str, torch.Tensor], config_folder: Path, dtype: torch.d
     return _finish(model, dtype)
 
 
-def load_t5(sd: dict[str, torch.Tensor], config_folder: Path, dtype: torch.dtype, name: str):
-    """T5-XXL encoder from an HF-layout state dict (the embedding is stored once, as `shared.weight`)."""
+def load_t5(sd: dict[str, torch.Tensor], config_folder: Path, dtype: torch.dtype, name: str, fp8: bool = False):
+    """T5-XXL encoder from an HF-layout state dict (the embedding is stored once, as `shared.weight`); `fp8`: its
+    Linear weights stored in fp8, computed in `dtype` (`sd` as stored: float8 ones are used as they are)."""
     from transformers import T5EncoderModel
 
     if "shared.weight" not in sd and "encoder.embed_tokens.weight" in sd:
@@ -156,11 +161,17 @@ def load_t5(sd: dict[str, torch.Tensor], config_folder: Path, dtype: torch.dtype
     model = _build(T5EncoderModel, config_folder, dtype)
     model = _assign(model, {k: v for k, v in sd.items() if v is not None}, name, "T5-XXL text encoder")
     model.encoder.embed_tokens = model.shared
+    if fp8:
+        from .t5_fp8 import store_t5_fp8
+
+        store_t5_fp8(model, dtype)
+        return _finish(model, None)
     return _finish(model, dtype)
 
 
-def _finish(model, dtype: torch.dtype):
-    model.to(dtype)
+def _finish(model, dtype: torch.dtype | None):
+    if dtype is not None:
+        model.to(dtype)
     # buffers that are not stored in files (position ids) are still on the meta device
     for mod in model.modules():
         for bname, buf in list(mod.named_buffers(recurse=False)):

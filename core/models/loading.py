@@ -126,9 +126,11 @@ def load_pipeline(
     progress: Callable[[str], None] | None = None,
     flux_files: dict[str, str] | None = None,
     large_model_dtype: torch.dtype | None = None,
+    t5_fp8: bool = False,
 ) -> tuple[Any, ModelFamily]:
     """`flux_files`: the separate clip_l / t5xxl / ae files a transformer-only Flux file needs;
-    `large_model_dtype`: the dtype for families too large to load in fp32 first (Flux)."""
+    `large_model_dtype`: the dtype for families too large to load in fp32 first (Flux); `t5_fp8`: Flux's T5-XXL
+    with its Linear weights stored in fp8 (core/models/t5_fp8.py; an fp8 T5 file is not upcast first)."""
     """Load a diffusers pipeline for `model` and return it with its family."""
     kind = source_kind(model)
     if kind == "hub":
@@ -145,11 +147,15 @@ def load_pipeline(
         if kind == "folder":
             extra = {"safety_checker": None} if fam_name in ("sd15", "sd2") else {}
             pipe = cls.from_pretrained(model, dtype=dtype, local_files_only=True, **extra)
+            if fam_name == "flux" and t5_fp8:
+                from .t5_fp8 import store_t5_fp8
+
+                store_t5_fp8(pipe.text_encoder_2, dtype)
         elif fam_name == "flux":
             from .flux_loading import load_flux_single_file
 
             return load_flux_single_file(model, vae=vae, base_config_dir=base_config_dir, dtype=dtype,
-                                         progress=progress, **(flux_files or {})), fam
+                                         progress=progress, t5_fp8=t5_fp8, **(flux_files or {})), fam
         else:
             config = base_config_dir or str(shipped_config_dir(fam_name))
             pipe = cls.from_single_file(model, config=config, dtype=dtype, local_files_only=True)
@@ -191,10 +197,11 @@ def load_components(
     progress: Callable[[str], None] | None = None,
     flux_files: dict[str, str] | None = None,
     large_model_dtype: torch.dtype | None = None,
+    t5_fp8: bool = False,
 ) -> Components:
     """Load a base model for training (fp32 on the CPU, Flux in `large_model_dtype`; the trainer moves and
     casts parts)."""
     pipe, fam = load_pipeline(model, family=family, vae=vae, base_config_dir=base_config_dir, progress=progress,
-                              flux_files=flux_files, large_model_dtype=large_model_dtype)
+                              flux_files=flux_files, large_model_dtype=large_model_dtype, t5_fp8=t5_fp8)
     return fam.components(pipe, model, v_parameterization)
 

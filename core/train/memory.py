@@ -44,6 +44,21 @@ def move(module: nn.Module, device: torch.device, dtype: torch.dtype) -> None:
         module.to(device, dtype)
 
 
+def place_text_encoders(encoders: list[nn.Module], device: torch.device, dtype: torch.dtype) -> str:
+    """The text encoders onto the device in `dtype`; a T5 stored in fp8 (t5xxl_precision) keeps its dtypes.
+    Returns what was done for that T5, in words ('' without one)."""
+    from ..models.t5_fp8 import describe, is_t5_fp8
+
+    note = ""
+    for m in encoders:
+        if is_t5_fp8(m):
+            m.to(device)  # no dtype: its Linear weights stay float8, the rest is in `dtype` already
+            note = describe(m, dtype)
+        else:
+            move(m, device, dtype)
+    return note
+
+
 def check_modes(base_precision: str, blocks_to_swap: int, n_blocks: int | None, word: str = "blocks") -> None:
     """Raise ValueError, naming the key, for values no run can use (shared with the estimate)."""
     if base_precision not in BASE_PRECISIONS:

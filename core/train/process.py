@@ -45,7 +45,8 @@ def quiet_libraries() -> None:
 
 # glibc's mallopt parameters (malloc.h)
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-CPU_HEAP_BYTES = 1 << 30
+MMAP_THRESHOLD_BYTES = 512 << 20  # blocks below it come from the heap (at 1 GiB glibc 2.36 faults them in again)
+TRIM_THRESHOLD_BYTES = 1 << 30  # free memory at the heap's top kept up to this (a C int: below 2 GiB)
 
 
 def keep_freed_memory_for_reuse() -> bool:
@@ -54,7 +55,8 @@ def keep_freed_memory_for_reuse() -> bool:
     By default every activation larger than glibc's mmap threshold (at most 32 MiB) is a fresh mmap, so each step
     page-faults and zeroes its activations again: on the real-size SD1.5 UNet at 256 px that is about 600,000 page
     faults and 1.3 s of kernel time per step (measured by bench/vs_diffusers.py's setup; see docs/benchmarks.md).
-    Raising the mmap and trim thresholds to 1 GiB keeps those pages in the heap; the peak memory stays the same.
+    Raising glibc's mmap threshold to 512 MiB and its trim threshold to 1 GiB keeps those pages in the heap; the
+    peak memory stays the same.
     Returns whether it was applied (Linux with glibc only; elsewhere nothing changes)."""
     import ctypes
     import platform
@@ -64,7 +66,7 @@ def keep_freed_memory_for_reuse() -> bool:
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, CPU_HEAP_BYTES)) and bool(libc.mallopt(M_TRIM_THRESHOLD,
-                                                                                             2 * CPU_HEAP_BYTES))
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(
+            libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
     except (OSError, AttributeError):
         return False

@@ -18,12 +18,13 @@ from ..data.masks import attach_masks
 from ..lora import network as net
 from ..models.base import TextCond
 from ..models.loading import ModelLoadError, load_components
+from ..models.t5_fp8 import not_for_this_family
 from ..config.schema import TrainConfig
 from .optim import OptimizerError, make_optimizer, make_scheduler
 from .regularize import apply_max_norm, norm_fields
 from .caching import CacheMixin
 from .checkpoints import CheckpointMixin, TrainingFailed
-from .memory import move as _move, setup_denoiser
+from .memory import move as _move, place_text_encoders, setup_denoiser
 from .rundir import RunDir
 from .process import keep_freed_memory_for_reuse, process_start_time, quiet_libraries, skip_bitsandbytes  # noqa: F401 (cli, toy import them here)
 from .state import find_state
@@ -210,10 +211,11 @@ class Trainer(CacheMixin, CheckpointMixin):
         comps = load_components(cfg.pretrained_model_name_or_path, family=cfg.model_family, vae=cfg.vae,
                                 base_config_dir=cfg.base_config_dir, v_parameterization=cfg.v_parameterization,
                                 progress=lambda m: self.say(m), flux_files=dict(clip_l=cfg.clip_l, t5xxl=cfg.t5xxl, ae=cfg.ae),
-                                large_model_dtype=self.weight_dtype)
+                                large_model_dtype=self.weight_dtype, t5_fp8=cfg.t5xxl_precision == "fp8")
         self.say(f"Loaded a {comps.family.title} model", event="progress", stage="load_model", done=1, total=1)
-        for w in comps.family.prepare(comps, cfg):
-            self.warn(w)
+        for w in comps.family.prepare(comps, cfg) + [not_for_this_family(comps.family.name, cfg)]:
+            if w:
+                self.warn(w)
         return comps
 
     def _check_caption_lengths(self, comps, ts: TrainingSet) -> None:
@@ -232,8 +234,9 @@ class Trainer(CacheMixin, CheckpointMixin):
         comps.unet.requires_grad_(False)
         for te in comps.text_encoders:
             te.requires_grad_(False)
-        for m in comps.text_encoders:
-            _move(m, dev, wd)
+        note = place_text_encoders(comps.text_encoders, dev, wd)  # t5xxl_precision fp8: T5's Linears stay fp8
+        if note:
+            self.say(note)
         _move(comps.vae, dev, torch.float32 if fam.vae_needs_fp32 else wd)
         comps.vae.requires_grad_(False).eval()
         if not cfg.sdpa:
