@@ -3,8 +3,8 @@
 Both train a real-size SD1.5 UNet (random weights from the shipped configs, saved once as a diffusers
 folder) at 256 px, batch 1, rank 16 (alpha 16), UNet attention only, fp32, for a few steps, each in its own
 process, one after the other. Measured per run: the whole run's wall time, the peak RSS of the process
-(`wait4`, with its kernel time and minor page faults), and the steady step time (ours: the `step` events; diffusers': tqdm's per-step times, the first
-step left out as for ours).
+(`wait4`, with its kernel time and minor page faults), and the steady step time (ours: the `step` events; diffusers':
+the elapsed times on tqdm's bar, in whole seconds; the first step left out for both).
 
 The reference is diffusers' examples/text_to_image/train_text_to_image_lora.py, run unmodified; it is not
 part of this project: give its path. It needs the `datasets` package (and tensorboard, its default logger):
@@ -103,13 +103,15 @@ def run_reference(script: Path, model: Path, data: Path, out: Path, steps: int, 
            "--resolution=256", "--train_batch_size=1", f"--max_train_steps={steps}", "--rank=16",
            "--learning_rate=1e-4", "--lr_warmup_steps=0", "--mixed_precision=no", f"--output_dir={out}",
            "--seed=0", "--checkpointing_steps=1000000"]
-    log = out.parent / "reference.log"
+    log = Path(os.environ.get("LW_BENCH_KEEP_LOG") or out.parent / "reference.log")
     res = timed(cmd, env, log)
     text = log.read_text(errors="replace")
-    # tqdm: "Steps:  50%|...| 3/6 [00:12<00:12,  4.10s/it, ...]": its running per-step estimate
-    rates = [float(m.group(1)) if m.group(2) == "s/it" else 1 / float(m.group(1))
-             for m in re.finditer(r"(\d+\.\d+)(s/it|it/s)", text)]
-    res["sec_per_step"] = round(sum(rates[1:]) / len(rates[1:]), 3) if len(rates) > 1 else None
+    # tqdm's bar "Steps:  50%|...| 3/6 [00:12<00:12,  4.10s/it, ...]": the time between the first step's end and the
+    # last step's, over the steps in between (the first step left out, as for ours); tqdm prints whole seconds
+    done = {int(m.group(1)): int(m.group(2)) * 60 + int(m.group(3))
+            for m in re.finditer(r"Steps:[^|]*\|[^|]*\|\s*(\d+)/\d+ \[(\d+):(\d+)<", text)}
+    last = max(done, default=0)
+    res["sec_per_step"] = round((done[last] - done[1]) / (last - 1), 3) if last > 1 and 1 in done else None
     if res["exit_code"] != 0:
         res["error"] = text[-1500:]
     return res
@@ -120,7 +122,7 @@ def main(argv=None) -> int:
     p.add_argument("--reference", required=True, help="path of diffusers' train_text_to_image_lora.py")
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--images", type=int, default=6)
-    p.add_argument("--repeat", type=int, default=1, help="runs of each (alternating)")
+    p.add_argument("--repeat", type=int, default=1, help="runs of each (which goes first alternates)")
     p.add_argument("--work", default="", help="folder for the model and data (kept between calls)")
     p.add_argument("--only", choices=["ours", "reference"], help="run only one side")
     args = p.parse_args(argv)
@@ -138,14 +140,13 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory(dir=work) as tmp:
             tmp = Path(tmp)
             ours_data, their_data = make_data(tmp / "data", args.images, 256)
-            if args.only != "reference":
-                results.append({"trainer": "ours", "run": r, **run_ours(model, ours_data, tmp / "out_ours",
-                                                                          args.steps, env)})
-                print(json.dumps(results[-1]), flush=True)
-            if args.only != "ours":
-                results.append({"trainer": "diffusers", "run": r,
-                                **run_reference(Path(args.reference), model, their_data, tmp / "out_ref", args.steps,
-                                                env)})
+            sides = {"ours": ["ours"], "reference": ["diffusers"]}.get(args.only, ["ours", "diffusers"])
+            for side in sides if r % 2 == 0 else sides[::-1]:  # each goes first every other time
+                if side == "ours":
+                    res = run_ours(model, ours_data, tmp / "out_ours", args.steps, env)
+                else:
+                    res = run_reference(Path(args.reference), model, their_data, tmp / "out_ref", args.steps, env)
+                results.append({"trainer": side, "run": r, **res})
                 print(json.dumps(results[-1]), flush=True)
     ours = [x for x in results if x["trainer"] == "ours" and x["exit_code"] == 0]
     ref = [x for x in results if x["trainer"] == "diffusers" and x["exit_code"] == 0]
