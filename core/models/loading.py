@@ -128,10 +128,11 @@ def load_pipeline(
     large_model_dtype: torch.dtype | None = None,
     t5_fp8: bool = False,
 ) -> tuple[Any, ModelFamily]:
-    """`flux_files`: the separate clip_l / t5xxl / ae files a transformer-only Flux file needs;
+    """Load a diffusers pipeline for `model` and return it with its family.
+
+    `flux_files`: the separate clip_l / t5xxl / ae files a transformer-only Flux file needs;
     `large_model_dtype`: the dtype for families too large to load in fp32 first (Flux); `t5_fp8`: Flux's T5-XXL
     with its Linear weights stored in fp8 (core/models/t5_fp8.py; an fp8 T5 file is not upcast first)."""
-    """Load a diffusers pipeline for `model` and return it with its family."""
     kind = source_kind(model)
     if kind == "hub":
         model = download(model, progress)
