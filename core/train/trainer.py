@@ -93,7 +93,20 @@ class Trainer(CacheMixin, CheckpointMixin):
                 end["lora_path"] = str(self.run.lora_path())
             self.run.event("end", **end)
             self.run.set_status(status=status, exit_code=code, step=self.global_step)
+        self._end_processes(code)
         return code
+
+    def _end_processes(self, code: int) -> None:
+        """Several processes (accelerate launch): take the process group down before exiting. Left to the exit,
+        its communication threads can abort the process ("terminate called without an active exception")."""
+        if self.acc.num_processes <= 1:
+            return
+        try:
+            if code == EXIT_OK:
+                self.acc.wait_for_everyone()
+            self.acc.end_training()
+        except Exception as e:  # the run's outcome is written already; this only tidies up
+            self.echo(f"Could not close the process group cleanly: {e}")
 
     # ---------------------------------------------------------------- helpers
     def say(self, text: str, /, event: str | None = None, **fields) -> None:
