@@ -6,7 +6,8 @@ import importlib
 import sys
 from typing import Any, get_args, get_origin
 
-from .config.schema import GROUPS, TrainConfig, all_fields
+from .config.fields import all_fields
+from .config.schema import GROUPS, TrainConfig
 
 
 def _add_schema_options(parser: argparse.ArgumentParser) -> None:

@@ -192,7 +192,7 @@ def test_config_errors(tmp_path):
     assert validate({"alpha_mask": True}).mask_source == "alpha"
     assert validate({"masked_loss": True, "conditioning_data_dir": "m"}).mask_source == "folder"
     assert validate({"conditioning_data_dir": "m"}).mask_source is None
-    from core.config.schema import field_meta
+    from core.config.fields import field_meta
 
     for name in ("masked_loss", "alpha_mask", "conditioning_data_dir"):  # the GUI form: Advanced, Dataset
         assert field_meta(name)["group"] == "data" and not field_meta(name)["basic"] and not field_meta(name)["families"]

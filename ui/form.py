@@ -13,7 +13,8 @@ from typing import Any, Callable, get_args, get_origin
 import gradio as gr
 
 from core.config.toml_io import ConfigError, validate
-from core.config.schema import GROUPS, TrainConfig, all_fields
+from core.config.fields import all_fields
+from core.config.schema import GROUPS, TrainConfig
 
 WORDS = {"lr": "LR", "snr": "SNR", "vae": "VAE", "lora": "LoRA", "ff": "FF", "sdpa": "SDPA", "n": "N", "reso": "resolution",
          "dir": "folder", "num": "number of", "dim": "dim", "te": "TE", "dora": "DoRA", "unet": "UNet", "proj": "proj",

@@ -20,7 +20,8 @@ from typing import Any
 import tomli_w
 
 from .toml_io import ConfigError, atomic_write_text, flatten, validate
-from .schema import GROUPS, TrainConfig, all_fields, field_meta
+from .fields import all_fields, field_meta
+from .schema import GROUPS, TrainConfig
 
 PRESETS_DIR = Path(__file__).resolve().parents[2] / "presets"
 USER_DIR = PRESETS_DIR / "user"

@@ -12,7 +12,8 @@ from typing import Any, Iterable
 import tomli_w
 from pydantic import ValidationError
 
-from .schema import GROUPS, TrainConfig, field_meta
+from .fields import field_meta
+from .schema import GROUPS, TrainConfig
 
 
 class ConfigError(ValueError):

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from ..generation.samplers import A1111_NAMES
-from ..config.schema import TrainConfig, literal_choices
+from ..config.fields import literal_choices
+from ..config.schema import TrainConfig
 
 # ------------------------------------------------------------------ optimizers
 OPTIMIZERS = {"adamw": "AdamW", "adamw8bit": "AdamW8bit", "lion": "Lion", "lion8bit": "Lion8bit",

@@ -29,6 +29,45 @@ class RunDir:
         for d in (self.path, self.samples, self.state, self.control):
             d.mkdir(parents=True, exist_ok=True)
 
+    # ---------------------------------------------------------- taking it
+    def check_free(self, *, resume: bool, overwrite: bool) -> str | None:
+        """Refuse a folder this start may not use (ConfigError). Returns the note to log when it holds an attempt
+        that failed before training, which is replaced without asking (one rule with the GUI's start_run)."""
+        from ..config.toml_io import ConfigError
+        from .state import find_state
+
+        if resume and find_state(self.state) is None:
+            raise ConfigError([f"Nothing to resume: {self.path} has no saved state. Start the run without --resume."])
+        if resume or overwrite or not self.events_file.exists():
+            return None
+        from ..runs.replace import replaceable_run_note
+
+        note = replaceable_run_note(self.path)
+        if note is None:
+            raise ConfigError([
+                f"The run folder {self.path} already holds a run. Use --resume to continue it, --overwrite to "
+                "start it again from scratch, or choose another output_name."])
+        return note
+
+    def take(self, cfg, *, resume: bool, clear: bool) -> None:
+        """Make the folder this process's run: clear an earlier attempt (`clear`, never when resuming), drop
+        requests older than this launch, write the config, status "running" and the start event."""
+        import shutil
+
+        from ..config.toml_io import save_config
+        from .process import process_start_time
+
+        if clear and not resume:
+            for p in (self.state, self.samples, self.control):
+                shutil.rmtree(p, ignore_errors=True)
+            for f in (self.events_file, self.status_file, self.log_file):
+                f.unlink(missing_ok=True)
+        self.create()
+        self.clear_requests(older_than=process_start_time())
+        save_config(cfg, self.config_file)
+        self.set_status(status="running", step=0, total_steps=None)
+        self.event("start", pid=os.getpid(), resumed=resume, step=0)
+
     # ------------------------------------------------------------- events
     def event(self, type_: str, **fields: Any) -> dict[str, Any]:
         ev = {"type": type_, "time": round(time.time(), 3), **fields}

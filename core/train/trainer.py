@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ..config.toml_io import ConfigError, save_config
+from ..config.toml_io import ConfigError
 from ..data.buckets import BucketChooser
 from ..data.dataset import DatasetError, TrainingSet, load_image, load_items, process_caption, sdxl_meta
 from ..data.latents import encode
@@ -27,15 +27,12 @@ from .checkpoints import CheckpointMixin, TrainingFailed
 from .memory import move as _move, place_text_encoders, setup_denoiser
 from .rundir import RunDir
 from .process import keep_freed_memory_for_reuse, process_start_time, quiet_libraries, skip_bitsandbytes  # noqa: F401 (cli, toy import them here)
-from .state import find_state
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 3
 USER_ERRORS = (ConfigError, DatasetError, ModelLoadError, OptimizerError, ValueError, FileNotFoundError)
 OOM_ADVICE = ("Out of GPU memory. Lower these settings and start again: train_batch_size (to 1), resolution, "
               "network_dim; turn on gradient_checkpointing, cache_latents and network_train_unet_only; use "
               "optimizer_type AdamW8bit and mixed_precision bf16 or fp16.")
-
-
 
 
 class Trainer(CacheMixin, CheckpointMixin):
@@ -122,36 +119,13 @@ class Trainer(CacheMixin, CheckpointMixin):
         self.say(f"WARNING: {message}", event="warning", message=message)
 
     def _prepare_run_dir(self) -> None:
-        run = self.run
-        has_state = find_state(run.state) is not None
-        if self.resume and not has_state:
-            raise ConfigError([f"Nothing to resume: {run.path} has no saved state. Start the run without --resume."])
-        replace_note = None
-        if not self.resume and run.events_file.exists() and not self.overwrite:
-            from ..runs.replace import replaceable_run_note  # one rule with the GUI's start_run
-
-            replace_note = replaceable_run_note(run.path)
-            if replace_note is None:
-                raise ConfigError([
-                    f"The run folder {run.path} already holds a run. Use --resume to continue it, --overwrite to "
-                    "start it again from scratch, or choose another output_name."])
+        replace_note = self.run.check_free(resume=self.resume, overwrite=self.overwrite)
         if not self.main:
             return
-        if (self.overwrite or replace_note) and not self.resume:
-            import shutil
-
-            for p in (run.state, run.samples, run.control):
-                shutil.rmtree(p, ignore_errors=True)
-            for f in (run.events_file, run.status_file, run.log_file):
-                f.unlink(missing_ok=True)
-        run.create()
+        self.run.take(self.cfg, resume=self.resume, clear=self.overwrite or bool(replace_note))
         self.owns_run = True
         if replace_note:
             self.say(replace_note)
-        run.clear_requests(older_than=process_start_time())
-        save_config(self.cfg, run.config_file)
-        run.set_status(status="running", step=0, total_steps=None)
-        run.event("start", pid=__import__("os").getpid(), resumed=self.resume, step=0)
 
     def _install_signal_handlers(self) -> None:
         def handler(signum, frame):
