@@ -93,3 +93,21 @@ def test_the_demo_is_offered_only_until_the_user_has_a_model(tmp_path):
     (models / "my_model.safetensors").write_bytes(b"x")
     cfg, preset = starting_form(str(models), str(outputs))
     assert preset is None and cfg.pretrained_model_name_or_path == "" and cfg.output_dir == str(outputs)
+
+
+def test_the_demo_note_goes_with_the_demo_preset(page, fresh_app):
+    """After the start test (its own page): choosing another preset takes the demo's 'Ready to try' away; choosing
+    the Demo preset again brings it back."""
+    note = page.locator("#starter-note")
+    expect(note).to_contain_text("built-in demo")
+    expect(page.locator("#plan-box")).to_contain_text("400 steps")
+    estimate = page.locator("#estimate-box")  # the last of the page's load events (it imports torch)
+    expect(estimate).to_contain_text("VRAM estimate")
+    expect(estimate).not_to_contain_text("computed once the page has loaded", timeout=60_000)
+    page.locator("#preset input").click()
+    page.get_by_role("option", name="SD1.5 character", exact=True).click()
+    expect(page.locator("#preset input")).to_have_value("SD1.5 character")
+    expect(note).to_be_hidden()
+    page.locator("#preset input").click()
+    page.get_by_role("option", name="Demo (CPU)", exact=True).click()
+    expect(note).to_contain_text("built-in demo")

@@ -113,8 +113,7 @@ def build(ctx: AppContext) -> None:
         with gr.Column(scale=3, min_width=420):
             picker.build(starter_preset, initial_family[0])
             preset_dd, preset_desc = picker.dropdown, picker.desc
-            if starter_preset:
-                gr.HTML(STARTER_NOTE, elem_id="starter-note")
+            starter_note = gr.HTML(STARTER_NOTE, elem_id="starter-note", visible=bool(starter_preset))
             guided.build(initial, starter.subject if starter else None)
             with gr.Accordion("Save as preset · load or save a config file", open=False, elem_id="files-accordion"):
                 with gr.Row(equal_height=True):
@@ -384,6 +383,9 @@ def build(ctx: AppContext) -> None:
     # select, not change: choosing the preset that is already shown applies it again
     preset_dd.select(on_preset_selected, [filled] + form.inputs, form.inputs + [preset_desc, filled]).then(
         on_plan, form.inputs, [plan], **quiet)
+    # the demo's note only while its preset is the one chosen (another preset or the guided start clears it)
+    preset_dd.change(lambda label: gr.update(visible=bool(starter_preset) and label == starter_preset), [preset_dd],
+                     [starter_note], **quiet)
     save_preset_btn.click(on_save_preset, [preset_name] + picker.filters + form.inputs, [preset_dd, files_msg])
     load_btn.upload(on_load_file, [load_btn], form.inputs + [files_msg]).then(on_plan, form.inputs, [plan], **quiet)
     export_btn.click(on_export, form.inputs, [export_file, files_msg])
