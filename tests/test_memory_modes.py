@@ -39,12 +39,18 @@ def tiny_flux_dev():
 
 @pytest.fixture(scope="module")
 def auto_runs(tiny_sd15, tiny_flux_dev, tiny_dataset, tmp_path_factory):
-    """The auto-precision LoRA of each family (gradient checkpointing on, as fp8 and swapping turn it on)."""
+    """The auto-precision LoRA of each family (gradient checkpointing on, as fp8 and swapping turn it on), trained
+    on one CPU thread like the swap runs compared with it."""
     out = {}
-    for family, model in (("sd15", tiny_sd15), ("flux", tiny_flux_dev)):
-        t = train_in_process(_cfg(family, model, tiny_dataset, tmp_path_factory.mktemp(family),
-                                  gradient_checkpointing=True))
-        out[family] = (model, _lora(t))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for family, model in (("sd15", tiny_sd15), ("flux", tiny_flux_dev)):
+            t = train_in_process(_cfg(family, model, tiny_dataset, tmp_path_factory.mktemp(family),
+                                      gradient_checkpointing=True))
+            out[family] = (model, _lora(t))
+    finally:
+        torch.set_num_threads(threads)
     return out
 
 
@@ -80,19 +86,18 @@ def test_base_precision_trains_a_lora_with_the_keys_of_auto(family, precision, a
 
 
 @pytest.mark.parametrize("family", ["sd15", "flux"])
-def test_blocks_to_swap_gives_the_same_lora(family, tiny_sd15, tiny_flux_dev, tiny_dataset, tmp_path, one_thread):
+def test_blocks_to_swap_gives_the_same_lora(family, auto_runs, tiny_dataset, tmp_path, one_thread):
     """The same LoRA within float rounding, both runs on one CPU thread. Not bit for bit (measured: on SD1.5 142 of
     420 tensors equal, the rest within 4e-5; two threads late in a long session: up to 5e-4), although one forward
     and backward with swapping is (test_block_swap_forward_and_backward_are_bit_identical): the swapped weights are
     copies at other addresses, which CPU kernels may round differently, and 4 Adam steps enlarge that. A wrong swap
     changes the learned part by its own size; here it differs by about 1e-5 of it."""
-    model = tiny_sd15 if family == "sd15" else tiny_flux_dev
-    plain = _lora(train_in_process(_cfg(family, model, tiny_dataset, tmp_path / "plain", gradient_checkpointing=True)))
+    model, plain = auto_runs[family]
     n = 3 if family == "sd15" else 2  # tiny Flux: 1 double + 1 single block, both swapped
-    t = train_in_process(_cfg(family, model, tiny_dataset, tmp_path / "swap", blocks_to_swap=n))
+    t = train_in_process(_cfg(family, model, tiny_dataset, tmp_path, blocks_to_swap=n))
     sw = t.memory.swapper
     assert sw is not None and len(sw.names) == n and sw.onloads > 0 and sw.offloads > 0
-    assert "gradient_checkpointing turned on" in (tmp_path / "swap" / "lora" / "train.log").read_text()
+    assert "gradient_checkpointing turned on" in (tmp_path / "lora" / "train.log").read_text()
     lora = _lora(t)
     assert set(lora) == set(plain)
     ups = [k for k in lora if "lora_up" in k or "lora_B" in k]  # zero at the start: all of it was learned
@@ -101,6 +106,7 @@ def test_blocks_to_swap_gives_the_same_lora(family, tiny_sd15, tiny_flux_dev, ti
     worst = max((lora[k] - plain[k]).abs().max().item() for k in lora)
     print(f"{family}: swap vs no swap, learned part {rel:.2e} relative, largest difference {worst:.2e}")
     assert rel < 1e-2 and worst < 1e-3
+
 
 @pytest.mark.parametrize("family", ["sd15", "flux"])
 @pytest.mark.parametrize("checkpointing", [False, True])

@@ -2,7 +2,7 @@
 default, limits and choices."""
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 from .schema import TrainConfig
 
@@ -27,7 +27,6 @@ def field_meta(name: str) -> dict[str, Any]:
 
 
 def literal_choices(annotation: Any) -> list[Any] | None:
-    from typing import get_args, get_origin
     if get_origin(annotation) is Literal:
         return list(get_args(annotation))
     return None
