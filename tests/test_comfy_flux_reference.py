@@ -357,5 +357,124 @@ def test_other_adapters_are_refused(tiny):
         cf.apply_lora(base, {"lycoris_proj_out.lokr_w1": torch.ones(2, 2)}, key_map)
 
 
-def test_self_check_runs():
-    cf._self_check()
+# ------------------------------------------------------------------ the re-implementation on its own
+
+
+def _synthetic_diffusers_sd(num_layers: int, num_single_layers: int, hidden: int, gen: torch.Generator):
+    """A random state dict with the parameter names and shapes of diffusers' FluxTransformer2DModel."""
+    h, mlp, in_ch, ctx, pooled = hidden, hidden * 4, 16, 24, 20
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def lin(name, out_f, in_f):
+        shapes[name + ".weight"] = (out_f, in_f)
+        shapes[name + ".bias"] = (out_f,)
+
+    for emb in ("timestep_embedder", "guidance_embedder"):
+        lin(f"time_text_embed.{emb}.linear_1", h, 256)
+        lin(f"time_text_embed.{emb}.linear_2", h, h)
+    lin("time_text_embed.text_embedder.linear_1", h, pooled)
+    lin("time_text_embed.text_embedder.linear_2", h, h)
+    lin("context_embedder", h, ctx)
+    lin("x_embedder", h, in_ch)
+    for i in range(num_layers):
+        p = f"transformer_blocks.{i}."
+        lin(p + "norm1.linear", 6 * h, h)
+        lin(p + "norm1_context.linear", 6 * h, h)
+        for m in ("to_q", "to_k", "to_v", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"):
+            lin(p + "attn." + m, h, h)
+        lin(p + "attn.to_out.0", h, h)
+        for m in ("norm_q", "norm_k", "norm_added_q", "norm_added_k"):
+            shapes[p + f"attn.{m}.weight"] = (4,)
+        for ff in ("ff", "ff_context"):
+            lin(p + f"{ff}.net.0.proj", mlp, h)
+            lin(p + f"{ff}.net.2", h, mlp)
+    for i in range(num_single_layers):
+        p = f"single_transformer_blocks.{i}."
+        lin(p + "norm.linear", 3 * h, h)
+        lin(p + "proj_mlp", mlp, h)
+        lin(p + "proj_out", h, h + mlp)
+        for m in ("to_q", "to_k", "to_v"):
+            lin(p + "attn." + m, h, h)
+        for m in ("norm_q", "norm_k"):
+            shapes[p + f"attn.{m}.weight"] = (4,)
+    lin("norm_out.linear", 2 * h, h)
+    lin("proj_out", in_ch, h)
+    return {k: torch.randn(s, generator=gen) for k, s in shapes.items()}
+
+
+def test_key_map_and_lora_math_on_a_synthetic_flux():
+    """The re-implementation on its own, on a random state dict with diffusers' names: the BFL layout holds every
+    diffusers tensor where the key map says; a diffusers-form LoRA (CLIP-L too, one DoRA module, one unknown key) and a
+    kohya-form LoRA on a fused weight apply the expected change."""
+    gen = torch.Generator().manual_seed(0)
+    cfg = {"num_layers": 2, "num_single_layers": 2, "hidden_size": 8}
+    d_sd = _synthetic_diffusers_sd(cfg["num_layers"], cfg["num_single_layers"], cfg["hidden_size"], gen)
+    bfl = cf.diffusers_to_bfl(d_sd, **cfg)
+    fmap = cf.flux_to_diffusers(**cfg)
+    assert set(d_sd) <= set(fmap), sorted(set(d_sd) - set(fmap))
+    # every mapped BFL row range comes from exactly its diffusers tensor
+    for dk, t in fmap.items():
+        if dk not in d_sd:
+            continue
+        if isinstance(t, str):
+            assert torch.equal(bfl[t], d_sd[dk])
+        elif t[1] is not None:
+            assert torch.equal(bfl[t[0]].narrow(*t[1]), d_sd[dk])
+        else:
+            assert torch.equal(bfl[t[0]], t[2](d_sd[dk]))
+
+    clip_keys = [f"clip_l.transformer.text_model.encoder.layers.0.{m}.weight" for m in cf.LORA_CLIP_MAP]
+    clip_sd = {k: torch.randn(8, 8, generator=gen) for k in clip_keys}
+    key_map = cf.lora_key_map(list(bfl), clip_keys=clip_keys, **cfg)
+
+    rank, strength = 3, 0.8
+    lora: dict[str, torch.Tensor] = {}
+    expected_d = dict(d_sd)
+    for dk in d_sd:
+        if not dk.endswith(".weight") or d_sd[dk].dim() != 2:
+            continue
+        base = dk[: -len(".weight")]
+        out_f, in_f = d_sd[dk].shape
+        a = torch.randn(rank, in_f, generator=gen)
+        b = torch.randn(out_f, rank, generator=gen)
+        lora[f"transformer.{base}.lora_A.weight"] = a
+        lora[f"transformer.{base}.lora_B.weight"] = b
+        expected_d[dk] = d_sd[dk] + strength * (b @ a)
+    expected_clip = dict(clip_sd)
+    for k in clip_keys:
+        module = k[len("clip_l.transformer."): -len(".weight")]
+        a = torch.randn(rank, 8, generator=gen)
+        b = torch.randn(8, rank, generator=gen)
+        lora[f"text_encoder.{module}.lora_A.weight"] = a
+        lora[f"text_encoder.{module}.lora_B.weight"] = b
+        expected_clip[k] = clip_sd[k] + strength * (b @ a)
+    lora["transformer.not_a_module.lora_A.weight"] = torch.zeros(rank, 8)
+    lora["transformer.transformer_blocks.0.attn.to_q.dora_scale"] = torch.ones(8, 1)
+
+    patched, not_loaded = cf.apply_lora({**bfl, **clip_sd}, lora, key_map, strength)
+    assert not_loaded == ["transformer.not_a_module.lora_A.weight"], not_loaded
+    merged = {**bfl, **clip_sd, **patched}
+    expected_bfl = cf.diffusers_to_bfl(expected_d, **cfg)
+    for k, v in expected_bfl.items():
+        if k == "double_blocks.0.img_attn.qkv.weight":
+            continue  # DoRA on its q rows, checked below
+        torch.testing.assert_close(merged[k], v, rtol=1e-5, atol=1e-5, msg=k)
+    for k, v in expected_clip.items():
+        torch.testing.assert_close(merged[k], v, rtol=1e-5, atol=1e-5, msg=k)
+    qkv = merged["double_blocks.0.img_attn.qkv.weight"]
+    torch.testing.assert_close(qkv[8:], expected_bfl["double_blocks.0.img_attn.qkv.weight"][8:])
+    w = d_sd["transformer_blocks.0.attn.to_q.weight"]
+    w_calc = w + (lora["transformer.transformer_blocks.0.attn.to_q.lora_B.weight"]
+                  @ lora["transformer.transformer_blocks.0.attn.to_q.lora_A.weight"])
+    dora = w_calc / (w.norm(dim=1, keepdim=True) + torch.finfo(torch.float32).eps)
+    torch.testing.assert_close(qkv[:8], w + strength * (dora - w), rtol=1e-5, atol=1e-5)
+
+    # kohya form on the fused weight, with alpha: scale = alpha / rank
+    lk = {"lora_unet_single_blocks_1_linear1.lora_down.weight": torch.randn(rank, 8, generator=gen),
+          "lora_unet_single_blocks_1_linear1.lora_up.weight": torch.randn(8 * 3 + 32, rank, generator=gen),
+          "lora_unet_single_blocks_1_linear1.alpha": torch.tensor(6.0)}
+    patched, not_loaded = cf.apply_lora(bfl, lk, key_map)
+    assert not not_loaded
+    exp = bfl["single_blocks.1.linear1.weight"] + (6.0 / rank) * (
+        lk["lora_unet_single_blocks_1_linear1.lora_up.weight"] @ lk["lora_unet_single_blocks_1_linear1.lora_down.weight"])
+    torch.testing.assert_close(patched["single_blocks.1.linear1.weight"], exp)
