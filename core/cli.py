@@ -61,9 +61,10 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(to_toml(cfg, grouped=True))
         return 0
-    from .train.trainer import Trainer, skip_bitsandbytes
+    from .train.trainer import Trainer, skip_bitsandbytes, skip_triton
 
     skip_bitsandbytes(cfg)  # this process trains only this config
+    skip_triton()
     return Trainer(cfg, resume=args.resume, overwrite=args.overwrite, echo=lambda m: print(m, flush=True)).train()
 
 

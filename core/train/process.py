@@ -28,6 +28,19 @@ def skip_bitsandbytes(cfg) -> None:
         sys.modules["bitsandbytes"] = None  # importlib.util.find_spec -> None: the libraries see it as not installed
 
 
+def skip_triton() -> None:
+    """A training process on a machine without CUDA never runs a Triton kernel (the GPU kernel compiler), but
+    diffusers' import pulls in torch's compiler, which imports triton when it is installed (it comes with CUDA
+    torch): about 75 MiB of memory for nothing. Make it look absent there. Only for a process that trains one
+    config (`python -m core train`)."""
+    import sys
+
+    import torch
+
+    if "triton" not in sys.modules and not torch.cuda.is_available():
+        sys.modules["triton"] = None  # as for bitsandbytes: import fails, find_spec says not installed
+
+
 def quiet_libraries() -> None:
     """Keep the log readable: no per-file progress bars and no optional-kernel notices from libraries."""
     from ..logs import quiet_library_notices
