@@ -139,3 +139,25 @@ def test_a_training_process_without_cuda_does_not_load_triton():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[-2:] == ["None", "None"], out.stdout
+
+
+def test_the_trainer_sets_up_the_denoiser_with_them(tmp_path):
+    """setup_denoiser (the trainer's way to place the denoiser around the LoRA injection) applies it: the frozen
+    convolutions keep no input, LoRA's own are left alone."""
+    from diffusers import UNet2DConditionModel
+
+    from core.lora import network as net
+    from core.models.sd15 import SD15
+    from core.train.memory import setup_denoiser
+    from train_helpers import tiny_config
+
+    model = make_tiny_sd15()
+    cfg = tiny_config(model, tmp_path, tmp_path / "out", conv_dim=4, conv_alpha=4)
+    unet = UNet2DConditionModel.from_pretrained(model / "unet").requires_grad_(False)
+    spec = net.NetworkSpec.from_config(cfg)
+    _, params = setup_denoiser(cfg, unet, torch.device("cpu"), torch.float32,
+                               lambda: net.inject(unet, spec, SD15().denoiser_targets(unet, spec)), lambda m: None)
+    assert params
+    kinds = {type(m) for m in unet.modules() if isinstance(m, nn.Conv2d) and not m.weight.requires_grad}
+    assert kinds == {FrozenInputConv2d}
+    assert all(type(m) is nn.Conv2d for m in unet.modules() if isinstance(m, nn.Conv2d) and m.weight.requires_grad)

@@ -24,7 +24,6 @@ from .optim import OptimizerError, make_optimizer, make_scheduler
 from .regularize import apply_max_norm, norm_fields
 from .caching import CacheMixin
 from .checkpoints import CheckpointMixin, TrainingFailed
-from .activations import keep_no_conv_inputs
 from .memory import move as _move, place_text_encoders, setup_denoiser
 from .rundir import RunDir
 from .process import keep_freed_memory_for_reuse, process_start_time, quiet_libraries, skip_bitsandbytes, skip_triton  # noqa: F401 (cli, toy import them here)
@@ -241,7 +240,6 @@ class Trainer(CacheMixin, CheckpointMixin):
             self.conv_modules["unet"] = conv
             return net.inject(comps.unet, spec, (main, conv))
         self.memory, unet_params = setup_denoiser(cfg, comps.unet, dev, wd, inject_unet, self.say)  # base_precision ...
-        keep_no_conv_inputs(comps.unet)  # frozen convolutions keep only their weight for the backward pass
         for i in self.trained_te:
             te_params += net.inject(comps.text_encoders[i], spec, (net.text_encoder_targets(comps.text_encoders[i]), []))
             self.conv_modules[f"te{i}"] = []
