@@ -1,5 +1,5 @@
-"""Frozen convolutions keep no input for the backward pass (core/train/activations.py), with torch's own gradients;
-a training process without CUDA does not load triton (core/train/process.py)."""
+"""Frozen convolutions keep no input and GEGLU no gelu output for the backward pass (core/train/activations.py),
+with torch's own gradients; a training process without CUDA does not load triton (core/train/process.py)."""
 from __future__ import annotations
 
 import copy
@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from core.train.activations import FrozenInputConv2d, keep_no_conv_inputs
+from core.train.activations import FrozenInputConv2d, gelu_recomputed_geglu, keep_no_conv_inputs, keep_no_gelu_outputs
 from tiny_models import make_tiny_sd15
 from train_helpers import REPO, unet_inputs
 
@@ -72,6 +72,36 @@ def test_a_frozen_conv_gives_torchs_gradient_and_keeps_no_input(case, one_thread
     assert saved_ref - saved_ours >= x0[0].numel() * 2 * (2 if spec.get("autocast") else 4)
 
 
+@pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16 autocast"])
+def test_geglu_gives_torchs_gradient_and_keeps_no_gelu_output(autocast, one_thread):
+    from diffusers.models.activations import GEGLU
+
+    torch.manual_seed(0)
+    ref = GEGLU(16, 24).requires_grad_(False)
+    ours = copy.deepcopy(ref)
+    assert keep_no_gelu_outputs(ours) == 1 and type(ours) is gelu_recomputed_geglu()
+    x0 = torch.randn(2, 10, 16)
+    g = torch.randn(2, 10, 24)
+    results = []
+    for ff in (ref, ours):
+        scale = nn.Parameter(torch.tensor(1.5))  # something trained before it
+
+        def step():
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                y = ff(x0 * scale)
+            y.float().mul(g).sum().backward()
+            return y
+
+        y, saved = saved_bytes(step, {p.untyped_storage().data_ptr() for p in ff.parameters()})
+        results.append((y, scale.grad, saved))
+    (y_ref, grad_ref, saved_ref), (y_ours, grad_ours, saved_ours) = results
+    assert y_ours.dtype == y_ref.dtype and torch.equal(y_ours, y_ref)
+    assert torch.equal(grad_ours, grad_ref), (grad_ours, grad_ref)
+    assert saved_ref - saved_ours >= g.numel() * y_ref.element_size()  # gelu(g): the size of the output
+    with torch.no_grad():  # sampling
+        assert torch.equal(ours(x0), ref(x0))
+
+
 def test_trained_and_no_grad_convolutions_run_torchs_path():
     torch.manual_seed(0)
     conv = nn.Conv2d(4, 4, 3, padding=1)  # trained: its weight needs the input
@@ -108,6 +138,7 @@ def test_a_lora_unet_learns_the_same_with_fewer_saved_tensors(one_thread):
     trained = [n for n, m in ours.named_modules() if type(m) is nn.Conv2d and m.weight.requires_grad]
     assert any(n.endswith("conv1.base_layer") for n in frozen) and any("lora_A" in n for n in trained)
     assert keep_no_conv_inputs(ours) == len(frozen)
+    assert keep_no_gelu_outputs(ours) > 0
     assert all(type(ours.get_submodule(n)) is FrozenInputConv2d for n in frozen)
     assert all(type(ours.get_submodule(n)) is nn.Conv2d for n in trained)  # LoRA's own convs learn as before
     inputs = unet_inputs(ref, "sd15", size=16)
@@ -124,7 +155,7 @@ def test_a_lora_unet_learns_the_same_with_fewer_saved_tensors(one_thread):
     assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 0
     for n in grads[0]:
         assert torch.equal(grads[0][n], grads[1][n]), n
-    assert saved[1] < 0.95 * saved[0], saved  # measured: 9 % fewer bytes (LoRA on conv1 keeps its input)
+    assert saved[1] < 0.9 * saved[0], saved  # measured: 14 % fewer bytes (LoRA on conv1 keeps its input)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="with CUDA the training process keeps triton")
@@ -142,8 +173,8 @@ def test_a_training_process_without_cuda_does_not_load_triton():
 
 
 def test_the_trainer_sets_up_the_denoiser_with_them(tmp_path):
-    """setup_denoiser (the trainer's way to place the denoiser around the LoRA injection) applies it: the frozen
-    convolutions keep no input, LoRA's own are left alone."""
+    """setup_denoiser (the trainer's way to place the denoiser around the LoRA injection) applies both: the frozen
+    convolutions keep no input, LoRA's own are left alone; every GEGLU computes gelu again."""
     from diffusers import UNet2DConditionModel
 
     from core.lora import network as net
@@ -161,3 +192,7 @@ def test_the_trainer_sets_up_the_denoiser_with_them(tmp_path):
     kinds = {type(m) for m in unet.modules() if isinstance(m, nn.Conv2d) and not m.weight.requires_grad}
     assert kinds == {FrozenInputConv2d}
     assert all(type(m) is nn.Conv2d for m in unet.modules() if isinstance(m, nn.Conv2d) and m.weight.requires_grad)
+    from diffusers.models.activations import GEGLU
+
+    gegl = [type(m) for m in unet.modules() if isinstance(m, GEGLU)]
+    assert gegl and set(gegl) == {gelu_recomputed_geglu()}

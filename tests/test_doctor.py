@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 LINE_RE = re.compile(r"^(OK|WARN|FAIL) +\S[^:]*: \S.*$")
 SUMMARY_RE = re.compile(r"^Summary: \d+ OK, \d+ WARN, \d+ FAIL")
 EXPECTED_NAMES = ["Python", "PyTorch", "CUDA", "GPU", "bitsandbytes (8-bit optimizers)", "diffusers", "transformers",
-                  "peft", "accelerate", "safetensors", "gradio", "Free disk", "Write access", "Hugging Face hub"]
+                  "peft", "accelerate", "safetensors", "gradio"] + (["Memory allocator"] if sys.platform == "linux" else []) \
+    + ["Free disk", "Write access", "Hugging Face hub"]
 
 
 @pytest.fixture(scope="module")
@@ -236,3 +237,21 @@ def test_only_the_bitsandbytes_kernel_notice_is_dropped(caplog):
         logging.getLogger("bitsandbytes.cextension").warning("bitsandbytes was compiled without GPU support")
     assert [r.getMessage() for r in caplog.records] == ["some other bitsandbytes warning",
                                                         "bitsandbytes was compiled without GPU support"]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the allocator is chosen on Linux only")
+def test_the_allocator_check_says_what_training_runs_with(monkeypatch, tmp_path):
+    fake = tmp_path / "libfake.so"
+    fake.write_bytes(b"")
+    monkeypatch.setenv("LW_ALLOCATOR", str(fake))
+    c = doctor.check_allocator()
+    assert c.ok is True and "libfake.so" in c.detail
+    monkeypatch.setenv("LW_ALLOCATOR", "system")
+    assert doctor.check_allocator().ok is True
+    monkeypatch.setenv("LW_ALLOCATOR", str(tmp_path / "missing.so"))
+    c = doctor.check_allocator()
+    assert c.ok is None and "missing.so" in c.detail and c.fix
+    monkeypatch.delenv("LW_ALLOCATOR")
+    monkeypatch.setattr("ctypes.util.find_library", lambda name: None)  # a machine without tcmalloc
+    c = doctor.check_allocator()
+    assert c.ok is None and "libtcmalloc-minimal4" in c.fix

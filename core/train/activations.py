@@ -7,11 +7,18 @@ Conv2d layers of a model keep only their weight: the same `convolution_backward`
 (bit for bit) from a placeholder of the input's shape. Real-size SD1.5 at 256 px: 56 MiB fewer saved tensors per
 step (about 40 MiB lower peak RSS on the CPU; on a GPU the same share of activation memory).
 
-Applied by class (a subclass of nn.Conv2d), so hooks on the layer (block swapping, layerwise casting) and peft's
-LoRA wrappers around it keep working; a layer whose weight or bias is trained, or that pads other than with zeros,
-runs torch's own path.
+GEGLU (the feed-forward of SD1.5/SDXL transformer blocks, `a * gelu(g)` for the two halves of one projection) keeps
+its projection's output for the backward pass, and autograd keeps `gelu(g)` as well, another half of it:
+`keep_no_gelu_outputs` computes `gelu(g)` again in the backward instead (one elementwise op; the same gradients, bit
+for bit). Real-size SD1.5 at 256 px: 44 MiB fewer saved tensors per step.
+
+Applied by class (a subclass of nn.Conv2d, of diffusers' GEGLU), so hooks on the layer (block swapping, layerwise
+casting) and peft's LoRA wrappers around it keep working; a convolution whose weight or bias is trained, or that pads
+other than with zeros, runs torch's own path, as does everything without gradients (sampling).
 """
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -67,5 +74,50 @@ def keep_no_conv_inputs(model: nn.Module) -> int:
     for m in model.modules():
         if type(m) is nn.Conv2d and not m.weight.requires_grad:
             m.__class__ = FrozenInputConv2d
+            n += 1
+    return n
+
+
+class _Geglu(torch.autograd.Function):
+    """a * gelu(g) for (a, g) = h.chunk(2, -1), keeping only h: gelu(g) is computed again in the backward."""
+
+    @staticmethod
+    def forward(ctx, h):
+        a, g = h.chunk(2, dim=-1)
+        ctx.save_for_backward(h)
+        return a * F.gelu(g)
+
+    @staticmethod
+    def backward(ctx, grad):  # autograd's own formulas for mul, gelu and chunk, in the same order
+        (h,) = ctx.saved_tensors
+        a, g = h.chunk(2, dim=-1)
+        return torch.cat([grad * F.gelu(g), torch.ops.aten.gelu_backward(grad * a, g)], dim=-1)
+
+
+@functools.cache
+def gelu_recomputed_geglu() -> type:
+    """diffusers' GEGLU that keeps no gelu output for the backward pass (see the module's docstring). Made on first
+    use: importing diffusers before the trainer has hidden bitsandbytes would make diffusers expect it."""
+    from diffusers.models.activations import GEGLU
+
+    class GeluRecomputedGEGLU(GEGLU):
+        def forward(self, hidden_states, *args, **kwargs):
+            h = self.proj(hidden_states)
+            if torch.is_grad_enabled() and h.requires_grad:
+                return _Geglu.apply(h)
+            a, gate = h.chunk(2, dim=-1)
+            return a * self.gelu(gate)
+
+    return GeluRecomputedGEGLU
+
+
+def keep_no_gelu_outputs(model: nn.Module) -> int:
+    """Every diffusers GEGLU of `model` becomes a `gelu_recomputed_geglu()`; returns how many."""
+    from diffusers.models.activations import GEGLU
+
+    n = 0
+    for m in model.modules():
+        if type(m) is GEGLU:
+            m.__class__ = gelu_recomputed_geglu()
             n += 1
     return n

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ..models.blocks import block_prefixes, blocks_word, denoiser_blocks
-from .activations import keep_no_conv_inputs
+from .activations import keep_no_conv_inputs, keep_no_gelu_outputs
 
 BASE_PRECISIONS = ("auto", "fp8", "nf4")
 # fp8 (diffusers' layerwise casting with our own skip list): every Linear weight is stored in fp8, as sd-scripts'
@@ -264,6 +264,7 @@ def setup_denoiser(cfg, model: nn.Module, device: torch.device, dtype: torch.dty
     if note:
         say(note)
     keep_no_conv_inputs(model)  # frozen convolutions keep only their weight for the backward pass
+    keep_no_gelu_outputs(model)  # GEGLU computes gelu again in the backward pass
     if modes.needs_checkpointing and not cfg.gradient_checkpointing:
         say("gradient_checkpointing turned on: base_precision fp8 and blocks_to_swap save VRAM only with it "
             "(otherwise the weights each layer used stay in memory until the backward pass)")

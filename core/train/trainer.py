@@ -26,7 +26,7 @@ from .caching import CacheMixin
 from .checkpoints import CheckpointMixin, TrainingFailed
 from .memory import move as _move, place_text_encoders, setup_denoiser
 from .rundir import RunDir
-from .process import keep_freed_memory_for_reuse, process_start_time, quiet_libraries, skip_bitsandbytes, skip_triton  # noqa: F401 (cli, toy import them here)
+from .process import allocator_note, keep_freed_memory_for_reuse, process_start_time, quiet_libraries, skip_bitsandbytes, skip_triton  # noqa: F401 (cli, toy import them here)
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 3
 USER_ERRORS = (ConfigError, DatasetError, ModelLoadError, OptimizerError, ValueError, FileNotFoundError)
@@ -61,6 +61,8 @@ class Trainer(CacheMixin, CheckpointMixin):
         self.main = self.acc.is_main_process
         try:
             self._prepare_run_dir()
+            if allocator_note():
+                self.say(allocator_note())
             if cpu and self.cfg.mixed_precision != "no":
                 self.warn(f"No GPU found: training in fp32 on the CPU (mixed_precision={self.cfg.mixed_precision} ignored). "
                           "This is slow; it is meant for small tests.")
