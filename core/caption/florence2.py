@@ -30,9 +30,9 @@ class Florence2(TransformersCaptioner):
     def load(self, progress=None) -> None:
         try:
             from transformers import AutoProcessor, Florence2ForConditionalGeneration
-        except ImportError:
+        except ImportError as e:
             raise CaptionError("This transformers has no Florence-2 support: update it (transformers 5 or newer, "
-                               "run the installer again).") from None
+                               f"run the installer again). The import said: {e}") from None
         folder = self.model_folder(progress=progress)
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         if "auto_map" in config:

@@ -61,8 +61,9 @@ class Trainer(CacheMixin, CheckpointMixin):
         self.main = self.acc.is_main_process
         try:
             self._prepare_run_dir()
-            if allocator_note():
-                self.say(allocator_note())
+            note = allocator_note()
+            if note:
+                self.say(note)
             if cpu and self.cfg.mixed_precision != "no":
                 self.warn(f"No GPU found: training in fp32 on the CPU (mixed_precision={self.cfg.mixed_precision} ignored). "
                           "This is slow; it is meant for small tests.")
