@@ -328,13 +328,16 @@ def check_hub(offline: bool | None = None) -> Check:
 
 def check_allocator() -> Check:
     """Linux: the malloc library a training process starts with (core/train/process.py)."""
-    from .train.process import ALLOCATOR_ENV, SYSTEM_ALLOCATOR, find_allocator
+    from .train.process import ALLOCATOR_ENV, SYSTEM_ALLOCATOR, find_allocator, preloads_cleanly
 
     name = "Memory allocator"
     choice = os.environ.get(ALLOCATOR_ENV, "").strip()
     lib = find_allocator()
-    if lib:
+    if lib and preloads_cleanly(lib):
         return Check(name, True, f"training runs with {os.path.basename(lib)}")
+    if lib:
+        return Check(name, None, f"{lib} cannot be preloaded: training runs with the C library's malloc",
+                     f"Point {ALLOCATOR_ENV} at a working malloc library (.so), or set {ALLOCATOR_ENV}=system.")
     if choice.lower() in SYSTEM_ALLOCATOR:
         return Check(name, True, f"training runs with the C library's malloc ({ALLOCATOR_ENV}={choice})")
     if choice:

@@ -2,6 +2,7 @@
 only FAIL makes the exit code non-zero, and core never imports gradio."""
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -242,10 +243,14 @@ def test_only_the_bitsandbytes_kernel_notice_is_dropped(caplog):
 @pytest.mark.skipif(sys.platform != "linux", reason="the allocator is chosen on Linux only")
 def test_the_allocator_check_says_what_training_runs_with(monkeypatch, tmp_path):
     fake = tmp_path / "libfake.so"
-    fake.write_bytes(b"")
+    fake.write_bytes(b"not a library")
     monkeypatch.setenv("LW_ALLOCATOR", str(fake))
     c = doctor.check_allocator()
-    assert c.ok is True and "libfake.so" in c.detail
+    assert c.ok is None and "cannot be preloaded" in c.detail and c.fix
+    libm = next(line.split()[-1] for line in open("/proc/self/maps") if "/libm.so" in line)
+    monkeypatch.setenv("LW_ALLOCATOR", libm)
+    c = doctor.check_allocator()
+    assert c.ok is True and os.path.basename(libm) in c.detail
     monkeypatch.setenv("LW_ALLOCATOR", "system")
     assert doctor.check_allocator().ok is True
     monkeypatch.setenv("LW_ALLOCATOR", str(tmp_path / "missing.so"))

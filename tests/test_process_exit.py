@@ -52,6 +52,7 @@ def test_a_training_command_starts_again_once_with_the_chosen_allocator(tiny_sd1
 
 @linux
 def test_tcmalloc_is_used_when_the_system_has_it(tiny_sd15, tiny_dataset, tmp_path, monkeypatch):
+    """(Debian 12 and Ubuntu 22.04 or newer: glibc 2.34+, where tcmalloc always loads.)"""
     monkeypatch.delenv("LW_ALLOCATOR", raising=False)
     lib = find_allocator()
     if lib is None:
@@ -62,10 +63,14 @@ def test_tcmalloc_is_used_when_the_system_has_it(tiny_sd15, tiny_dataset, tmp_pa
 
 
 @linux
-def test_a_missing_allocator_file_is_said_in_the_log(tiny_sd15, tiny_dataset, tmp_path):
+def test_a_missing_or_broken_allocator_is_said_in_the_log(tiny_sd15, tiny_dataset, tmp_path):
     missing = tmp_path / "nothing.so"
     log = train_tiny(tiny_sd15, tiny_dataset, tmp_path, "missing", LW_ALLOCATOR=str(missing))
     assert f"LW_ALLOCATOR={missing} is not a file: this run uses the C library's malloc" in log, log
+    broken = tmp_path / "libbroken.so"
+    broken.write_bytes(b"not a library")
+    log = train_tiny(tiny_sd15, tiny_dataset, tmp_path, "broken", LW_ALLOCATOR=str(broken))
+    assert f"LW_ALLOCATOR={broken} cannot be preloaded: this run uses the C library's malloc" in log, log
 
 
 def run_python(code: str) -> subprocess.CompletedProcess:
@@ -98,3 +103,19 @@ def test_the_exit_waits_for_a_running_thread(tmp_path):
     """)
     assert r.returncode == 5, r.stderr
     assert marker.read_text() == "ok"
+
+
+def test_no_tcmalloc_before_glibc_2_34(monkeypatch):
+    """There a tcmalloc that is not linked with libpthread stops the program (pthread_key_create), as
+    AUTOMATIC1111's webui.sh checks too; a library chosen with LW_ALLOCATOR is still used."""
+    import platform
+
+    monkeypatch.delenv("LW_ALLOCATOR", raising=False)
+    monkeypatch.setattr("ctypes.util.find_library", lambda name: "libtcmalloc_minimal.so.4")
+    monkeypatch.setattr(platform, "libc_ver", lambda *a, **k: ("glibc", "2.31"))
+    assert find_allocator() is None
+    monkeypatch.setattr(platform, "libc_ver", lambda *a, **k: ("glibc", "2.36"))
+    assert find_allocator() == "libtcmalloc_minimal.so.4"
+    monkeypatch.setattr(platform, "libc_ver", lambda *a, **k: ("glibc", "2.31"))
+    monkeypatch.setenv("LW_ALLOCATOR", sys.executable)  # any existing file: the user's choice
+    assert find_allocator() == sys.executable

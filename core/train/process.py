@@ -27,12 +27,29 @@ def find_allocator() -> str | None:
     if choice:
         return choice if os.path.isfile(choice) else None
     import ctypes.util
+    import platform
 
+    libc, version = platform.libc_ver()
+    if libc != "glibc" or tuple(int(x) for x in version.split(".")[:2] if x.isdigit()) < (2, 34):
+        return None  # before glibc 2.34 a tcmalloc not linked with libpthread fails to load (pthread_key_create)
     for name in TCMALLOC_NAMES:
         lib = ctypes.util.find_library(name)
         if lib:
             return lib
     return None
+
+
+def preloads_cleanly(lib: str) -> bool:
+    """Whether a program starts with `lib` preloaded: a library that cannot be opened is only reported by ld.so
+    ("cannot be preloaded ... ignored"), a missing symbol stops the program. A bare interpreter tries it."""
+    import subprocess
+
+    env = dict(os.environ, LD_PRELOAD=lib)
+    try:
+        r = subprocess.run([sys.executable, "-S", "-c", ""], env=env, capture_output=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return r.returncode == 0 and b"ld.so" not in r.stderr and b"error" not in r.stderr.lower()
 
 
 def restart_with_allocator(args: list[str]) -> None:
@@ -44,7 +61,7 @@ def restart_with_allocator(args: list[str]) -> None:
     if ALLOCATOR_ACTIVE_ENV in os.environ:
         return
     lib = find_allocator()
-    if not lib:
+    if not lib or not preloads_cleanly(lib):
         return
     env = dict(os.environ)
     env[ALLOCATOR_ACTIVE_ENV] = lib
@@ -77,8 +94,9 @@ def allocator_note() -> str | None:
     if lib:
         return f"Memory allocator: {lib} ({ALLOCATOR_ENV}=system keeps the C library's)"
     choice = os.environ.get(ALLOCATOR_ENV, "").strip()
-    if choice and choice.lower() not in SYSTEM_ALLOCATOR and sys.platform == "linux" and not os.path.isfile(choice):
-        return f"{ALLOCATOR_ENV}={choice} is not a file: this run uses the C library's malloc"
+    if choice and choice.lower() not in SYSTEM_ALLOCATOR and sys.platform == "linux":
+        why = "is not a file" if not os.path.isfile(choice) else "cannot be preloaded"
+        return f"{ALLOCATOR_ENV}={choice} {why}: this run uses the C library's malloc"
     return None
 
 
