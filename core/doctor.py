@@ -328,21 +328,23 @@ def check_hub(offline: bool | None = None) -> Check:
 
 def check_allocator() -> Check:
     """Linux: the malloc library a training process starts with (core/train/process.py)."""
-    from .train.process import ALLOCATOR_ENV, SYSTEM_ALLOCATOR, find_allocator, preloads_cleanly
+    from .train.process import ALLOCATOR_ENV, choose_allocator, preloads_cleanly
 
     name = "Memory allocator"
     choice = os.environ.get(ALLOCATOR_ENV, "").strip()
-    lib = find_allocator()
+    lib, why = choose_allocator()
     if lib and preloads_cleanly(lib):
         return Check(name, True, f"training runs with {os.path.basename(lib)}")
     if lib:
         return Check(name, None, f"{lib} cannot be preloaded: training runs with the C library's malloc",
                      f"Point {ALLOCATOR_ENV} at a working malloc library (.so), or set {ALLOCATOR_ENV}=system.")
-    if choice.lower() in SYSTEM_ALLOCATOR:
+    if why == "system":
         return Check(name, True, f"training runs with the C library's malloc ({ALLOCATOR_ENV}={choice})")
-    if choice:
+    if why == "missing":
         return Check(name, None, f"{ALLOCATOR_ENV}={choice} is not a file: training runs with the C library's malloc",
                      f"Point {ALLOCATOR_ENV} at an existing malloc library (.so), or unset it.")
+    if why == "old glibc":
+        return Check(name, True, "training runs with the C library's malloc (tcmalloc is used from glibc 2.34 on)")
     return Check(name, None, "no tcmalloc found: training runs with the C library's malloc, which needs about 5 % "
                              "more memory on the CPU",
                  "Optional: `sudo apt install libtcmalloc-minimal4` (Debian/Ubuntu) or `sudo dnf install "

@@ -14,8 +14,10 @@ TRAINING_COMMANDS = ("train", "demo")
 SYSTEM_ALLOCATOR = ("system", "glibc", "default", "off", "0", "no", "false")
 
 
-def find_allocator() -> str | None:
-    """The malloc library a training process on Linux should run with, or None for the C library's own.
+def choose_allocator() -> tuple[str | None, str]:
+    """(the malloc library a training process on Linux should run with, or None for the C library's own; why none:
+    "system" (LW_ALLOCATOR says so), "missing" (LW_ALLOCATOR names no file), "old glibc", "not found"; "" with a
+    library).
 
     tcmalloc when the system has it (as AUTOMATIC1111's webui.sh does): on the bench setup (real-size SD1.5 on the
     CPU) it lowers the peak memory by about 230 MiB against glibc's malloc, whose single heap leaves freed
@@ -23,20 +25,25 @@ def find_allocator() -> str | None:
     turns it off; `LW_ALLOCATOR=/path/to/libX.so` picks another (jemalloc, mimalloc)."""
     choice = os.environ.get(ALLOCATOR_ENV, "").strip()
     if choice.lower() in SYSTEM_ALLOCATOR:
-        return None
+        return None, "system"
     if choice:
-        return choice if os.path.isfile(choice) else None
+        return (choice, "") if os.path.isfile(choice) else (None, "missing")
     import ctypes.util
     import platform
 
     libc, version = platform.libc_ver()
     if libc != "glibc" or tuple(int(x) for x in version.split(".")[:2] if x.isdigit()) < (2, 34):
-        return None  # before glibc 2.34 a tcmalloc not linked with libpthread fails to load (pthread_key_create)
+        return None, "old glibc"  # there a tcmalloc not linked with libpthread fails to load (pthread_key_create)
     for name in TCMALLOC_NAMES:
         lib = ctypes.util.find_library(name)
         if lib:
-            return lib
-    return None
+            return lib, ""
+    return None, "not found"
+
+
+def find_allocator() -> str | None:
+    """The library of `choose_allocator()`, or None."""
+    return choose_allocator()[0]
 
 
 def preloads_cleanly(lib: str) -> bool:
@@ -94,9 +101,13 @@ def allocator_note() -> str | None:
     if lib:
         return f"Memory allocator: {lib} ({ALLOCATOR_ENV}=system keeps the C library's)"
     choice = os.environ.get(ALLOCATOR_ENV, "").strip()
-    if choice and choice.lower() not in SYSTEM_ALLOCATOR and sys.platform == "linux":
-        why = "is not a file" if not os.path.isfile(choice) else "cannot be preloaded"
-        return f"{ALLOCATOR_ENV}={choice} {why}: this run uses the C library's malloc"
+    if sys.platform != "linux" or not choice:
+        return None
+    lib, why = choose_allocator()
+    if lib:  # chosen, but not loaded
+        return f"{ALLOCATOR_ENV}={choice} cannot be preloaded: this run uses the C library's malloc"
+    if why == "missing":
+        return f"{ALLOCATOR_ENV}={choice} is not a file: this run uses the C library's malloc"
     return None
 
 
