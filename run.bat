@@ -1,6 +1,10 @@
 @echo off
-rem Start the LoRA Workshop GUI:  run.bat [--port 7860] [--inbrowser] ...   (run.bat --help lists all)
+rem Start the LoRA Workshop GUI:  run.bat [--port 7860] [--no-browser] ...   (run.bat --help lists all)
+rem The page opens in your browser once it answers (not with --no-browser or LW_NO_BROWSER=1); when port
+rem 7860 is taken (another web UI) the next free port is used and printed.
 setlocal EnableExtensions DisableDelayedExpansion
+set "PYTHONHOME="
+set "PYTHONPATH="
 set "ROOT=%~dp0"
 if "%ROOT:~-1%"=="\" set "ROOT=%ROOT:~0,-1%"
 set "PY=%ROOT%\venv\Scripts\python.exe"
@@ -11,7 +15,7 @@ exit /b 1
 
 :run
 cd /d "%ROOT%"
-"%PY%" app.py %*
+"%PY%" app.py --inbrowser %*
 set "RC=%errorlevel%"
 rem Keep the window open after an error when the script was double-clicked.
 if not "%RC%"=="0" if not defined LW_NO_PAUSE pause

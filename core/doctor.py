@@ -27,10 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from core.install import plan as install_plan
+from core.install import torch_choice
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MIN_FREE_GB = 20.0
 HUB_TIMEOUT_S = 3.0
-SUPPORTED_PYTHON = ((3, 10), (3, 12))
+SUPPORTED_PYTHON = (install_plan.PYTHON_MIN, install_plan.PYTHON_MAX)
 RERUN_INSTALL = "Run the installer again: `bash install.sh` (Linux/macOS) or `install.bat` (Windows)."
 # Libraries the trainer and GUI need: (distribution name, import name).
 LIBRARIES = [
@@ -72,32 +75,48 @@ def _env_true(name: str) -> bool:
 
 
 def check_python() -> Check:
-    v = sys.version_info
     text = f"{platform.python_version()} ({sys.executable})"
-    (lo, hi) = SUPPORTED_PYTHON
-    if (v.major, v.minor) < lo:
-        return Check("Python", False, text + " is too old",
-                     "Install Python 3.10, 3.11 or 3.12, delete the venv folder and run the installer again.")
-    if (v.major, v.minor) > hi:
-        return Check("Python", None, text + " is newer than the tested 3.10-3.12; some libraries may lack builds",
-                     "Use Python 3.11 if anything fails to install: delete the venv folder and run the installer "
-                     "with that Python.")
+    lo, hi = SUPPORTED_PYTHON
+    supported = f"{torch_choice.fmt(lo)}-{torch_choice.fmt(hi)}"
+    fix = f"Delete the venv folder and run the installer again with a Python {supported} (it says where to get one)."
+    if sys.version_info[:2] < lo:
+        return Check("Python", False, f"{text} is too old (this project needs {supported})", fix)
+    if sys.version_info[:2] > hi:
+        return Check("Python", None, f"{text} is newer than {supported}; some libraries may lack builds", fix)
+    problem = install_plan.python_problem(bounds=(sys.version_info[:2], sys.version_info[:2]))
+    if problem:
+        return Check("Python", False, f"{text}: {problem}", fix)
     return Check("Python", True, text)
 
 
 def _nvidia_smi_gpus() -> list[str]:
     """GPU names nvidia-smi reports (empty when there is no NVIDIA driver)."""
-    exe = shutil.which("nvidia-smi")
-    if not exe:
-        return []
-    try:
-        out = subprocess.run([exe, "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
-                             text=True, timeout=15)
-    except (OSError, subprocess.SubprocessError):
-        return []
-    if out.returncode != 0:
-        return []
-    return [line.strip() for line in out.stdout.splitlines() if line.strip()]
+    return [g.name for g in _smi().gpus]
+
+
+_smi_info: torch_choice.SmiInfo | None = None
+
+
+def _smi() -> torch_choice.SmiInfo:
+    global _smi_info
+    if _smi_info is None:
+        _smi_info = torch_choice.read_nvidia_smi()
+    return _smi_info
+
+
+def installer_advice(installed_cuda: str | None) -> tuple[bool, str]:
+    """What the installer would do on this computer now, for a torch built for installed_cuda (None: CPU):
+    (True, advice) when running it again would install another build, else (False, what to do instead). So
+    the doctor never sends the user back to an installer that would make the same choice."""
+    plan = torch_choice.choose_torch(_smi(), platform.system(), env={})
+    if plan.error:
+        return False, plan.error.replace("\n  ", " ")
+    have = torch_choice.build_of(installed_cuda)
+    if plan.build in torch_choice.BUILD_NAMES and have not in plan.accept:
+        why = next((ln.split(": ", 1)[1] for ln in plan.lines if ln.startswith("Chosen: ")), "")
+        return True, (f"Run the installer again: it installs the {plan.build} build for this GPU and driver ({why}) "
+                      f"instead of this {have} build. Windows: install.bat, Linux: bash install.sh.")
+    return False, ""
 
 
 class _TorchInfo:
@@ -143,9 +162,10 @@ def check_torch() -> Check:
     except importlib.metadata.PackageNotFoundError:
         return Check("PyTorch", False, detail + "; torchvision is not installed", RERUN_INSTALL)
     if not cuda_build and not hip_build and platform.system() != "Darwin" and _nvidia_smi_gpus():
+        rerun, advice = installer_advice(None)
         return Check("PyTorch", None, detail + ", but this computer has an NVIDIA GPU that a CPU build cannot use",
-                     "Run the installer again; it picks the CUDA build that matches the driver (on Windows, "
-                     "PyPI's torch is CPU-only).")
+                     advice if advice else "This CPU build was chosen by hand (LW_TORCH=cpu or pypi): run "
+                     "the installer again without it to get the CUDA build.")
     return Check("PyTorch", True, detail)
 
 
@@ -163,9 +183,13 @@ def check_cuda() -> Check:
                      "Training on Apple GPUs is not tuned; expect it to be slow.")
     gpus = _nvidia_smi_gpus()
     if gpus and torch.version.cuda:
-        return Check("CUDA", None, f"not available although nvidia-smi lists {', '.join(gpus)}",
-                     "Update the NVIDIA driver (it must support the CUDA version of this torch build) and reboot, "
-                     "or run the installer again to pick a build for the current driver.")
+        rerun, advice = installer_advice(torch.version.cuda)
+        if not rerun and not advice:  # the installer would choose this build again: not its fault
+            advice = ("This build fits the GPU and driver, so the installer would choose it again. Reboot (a "
+                      "driver update needs one), check that `nvidia-smi` works, and that CUDA_VISIBLE_DEVICES is "
+                      "not empty; then run `python -c \"import torch; torch.cuda.init()\"` in the venv to see the "
+                      "error.")
+        return Check("CUDA", None, f"not available although nvidia-smi lists {', '.join(gpus)}", advice)
     return Check("CUDA", None, "not available: training runs on the CPU (works, but very slowly)",
                  "For real trainings use a computer with an NVIDIA GPU (8 GB+ for SD1.5, 10-12 GB for SDXL).")
 

@@ -260,3 +260,53 @@ def test_the_allocator_check_says_what_training_runs_with(monkeypatch, tmp_path)
     monkeypatch.setattr("ctypes.util.find_library", lambda name: None)  # a machine without tcmalloc
     c = doctor.check_allocator()
     assert c.ok is None and "libtcmalloc-minimal4" in c.fix
+
+
+def _smi_from(banner: str, gpu: str):
+    from test_install_plan import smi
+    return smi(banner, [gpu])
+
+
+def test_installer_advice_never_sends_the_user_back_to_the_same_choice(monkeypatch):
+    """The doctor asks core/install what the installer would do now: 'run it again' only when it would install
+    another build; otherwise what else to do (the driver)."""
+    rtx4070_610 = _smi_from("banner_610.txt", "NVIDIA GeForce RTX 4070, 12282 MiB, 610.47, 8.9")
+    monkeypatch.setattr(doctor, "_smi", lambda: rtx4070_610)
+    rerun, advice = doctor.installer_advice(None)  # a CPU build on a machine with a GPU
+    assert rerun and "installs the cu132 build" in advice and "instead of this cpu build" in advice
+    assert doctor.installer_advice("13.2") == (False, "")  # the build it would choose anyway
+    assert doctor.installer_advice("13.0") == (False, "")  # an accepted older 13.x build
+    rerun, advice = doctor.installer_advice("12.6")  # the legacy build where a 13.x one runs
+    assert rerun and "cu132" in advice
+
+    rtx5090_572 = _smi_from("banner_572.txt", "NVIDIA GeForce RTX 5090, 32607 MiB, 572.83, 12.0")
+    monkeypatch.setattr(doctor, "_smi", lambda: rtx5090_572)
+    rerun, advice = doctor.installer_advice(None)
+    assert not rerun and "version 580 or newer" in advice and "run the installer again" not in advice.lower()[:40]
+
+
+def test_cuda_unavailable_with_the_right_build_does_not_blame_the_installer(monkeypatch):
+    class FakeCuda:
+        @staticmethod
+        def is_available():
+            return False
+
+    class FakeTorch:
+        cuda = FakeCuda()
+        backends = None
+
+        class version:
+            cuda = "13.2"
+            hip = None
+
+    info = doctor._TorchInfo.__new__(doctor._TorchInfo)
+    info.torch, info.error, info.cuda = FakeTorch, "", False
+    monkeypatch.setattr(doctor, "_torch", lambda: info)
+    monkeypatch.setattr(doctor, "_smi", lambda: _smi_from("banner_610.txt",
+                                                          "NVIDIA GeForce RTX 4070, 12282 MiB, 610.47, 8.9"))
+    c = doctor.check_cuda()
+    assert c.ok is None and "RTX 4070" in c.detail
+    assert "would choose it again" in c.fix and "Reboot" in c.fix
+    FakeTorch.version.cuda = "12.6"
+    c = doctor.check_cuda()
+    assert "Run the installer again: it installs the cu132 build" in c.fix

@@ -12,6 +12,7 @@ faster after the first time. LW_INSTALL_TEST_REPO=PATH clones another repository
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -53,22 +54,27 @@ def test_shell_script_parses(script):
     assert p.returncode == 0, p.stderr
 
 
+DATA = Path(__file__).resolve().parent / "data" / "nvidia_smi"
+# A stand-in for nvidia-smi that answers from the recorded outputs in tests/data/nvidia_smi: FAKE_SMI_BANNER
+# (a file there), FAKE_SMI_GPUS (the CSV query's answer, compute_cap last), FAKE_SMI_RC (the banner's exit code).
 FAKE_SMI = """#!/bin/sh
 case "$1" in
-  --query-gpu*) echo "NVIDIA GeForce RTX 4070, 12282 MiB, 570.00"; exit 0 ;;
+  --query-gpu=*compute_cap*) printf '%s\\n' "$FAKE_SMI_GPUS"; exit 0 ;;
+  --query-gpu=*) printf '%s\\n' "$FAKE_SMI_GPUS" | cut -d, -f1-3; exit 0 ;;
+  -q) exit 6 ;;
 esac
-echo "+-----------------------------------------------------------------------------------------+"
-echo "| NVIDIA-SMI 570.00                 Driver Version: 570.00         CUDA Version: $FAKE_CUDA     |"
-echo "+-----------------------------------------------------------------------------------------+"
+cat "$FAKE_SMI_DATA/$FAKE_SMI_BANNER"
+exit "${FAKE_SMI_RC:-0}"
 """
 
 
 @pytest.fixture()
 def dry_project(tmp_path):
-    """install.sh alone in a folder whose path has a space, plus a fake nvidia-smi."""
+    """install.sh and core/install alone in a folder whose path has a space, plus a fake nvidia-smi."""
     proj = tmp_path / "my project"
-    proj.mkdir()
+    (proj / "core").mkdir(parents=True)
     shutil.copy(ROOT / "install.sh", proj / "install.sh")
+    shutil.copytree(ROOT / "core" / "install", proj / "core" / "install")
     bin_dir = tmp_path / "fake bin"
     bin_dir.mkdir()
     smi = bin_dir / "nvidia-smi"
@@ -78,7 +84,7 @@ def dry_project(tmp_path):
 
 
 def _dry_run(proj: Path, bin_dir: Path | None, **env: str) -> subprocess.CompletedProcess:
-    e = _clean_env(**{"LW_INSTALL_DRY_RUN": "1", "LW_PYTHON": sys.executable, **env})
+    e = _clean_env(**{"LW_INSTALL_DRY_RUN": "1", "LW_PYTHON": sys.executable, "FAKE_SMI_DATA": str(DATA), **env})
     if bin_dir is not None:
         e["PATH"] = str(bin_dir) + os.pathsep + e["PATH"]
     else:  # hide any real nvidia-smi
@@ -88,41 +94,61 @@ def _dry_run(proj: Path, bin_dir: Path | None, **env: str) -> subprocess.Complet
                           timeout=120)
 
 
+def _build_line(out: str) -> str | None:
+    m = re.search(r"^torch build: (\S+)$", out, re.MULTILINE)
+    return m.group(1) if m else None
+
+
 @needs_bash
 @pytest.mark.skipif(sys.platform == "darwin", reason="macOS takes PyPI's torch, whatever the GPU")
-@pytest.mark.parametrize("driver_cuda, build", [
-    ("13.1", "cu130"), ("13.0", "cu130"), ("12.9", "cu128"), ("12.8", "cu128"), ("12.6", "cu126"),
-    ("12.4", "cu126"),  # older 12.x drivers: the oldest 12.x build, with a warning
+@pytest.mark.parametrize("banner, gpu, build", [
+    ("banner_610.txt", "NVIDIA GeForce RTX 4070, 12282 MiB, 610.47, 8.9", "cu132"),
+    ("banner_580.txt", "NVIDIA GeForce RTX 3060, 12288 MiB, 580.95.05, 8.6", "cu130"),
+    ("banner_580.txt", "NVIDIA GeForce GTX 1080, 8192 MiB, 580.95.05, 6.1", "cu126"),
+    ("banner_572.txt", "NVIDIA GeForce RTX 4090, 24564 MiB, 572.83, 8.9", "cu126"),
 ])
-def test_install_picks_the_cuda_build_for_the_driver(dry_project, driver_cuda, build):
+def test_install_picks_the_cuda_build_for_the_gpu_and_driver(dry_project, banner, gpu, build):
     proj, bin_dir = dry_project
-    p = _dry_run(proj, bin_dir, FAKE_CUDA=driver_cuda)
+    p = _dry_run(proj, bin_dir, FAKE_SMI_BANNER=banner, FAKE_SMI_GPUS=gpu)
     out = p.stdout + p.stderr
     assert p.returncode == 0, out
-    assert f"the driver supports CUDA {driver_cuda}" in out
-    assert f"https://download.pytorch.org/whl/{build}" in out
-    assert "Dry run" in out and not (proj / "venv").exists()
-    assert ("WARNING" in out) == (driver_cuda == "12.4")
+    assert _build_line(p.stdout) == build, out
+    assert gpu.split(",")[0] in out and f"driver {gpu.split(', ')[2]}" in out
+    assert "Dry run" in out and not (proj / "venv").exists() and not (proj / "logs").exists()
 
 
 @needs_bash
-def test_install_refuses_a_too_old_driver(dry_project):
+@pytest.mark.parametrize("banner, gpu, needed", [
+    ("banner_572.txt", "NVIDIA GeForce RTX 5090, 32607 MiB, 572.83, 12.0", "version 580 or newer"),
+    ("banner_470.txt", "NVIDIA GeForce GTX 1060 6GB, 6144 MiB, 470.256.02, 6.1", "version 525 or newer"),
+])
+def test_install_refuses_a_driver_too_old_for_the_gpu(dry_project, banner, gpu, needed):
     proj, bin_dir = dry_project
-    p = _dry_run(proj, bin_dir, FAKE_CUDA="11.8")
-    assert p.returncode != 0
-    assert "too old" in p.stderr and "LW_TORCH=cpu" in p.stderr
+    p = _dry_run(proj, bin_dir, FAKE_SMI_BANNER=banner, FAKE_SMI_GPUS=gpu)
+    assert p.returncode != 0 and _build_line(p.stdout) is None
+    assert needed in p.stderr and "LW_TORCH=cpu" in p.stderr and "https://www.nvidia.com/drivers" in p.stderr
+
+
+@needs_bash
+def test_install_stops_when_nvidia_smi_fails(dry_project):
+    proj, bin_dir = dry_project
+    p = _dry_run(proj, bin_dir, FAKE_SMI_BANNER="failed.txt", FAKE_SMI_RC="9", FAKE_SMI_GPUS="")
+    assert p.returncode != 0 and "couldn't communicate with the NVIDIA driver" in p.stderr
 
 
 @needs_bash
 def test_install_env_overrides(dry_project):
     proj, bin_dir = dry_project
-    p = _dry_run(proj, bin_dir, FAKE_CUDA="13.0", LW_TORCH="cpu")
-    assert p.returncode == 0 and "CPU-only build" in p.stdout
-    p = _dry_run(proj, bin_dir, FAKE_CUDA="13.0", LW_TORCH="cu126")
-    assert p.returncode == 0 and "whl/cu126" in p.stdout
-    p = _dry_run(proj, bin_dir, FAKE_CUDA="13.0", LW_TORCH_INDEX="https://example.org/simple/cu128/")
-    assert p.returncode == 0 and "CUDA 12.8 build (https://example.org/simple/cu128)" in p.stdout
-    p = _dry_run(proj, bin_dir, LW_TORCH="nonsense")
+    gpu = dict(FAKE_SMI_BANNER="banner_610.txt", FAKE_SMI_GPUS="NVIDIA GeForce RTX 4070, 12282 MiB, 610.47, 8.9")
+    p = _dry_run(proj, bin_dir, LW_TORCH="cpu", **gpu)
+    assert p.returncode == 0 and _build_line(p.stdout) == "cpu" and "CPU-only build" in p.stdout
+    p = _dry_run(proj, bin_dir, LW_TORCH="cu126", **gpu)
+    assert p.returncode == 0 and _build_line(p.stdout) == "cu126"
+    p = _dry_run(proj, bin_dir, LW_TORCH_INDEX="https://example.org/simple/cu130/", **gpu)
+    assert p.returncode == 0 and _build_line(p.stdout) == "cu130" and "https://example.org/simple/cu130" in p.stdout
+    p = _dry_run(proj, bin_dir, LW_TORCH="cu128", **gpu)
+    assert p.returncode != 0 and "no cu128 build" in p.stderr
+    p = _dry_run(proj, bin_dir, LW_TORCH="nonsense", **gpu)
     assert p.returncode != 0 and "LW_TORCH=nonsense is not understood" in p.stderr
 
 
@@ -132,15 +158,42 @@ def test_install_without_gpu_takes_pypi(dry_project):
     proj, _ = dry_project
     p = _dry_run(proj, None)
     assert p.returncode == 0, p.stdout + p.stderr
-    assert "No NVIDIA GPU found" in p.stdout and "from PyPI" in p.stdout
+    assert "No NVIDIA GPU found" in p.stdout and _build_line(p.stdout) == "pypi"
 
 
 @needs_bash
 def test_install_explains_a_missing_python(dry_project):
     proj, bin_dir = dry_project
-    p = _dry_run(proj, bin_dir, FAKE_CUDA="12.8", LW_PYTHON="/nonexistent/python3.11")
+    p = _dry_run(proj, bin_dir, LW_PYTHON="/nonexistent/python3.11", FAKE_SMI_BANNER="banner_580.txt")
     assert p.returncode != 0
-    assert "No suitable Python found" in p.stderr and "3.10, 3.11 or 3.12" in p.stderr
+    assert "No suitable Python found" in p.stderr and "/nonexistent/python3.11: not found" in p.stderr
+    assert "3.11, 3.12 or 3.13" in p.stderr and "python3.12-venv" in p.stderr
+
+
+def _python_310() -> str | None:
+    found = shutil.which("python3.10")
+    if found and subprocess.run([found, "-c", "1"], capture_output=True).returncode == 0:
+        return found
+    pyenv = sorted((Path.home() / ".pyenv" / "versions").glob("3.10.*/bin/python3.10"))
+    return str(pyenv[0]) if pyenv else None
+
+
+@needs_bash
+@pytest.mark.skipif(_python_310() is None, reason="needs a Python 3.10")
+def test_install_refuses_python_310_and_replaces_its_venv(dry_project):
+    proj, bin_dir = dry_project
+    py310 = _python_310()
+    p = _dry_run(proj, bin_dir, LW_PYTHON=py310, FAKE_SMI_BANNER="banner_580.txt")
+    assert p.returncode != 0
+    assert "No suitable Python found" in p.stderr and "Python 3.10." in p.stderr and "too old" in p.stderr
+    # an existing venv of 3.10 (an AUTOMATIC1111 habit) is not reused
+    (proj / "venv" / "bin").mkdir(parents=True)
+    (proj / "venv" / "bin" / "python").symlink_to(py310)
+    p = _dry_run(proj, bin_dir, FAKE_SMI_BANNER="banner_580.txt",
+                 FAKE_SMI_GPUS="NVIDIA GeForce RTX 3060, 12288 MiB, 580.95.05, 8.6")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "holds no usable Python (Python 3.10." in p.stderr and "it will be replaced" in p.stderr
+    assert "would create the venv" in p.stdout
 
 
 @needs_bash
@@ -210,6 +263,8 @@ def test_fresh_clone_installs_and_starts():
         assert p.returncode == 0, f"install.sh failed (exit {p.returncode}):\n{_tail(log)}"
         text = log.read_text(errors="replace")
         assert "Step 5/5" in text and "Summary:" in text and "\nFAIL " not in text
+        logs = list((proj / "logs").glob("install-*.log"))  # the installer's own log, for bug reports
+        assert len(logs) == 1 and "Step 5/5" in logs[0].read_text() and "torch build: " in logs[0].read_text()
         print(f"\nfirst install.sh run: {first_s:.0f} s")
 
         py = proj / "venv" / "bin" / "python"
@@ -230,6 +285,7 @@ def test_fresh_clone_installs_and_starts():
         t0 = time.monotonic()
         again = subprocess.run(["bash", "install.sh"], cwd=proj, env=env, capture_output=True, text=True,
                                stdin=subprocess.DEVNULL, timeout=1200)
+        assert len(list((proj / "logs").glob("install-*.log"))) == 2
         second_s = time.monotonic() - t0
         assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-4000:]
         assert "Reusing the existing venv" in again.stdout and "Skipping" in again.stdout
