@@ -81,6 +81,15 @@ def open_when_ready(url: str, timeout: float = 30.0) -> bool:
     return True
 
 
+def guard_middleware(args: argparse.Namespace):
+    """ui/web_guard.py's checks: loopback Host names only while the GUI is on this computer only (with --host or
+    --share the password guards it), and the file route serves only what the GUI has shown."""
+    from starlette.middleware import Middleware
+    from ui.web_guard import WebGuard
+
+    return Middleware(WebGuard, check_host=is_loopback(args.host) and not args.share)
+
+
 def exposure_problem(args: argparse.Namespace) -> str | None:
     """Why these options would expose the GUI without a password, or None."""
     if args.auth:
@@ -120,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         demo.queue().launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth,
                             inbrowser=False, allowed_paths=allowed, css=CSS, quiet=True,
-                            footer_links=["gradio", "settings"], show_error=True, prevent_thread_lock=True)
+                            footer_links=["gradio", "settings"], show_error=True, prevent_thread_lock=True,
+                            app_kwargs={"middleware": [guard_middleware(args)]})
     except OSError as e:
         where = f"{args.host}:{args.port}" if args.port else f"{args.host} (ports from 7860 on)"
         print(f"error: cannot listen on {where}: {e}. Use --port to choose another port.", file=sys.stderr)

@@ -14,6 +14,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import psutil
@@ -245,6 +247,10 @@ def test_run_progresses_makes_samples_and_completes(page, app):
     assert "Training complete" not in progress(page)
     expect(page.locator("#samples img").first).to_be_visible(timeout=30_000)
     expect(page.locator("#samples")).to_contain_text("step 20")
+    # the sample is served to this page (the file route serves what the GUI shows)
+    got = page.evaluate("""async (src) => { const r = await fetch(src); const b = new Uint8Array(await r.arrayBuffer());
+        return [r.status, Array.from(b.slice(0, 4))]; }""", page.locator("#samples img").first.get_attribute("src"))
+    assert got == [200, [0x89, 0x50, 0x4E, 0x47]], got  # a PNG
     shot(page, "run_progress.png")
     expect(page.locator("#progress")).to_contain_text("Completed", timeout=60_000)
     expect(page.locator("#progress")).to_contain_text("Training complete")
@@ -254,6 +260,30 @@ def test_run_progresses_makes_samples_and_completes(page, app):
     page.wait_for_timeout(1500)
     shot(page, "run_completed.png")
     assert (app["root"] / "out" / "run_ok.safetensors").is_file()
+
+
+def _get(url: str, host: str | None = None) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, headers={"Host": host} if host else {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def test_a_foreign_host_is_refused_and_files_are_served_only_when_shown(app):
+    """DNS rebinding: a page on another domain pointed at 127.0.0.1 sends its own Host; the app refuses it before
+    any route runs. The file route no longer serves a LoRA of the outputs folder by its path."""
+    url, port = app["url"], app["url"].rstrip("/").rsplit(":", 1)[1]
+    lora = app["root"] / "out" / "private.safetensors"
+    lora.write_bytes(b"the user's LoRA")
+    for path in ("", "gradio_api/info", f"gradio_api/file={lora}"):
+        status, body = _get(url + path, host=f"evil.example:{port}")
+        assert status == 403 and b"another host name" in body, (path, status)
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", "localhost"):
+        assert _get(url + "gradio_api/info", host=host)[0] == 200, host
+    status, body = _get(url + f"gradio_api/file={lora}")
+    assert status == 403 and b"the user's LoRA" not in body
 
 
 def test_stop_after_reload_reattaches(page, app):
