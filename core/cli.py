@@ -135,5 +135,29 @@ def main(argv: list[str] | None = None) -> int:
     from .logs import quiet_library_notices
 
     quiet_library_notices()  # every subcommand (caption, demo, train ...) may import bitsandbytes
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    return run_guarded(args.func, args, argv)
+
+
+def run_guarded(func, args: argparse.Namespace, argv: list[str]) -> int:
+    """The one error boundary of the command line: the project's own errors and the operating system's become a
+    message naming the file or option and an exit code (core/failures.py), never a traceback; a bug's traceback
+    goes to logs/errors.log with a one-line summary here."""
+    from . import failures
+
+    try:
+        return int(func(args) or 0)
+    except BaseException as e:  # noqa: BLE001 - this is the boundary
+        if isinstance(e, SystemExit):
+            raise
+        known = failures.explain(e)
+        sys.stdout.flush()
+        if known is not None:
+            message, code = known
+            print(f"Error: {message}", file=sys.stderr, flush=True)
+            return code
+        summary, log = failures.report_bug(e, argv)
+        print(f"{summary}\nThe details are in {log}: please attach that file to a bug report.", file=sys.stderr,
+              flush=True)
+        return failures.EXIT_BUG

@@ -79,6 +79,11 @@ def _run(args, echo, t0: float) -> dict:
     from .toy import checker
     from .toy.demo_data import TRIGGER, demo_prompts, write_demo_dataset
 
+    if args.images < 1:
+        raise DemoError(f"--images {args.images}: give how many images to generate with and without the LoRA "
+                        "(1 or more)", 2)
+    if args.steps is not None and args.steps < 0:
+        raise DemoError(f"--steps {args.steps}: give 0 (the preset's length) or more", 2)
     model = Path(args.model)
     if not (model / "model_index.json").is_file():
         raise DemoError(f"The toy base model is missing at {model}. Build it with "

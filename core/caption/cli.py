@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 
+from ..cli_args import positive_int
 from .base import CaptionError, all_options, backends, get_backend
 from .run import EXISTING, Progress, caption_folder
 
@@ -27,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--existing", choices=list(EXISTING), default="skip",
                         help="Images that already have a caption: " + "; ".join(f"{k} = {v}" for k, v in EXISTING.items()))
     parser.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu, cuda, cuda:1, mps.")
-    parser.add_argument("--batch-size", type=int, default=None, help="Images per batch (default: the backend's).")
+    parser.add_argument("--batch-size", type=positive_int, default=None, help="Images per batch (default: the backend's).")
     parser.add_argument("--caption-ext", default=".txt", help="Extension of the caption files (default .txt).")
     parser.add_argument("--json", action="store_true", help="Print the summary as JSON.")
     parser.add_argument("--quiet", action="store_true", help="No progress lines.")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..cli_args import positive_int
 from .captions import bulk_edit, folder_tag_counts
 from .inspect import DEFAULT_RESOLUTION, check_folder
 from .prepare import CROPS, PrepareError, prepare
@@ -35,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                    "decompression bombs, too small images, duplicates and near duplicates, unusual "
                                    "colour modes, EXIF rotation, missing or non-UTF-8 captions. Changes nothing.")
     c.add_argument("dir", help="Folder of images (searched recursively).")
-    c.add_argument("--resolution", type=int, default=DEFAULT_RESOLUTION,
+    c.add_argument("--resolution", type=positive_int, default=DEFAULT_RESOLUTION,
                    help="Training resolution; images whose shorter side is under half of it count as too small.")
     c.add_argument("--json", action="store_true", help="Print the report as JSON.")
     _common(c)
@@ -47,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="Output folder (use it as train_data_dir).")
     p.add_argument("--name", required=True, help="Concept name, e.g. the trigger word: the folder is <repeats>_<name>.")
     p.add_argument("--repeats", type=int, default=10, help="How often each image is used per epoch (default 10).")
-    p.add_argument("--resolution", type=int, default=None,
+    p.add_argument("--resolution", type=positive_int, default=None,
                    help="Scale images down to about this many pixels squared (crop none) or to exactly this square "
                         "(crop center/focus). Default: keep the size.")
     p.add_argument("--crop", choices=CROPS, default="none",

@@ -191,7 +191,9 @@ def detect_single_file_family(keys_and_shapes: Shapes, metadata: dict[str, str] 
         return DetectResult(config_family, v_pred_marker, "family taken from the given config folder", components)
     raise ModelFileError(
         f"{name} looks like a diffusion UNet but its layout is not one this trainer supports "
-        "(SD 1.x, SD 2.x, SDXL). If it is another architecture, choose a supported base model instead."
+        "(SD 1.x, SD 2.x, SDXL). If it is one of those saved in an unusual layout, give the folder of a diffusers "
+        "model of the same kind (with unet/config.json) as its configs: base_config_dir in training, --config-dir "
+        "in the LoRA tools. If it is another architecture, choose a supported base model instead."
     )
 
 
