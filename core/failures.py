@@ -35,23 +35,39 @@ def free_space_text(path: str | os.PathLike) -> str:
     return ""
 
 
-def disk_full_message(path: str | os.PathLike | None, needed: int | None = None) -> str:
+class DiskFull(OSError):
+    """A write that did not fit on its drive, said plainly (which file, how much is free, how much it needed)."""
+
+    def __init__(self, path: str | os.PathLike | None, needed: int | None = None, then: str = "run it again"):
+        super().__init__(errno.ENOSPC, disk_full_message(path, needed, then), str(path) if path else None)
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def disk_full_message(path: str | os.PathLike | None, needed: int | None = None, then: str = "run it again") -> str:
     where = Path(path).parent if path else None
     text = f"Disk full while writing {path}" if path else "Disk full"
     free = free_space_text(where) if where else ""
     if free:
         text += f" ({free} in {where})"
     if needed:
-        text += f"; this write needs about {_size(needed)}"
-    return text + ". Free some space on that drive (or choose a folder on another one) and run it again."
+        text += f"; it needs about {size_text(needed)}"
+    return text + f". Free some space on that drive (or choose a folder on another one) and {then}."
 
 
-def _size(n: int) -> str:
+def size_text(n: int) -> str:
     return f"{n / 1024 ** 3:.1f} GB" if n >= 1024 ** 3 else f"{max(n, 1) / 1024 ** 2:.0f} MB"
 
 
 def is_disk_full(e: BaseException) -> bool:
-    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1))
+    """An OSError ENOSPC/EDQUOT, or a library's wrapped form of it (safetensors: 'No space left on device (os
+    error 28)'). torch.save's own error does not say it: its callers also look at the free space."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+        return True
+    text = str(e)
+    return any(s in text for s in ("No space left on device", "os error 28", "StorageFull", "There is not enough "
+                                   "space on the disk", "os error 112"))
 
 
 def is_out_of_memory(e: BaseException) -> bool:
@@ -63,6 +79,8 @@ def is_out_of_memory(e: BaseException) -> bool:
 
 def os_error_message(e: OSError) -> str:
     name = e.filename or ""
+    if isinstance(e, DiskFull):
+        return str(e)
     if is_disk_full(e):
         return disk_full_message(name or None)
     if isinstance(e, FileNotFoundError):
@@ -86,8 +104,8 @@ def explain(e: BaseException) -> tuple[str, int] | None:
         return ("Out of memory" + (" on the GPU" if "CUDA" in str(e) or "OutOfMemory" in type(e).__name__
                                    else " (RAM)") + ": close other programs, or use smaller settings (for training, "
                 "`python -m core estimate` lists the cheapest changes that fit).", EXIT_OUT_OF_MEMORY)
-    if isinstance(e, OSError):
-        return os_error_message(e), EXIT_SYSTEM
+    if isinstance(e, OSError) or is_disk_full(e):
+        return (os_error_message(e) if isinstance(e, OSError) else disk_full_message(None)), EXIT_SYSTEM
     if type(e).__name__ == "SafetensorError":
         return (f"A file could not be read as .safetensors ({e}): it is not one, or it is incomplete (a download "
                 "or copy that stopped early). Download or copy it again.", EXIT_BAD_INPUT)

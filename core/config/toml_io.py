@@ -143,11 +143,15 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, _default_mode())
         os.replace(tmp, p)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        from ..failures import DiskFull, is_disk_full
+
+        if is_disk_full(e) and not isinstance(e, DiskFull):
+            raise DiskFull(p, len(data)) from e
         raise
 
 

@@ -7,6 +7,7 @@ from typing import Callable
 
 import torch
 
+from .cache_file import save_tensors
 from .dataset import ImageItem, load_image
 
 CACHE_VERSION = "1"
@@ -62,7 +63,7 @@ class LatentCache:
 
     def build(self, items: list[ImageItem], needed: list[tuple[int, bool]],
               progress: Callable[[int, int], None] | None = None) -> None:
-        from safetensors.torch import load_file, save_file
+        from safetensors.torch import load_file
 
         for n, (idx, flip) in enumerate(needed):
             item = items[idx]
@@ -75,10 +76,7 @@ class LatentCache:
                 z = encode(self.vae, load_image(item, flip)[None], self._seed(key))[0]
                 self.mem[(idx, flip)] = z
                 if path is not None:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = path.with_suffix(".tmp")
-                    save_file({"latent": z.contiguous()}, tmp)
-                    tmp.replace(path)
+                    save_tensors({"latent": z.contiguous()}, path)
             if progress:
                 progress(n + 1, len(needed))
         self.vae = None

@@ -19,6 +19,7 @@ from typing import Callable
 
 from PIL import Image, ImageOps
 
+from .cache_file import save_tensors
 from .dataset import DatasetError, ImageItem
 
 MASK_VERSION = "1"
@@ -209,7 +210,7 @@ class MaskStore:
         return m
 
     def _load_or_make(self, item: ImageItem, flip: bool, hw: tuple[int, int]):
-        from safetensors.torch import load_file, save_file
+        from safetensors.torch import load_file
 
         path = self.disk_dir / f"mask_{mask_key(item, flip, hw)}.safetensors" if self.disk_dir else None
         if path is not None and path.is_file():
@@ -218,10 +219,7 @@ class MaskStore:
         m = latent_mask(item, flip, hw).contiguous()
         self.computed += 1
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            save_file({"mask": m}, tmp)
-            tmp.replace(path)
+            save_tensors({"mask": m}, path)
         return m
 
     def build(self, needed: list[tuple[int, bool]], hw_of: Callable[[int, bool], tuple[int, int]]) -> None:

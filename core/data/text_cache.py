@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from .cache_file import save_tensors
+
 CACHE_VERSION = "1"
 
 
@@ -47,16 +49,10 @@ class TextDiskCache:
         return TextCond(t["hidden_states"], t.get("pooled"))
 
     def put(self, text: str, cond) -> None:
-        from safetensors.torch import save_file
-
-        self.folder.mkdir(parents=True, exist_ok=True)
         tensors = {"hidden_states": cond.hidden_states.contiguous()}
         if cond.pooled is not None:
             tensors["pooled"] = cond.pooled.contiguous()
-        p = self._path(text)
-        tmp = p.with_suffix(".tmp")
-        save_file(tensors, str(tmp))
-        tmp.replace(p)
+        save_tensors(tensors, self._path(text))
 
 
 def cache_root(cfg) -> Path:

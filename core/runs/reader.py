@@ -258,6 +258,8 @@ def read_run(run_dir: str | os.PathLike) -> RunInfo:
             info.lora_path = str(end["lora_path"])
     else:
         info.exit_code = returncode
+        if status == "failed" and doc.get("message") and not launch_pending:  # the end event did not fit on the disk
+            info.message = str(doc["message"])
     if info.lora_path is None and log.lora_paths:
         info.lora_path = log.lora_paths[-1]
 

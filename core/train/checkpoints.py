@@ -8,7 +8,8 @@ import torch
 from ..lora import network as net
 from ..lora.kohya_format import SAVE_DTYPES, model_hash, save_lora
 from ..lora.metadata import build_metadata, source_hashes
-from .state import load_state, save_state
+from ..failures import free_space_text, size_text
+from .state import free_bytes, load_state, save_state, state_bytes
 
 
 class TrainingFailed(Exception):
@@ -33,7 +34,8 @@ class CheckpointMixin:
         meta.update(source_hashes(self.cfg.pretrained_model_name_or_path, [it.path for it in ts.items[: ts.n_train]]))
         tensors = self.lora_tensors(models)
         meta["sshs_model_hash"] = model_hash(tensors)
-        path = save_lora(self.run.lora_path(suffix), tensors, meta)
+        path = save_lora(self.run.lora_path(suffix), tensors, meta)  # a full disk: core.failures.DiskFull
+        self._room_for_what_follows(lora_bytes=path.stat().st_size)
         if self.cfg.export_diffusers_format and kind == "final":
             save_lora(self.run.output_dir / f"{self.cfg.output_name}.diffusers.safetensors",
                       self.lora_tensors(models, "diffusers"), {"format": "pt"})
@@ -48,8 +50,34 @@ class CheckpointMixin:
         epoch, batch = getattr(self, "position", (0, 0))
         info = {"global_step": self.global_step, "epoch": epoch, "batch": batch, "total_steps": self.total_steps,
                 "losses": losses[-2000:], "started_at": self.started_at}
-        save_state(self.run.state, lora, opt.state_dict(), self.scheduler.state_dict(), info)
+        opt_sd = opt.state_dict()
+        save_state(self.run.state, lora, opt_sd, self.scheduler.state_dict(), info)
         self.run.event("checkpoint", step=self.global_step, epoch=epoch, path=str(self.run.state), kind="state")
+        self._room_for_what_follows(state_size=state_bytes(lora, opt_sd))
+
+    def _saves_to_come(self) -> int:
+        """How many LoRA files the rest of the run writes (the final one, per-epoch and per-step ones)."""
+        cfg = self.cfg
+        steps_left = max((self.total_steps or 0) - self.global_step, 0)
+        n = 2 if cfg.export_diffusers_format else 1
+        if cfg.save_every_n_steps:
+            n += steps_left // cfg.save_every_n_steps
+        if cfg.save_every_n_epochs and self.steps_per_epoch:
+            n += steps_left // self.steps_per_epoch // cfg.save_every_n_epochs
+        return n
+
+    def _room_for_what_follows(self, lora_bytes: int = 0, state_size: int = 0) -> None:
+        """Once per run, a warning event when the drive will not hold the saves still to come: the LoRA files and a
+        second state beside the current one while it is replaced."""
+        self.save_sizes = (lora_bytes or self.save_sizes[0], state_size or self.save_sizes[1])
+        if self.space_warned or not self.main:
+            return
+        need = self._saves_to_come() * self.save_sizes[0] + self.save_sizes[1]
+        if free_bytes(self.run.output_dir) < need:
+            self.space_warned = True
+            self.warn(f"{free_space_text(self.run.output_dir)} in {self.run.output_dir}: the {self._saves_to_come()} "
+                      f"LoRA file(s) still to be saved and the training state need about {size_text(need)}. Free "
+                      "some space before then, or the run stops with 'Disk full' (its last state stays resumable).")
 
     def _restore(self, models) -> tuple[int, int, list[float]]:
         lora, opt_sd, sched_sd, info = load_state(self.run.state)

@@ -87,7 +87,15 @@ class RunDir:
         if not self._status:
             self._status = {"pid": os.getpid(), "started_at": time.time(), "exit_code": None}
         self._status.update(fields, updated_at=time.time())
-        atomic_write_text(self.status_file, json.dumps(self._status, indent=1))
+        text = json.dumps(self._status, indent=1)
+        try:
+            atomic_write_text(self.status_file, text)
+        except OSError:
+            # a full disk has no room for the temporary copy: overwrite in place (a few hundred bytes, within the
+            # file's own block), so that the run's outcome is still on record
+            with open(self.status_file, "r+" if self.status_file.exists() else "w", encoding="utf-8") as f:
+                f.write(text)
+                f.truncate()
 
     # ------------------------------------------------------------ control
     def take_request(self, name: str) -> bool:

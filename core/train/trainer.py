@@ -23,16 +23,16 @@ from ..config.schema import TrainConfig
 from .optim import OptimizerError, make_optimizer, make_scheduler
 from .regularize import apply_max_norm, norm_fields
 from .caching import CacheMixin
+from ..failures import DiskFull, disk_full_message, is_disk_full
 from .checkpoints import CheckpointMixin, TrainingFailed
+from .memory_advice import out_of_memory_message
+from .state import RESUME_AFTER_FREEING
 from .memory import move as _move, place_text_encoders, setup_denoiser
 from .rundir import RunDir
 from .process import allocator_note, keep_freed_memory_for_reuse, process_start_time, quiet_libraries, skip_bitsandbytes, skip_triton  # noqa: F401 (cli, toy import them here)
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 3
 USER_ERRORS = (ConfigError, DatasetError, ModelLoadError, OptimizerError, ValueError, FileNotFoundError)
-OOM_ADVICE = ("Out of GPU memory. Lower these settings and start again: train_batch_size (to 1), resolution, "
-              "network_dim; turn on gradient_checkpointing, cache_latents and network_train_unet_only; use "
-              "optimizer_type AdamW8bit and mixed_precision bf16 or fp16.")
 
 
 class Trainer(CacheMixin, CheckpointMixin):
@@ -46,6 +46,9 @@ class Trainer(CacheMixin, CheckpointMixin):
         self.owns_run = False  # set once this process has taken the run folder; never write into someone else's
         self.global_step = 0
         self.started_at = time.time()
+        self.phase = "starting"  # what an out-of-memory or disk-full message says the run was doing
+        self.save_sizes = (0, 0)  # bytes of the last LoRA file and training state written
+        self.space_warned = False
 
     # ------------------------------------------------------------------ entry
     def train(self) -> int:
@@ -69,32 +72,48 @@ class Trainer(CacheMixin, CheckpointMixin):
                           "This is slow; it is meant for small tests.")
             self._install_signal_handlers()
             code, status, message = self._train()
+        except DiskFull as e:
+            code, status, message = EXIT_FAILED, "failed", str(e)
+            tb = traceback.format_exc()
         except TrainingFailed as e:
             code, status, message = e.exit_code, "failed", str(e)
             tb = traceback.format_exc()
         except USER_ERRORS as e:
             code, status, message = EXIT_BAD_INPUT, "failed", str(e)
             tb = traceback.format_exc()
-        except torch.cuda.OutOfMemoryError:
-            code, status, message = EXIT_FAILED, "failed", OOM_ADVICE
+        except (torch.cuda.OutOfMemoryError, MemoryError) as e:
+            code, status, message = EXIT_FAILED, "failed", out_of_memory_message(e, self.phase, self.cfg)
             tb = traceback.format_exc()
         except Exception as e:  # a bug or an environment problem
-            code, status, message = EXIT_FAILED, "failed", f"{type(e).__name__}: {e}"
+            message = (disk_full_message(self.run.path, then=RESUME_AFTER_FREEING) if is_disk_full(e)
+                       else f"{type(e).__name__}: {e}")
+            code, status = EXIT_FAILED, "failed"
             tb = traceback.format_exc()
-        if code != EXIT_OK and status == "failed" and self.main and self.owns_run:
-            self.run.log(tb)
+        self._finish(code, status, message, tb if code != EXIT_OK and status == "failed" else "")
+        self._end_processes(code)
+        return code
+
+    def _finish(self, code: int, status: str, message: str, tb: str) -> None:
+        """The run's outcome into train.log, events.jsonl and status.json. Each write is tried on its own: on a
+        full disk the status (a few hundred bytes, overwritten in place if need be) still says why."""
+        def attempt(write, *args, **kw) -> None:
+            try:
+                write(*args, **kw)
+            except OSError as e:
+                self.echo(f"(could not record the outcome: {e})")
+
+        if tb and self.main and self.owns_run:
+            attempt(self.run.log, tb)
         if status == "failed":
-            self.say(f"ERROR: {message}", event="error", message=message)
+            attempt(self.say, f"ERROR: {message}", event="error", message=message)
         else:
-            self.say(message)
+            attempt(self.say, message)
         if self.main and self.owns_run:
             end = {"status": status, "exit_code": code, "message": message}
             if status == "completed":
                 end["lora_path"] = str(self.run.lora_path())
-            self.run.event("end", **end)
-            self.run.set_status(status=status, exit_code=code, step=self.global_step)
-        self._end_processes(code)
-        return code
+            attempt(self.run.event, "end", **end)
+            attempt(self.run.set_status, status=status, exit_code=code, step=self.global_step, message=message)
 
     def _end_processes(self, code: int) -> None:
         """Several processes (accelerate launch): take the process group down before exiting. Left to the exit,
@@ -275,11 +294,14 @@ class Trainer(CacheMixin, CheckpointMixin):
         self._plan(ts)
         dev = self.acc.device
         self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.acc.mixed_precision, torch.float32)
+        self.phase = "loading the model"
         comps = self._load_model()
         self.comps = comps
         self._check_caption_lengths(comps, ts)
         unet_params, te_params = self._setup_network(comps)
+        self.phase = "caching latents and text-encoder outputs"
         self._cache(comps, ts)
+        self.phase = "moving the model to the GPU"
         self.memory.to_device(comps.unet)  # low-VRAM modes: the denoiser waited in RAM while caching
 
         groups = []
@@ -313,6 +335,7 @@ class Trainer(CacheMixin, CheckpointMixin):
         step_times: list[float] = []
         t_last = time.time()
         self.say(f"Training {self.total_steps} steps on {dev.type.upper()}")
+        self.phase = "training"
         for epoch in range(start_epoch, self.epochs):
             batches = ts.epoch_batches(epoch)
             mine = [batches[(i * world + rank) % len(batches)] for i in range(self.batches_per_process)]
@@ -473,7 +496,14 @@ class Trainer(CacheMixin, CheckpointMixin):
         from .sampling import make_samples
 
         t0 = time.time()
-        paths, prompts = make_samples(self.comps, self.cfg, self.run.samples, self.global_step, self.acc.device,
-                                      self.weight_dtype)
+        phase, self.phase = self.phase, "making sample images"
+        try:
+            paths, prompts = make_samples(self.comps, self.cfg, self.run.samples, self.global_step, self.acc.device,
+                                          self.weight_dtype)
+        except OSError as e:
+            if is_disk_full(e) and not isinstance(e, DiskFull):
+                raise DiskFull(e.filename or self.run.samples, then=RESUME_AFTER_FREEING) from e
+            raise
+        self.phase = phase
         self.say(f"Made {len(paths)} sample image(s) in {time.time() - t0:.1f}s", event="sample",
                  step=self.global_step, epoch=epoch, paths=paths, prompts=prompts)
