@@ -42,7 +42,18 @@ def snapshot(repo_id: str, *, allow_patterns: list[str] | None = None, ignore_pa
         raise error(
             f"{repo_id} was not found on the Hugging Face hub (or it is private: set your access token).") from None
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as e:
+        from .failures import disk_full_message, is_disk_full
+
+        if is_disk_full(e):
+            raise error(f"Could not get {repo_id}: "
+                        + disk_full_message(getattr(e, "filename", None) or _hub_cache(), then="try again")) from None
         raise error(
             f"Could not get {repo_id}: the hub cannot be reached from here ({type(e).__name__}) and no complete "
             f"copy is in the local cache. " + (advice or f"Download it on a computer with internet (for example "
                                                           f"`hf download {repo_id}`).")) from None
+
+
+def _hub_cache() -> str:
+    from huggingface_hub import constants
+
+    return str(constants.HF_HUB_CACHE)

@@ -146,3 +146,35 @@ def test_the_os_says_no(tmp_path, capsys):
     assert "No permission to use C:/loras/x.safetensors" in msg
     assert "Out of memory (RAM)" in failures.explain(MemoryError())[0]
     assert failures.explain(ZeroDivisionError("x")) is None  # a bug
+
+
+def test_a_download_onto_a_full_disk_says_disk_full(monkeypatch, tmp_path):
+    import errno
+
+    import huggingface_hub
+
+    from core.hub import snapshot
+
+    def full(*a, **kw):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "hub" / "model.safetensors"))
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", full)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with pytest.raises(ValueError) as e:
+        snapshot("org/model")
+    assert str(e.value).startswith("Could not get org/model: Disk full while writing") and "model.safetensors" in \
+        str(e.value) and "cannot be reached" not in str(e.value)
+
+
+def test_a_large_write_checks_the_room_first(monkeypatch, tmp_path):
+    import core.config.toml_io as tio
+    from core.failures import DiskFull
+
+    monkeypatch.setattr(tio, "free_bytes", lambda folder: 3 << 20)  # 3 MB free
+    target = tmp_path / "out" / "prepared.png"
+    with pytest.raises(DiskFull) as e:
+        tio.atomic_write_bytes(target, b"x" * (2 << 20))  # 2 MB + the margin does not fit
+    assert str(e.value).startswith(f"Disk full while writing {target}") and "needs about 2 MB" in str(e.value)
+    assert not target.exists() and not list(target.parent.iterdir())
+    tio.atomic_write_bytes(target, b"small")  # small writes (status, captions) do not ask
+    assert target.read_bytes() == b"small"

@@ -76,6 +76,21 @@ def app(tmp_path_factory):
     (old / "events.jsonl").write_text("".join(json.dumps({"time": t0 + i, **e}) + "\n" for i, e in enumerate(events)))
     (old / "status.json").write_text(json.dumps({"pid": 1, "status": "completed", "step": 5, "total_steps": 5,
                                                  "started_at": t0, "updated_at": t0 + 7, "exit_code": 0}))
+    full = root / "out" / "full_run"  # a run the trainer ended because the disk was full (as core/train writes it)
+    (full / "state").mkdir(parents=True)
+    (full / "state" / "trainer.json").write_text("{}")
+    (full / "state" / "lora.safetensors").write_bytes(b"")
+    disk_msg = (f"Disk full while writing {full / 'state.new'} (120 MB free in {root / 'out'}); it needs about 300 "
+                "MB. Free some space on that drive (or choose a folder on another one) and resume the run: its last "
+                "complete state is kept.")
+    events = [{"type": "start", "pid": 2, "resumed": False, "step": 0},
+              {"type": "step", "step": 4, "total_steps": 10, "epoch": 1, "loss": 0.2, "avg_loss": 0.2},
+              {"type": "error", "message": disk_msg},
+              {"type": "end", "status": "failed", "exit_code": 1, "message": disk_msg}]
+    (full / "events.jsonl").write_text("".join(json.dumps({"time": t0 + i, **e}) + "\n" for i, e in enumerate(events)))
+    (full / "status.json").write_text(json.dumps({"pid": 2, "status": "failed", "step": 4, "total_steps": 10,
+                                                  "started_at": t0, "updated_at": t0 + 4, "exit_code": 1,
+                                                  "message": disk_msg}))
     settings = root / "settings.json"
     settings.write_text(json.dumps({"models_dir": str(root / "models"), "loras_dir": str(root / "out"),
                                     "outputs_dir": str(root / "out")}))
@@ -323,6 +338,21 @@ def test_history_shows_and_selects_runs(page, app):
     expect(page.locator("#progress")).to_contain_text("step 5 / 5")
     expect(page.locator("#resume-btn")).to_be_hidden()
     expect(page.locator("#use-cfg-btn")).to_be_visible()
+
+
+def test_a_disk_full_run_says_so_and_offers_resume(page, app):
+    history = page.locator("#history")
+    expect(history).to_contain_text("full_run")
+    history.get_by_text("old_run", exact=True).first.click()
+    expect(page.locator("#progress")).to_contain_text("old_run")
+    history.get_by_text("full_run", exact=True).filter(visible=True).first.click()
+    progress = page.locator("#progress")
+    expect(progress).to_contain_text("Disk full: training stopped")
+    expect(progress).to_contain_text("120 MB free in")
+    expect(progress).to_contain_text("free some space, then Resume continues from it")
+    expect(progress).not_to_contain_text("Interrupted")
+    expect(page.locator("#resume-btn")).to_be_visible()
+    shot(page, "run_disk_full.png")
 
 
 def test_failed_run_shows_the_error_and_no_success(page, app):

@@ -46,6 +46,15 @@ def badge(status: str) -> str:
     return f'<span class="lw-badge lw-{esc(status)}">{esc(STATUS_WORDS.get(status, status))}</span>'
 
 
+def can_resume(info) -> bool:
+    """Resume is offered for a run that has a saved state and ended without finishing: stopped, interrupted, or
+    failed because its disk was full (after freeing space it continues; other failures would fail again)."""
+    if info is None or not info.resumable:
+        return False
+    return info.status in ("interrupted", "stopped") or (info.status == "failed" and
+                                                          info.message.startswith("Disk full"))
+
+
 def progress_html(info: RunInfo | None) -> str:
     """The status panel: badge, progress bar with step/total, speed and ETA, and what happened."""
     if info is None:
@@ -81,8 +90,13 @@ def progress_html(info: RunInfo | None) -> str:
         body.append(f'<div class="lw-warn">{esc(info.message)}</div>')
     elif info.status == "failed":
         code = f" (exit code {info.exit_code})" if info.exit_code is not None else ""
-        body.append(f'<div class="lw-err"><b>Training failed{esc(code)}.</b> '
+        disk_full = info.message.startswith("Disk full")
+        title = "Disk full: training stopped" if disk_full else f"Training failed{code}"
+        body.append(f'<div class="lw-err"><b>{esc(title)}.</b> '
                     + (esc(info.message) if info.message and info.message not in info.error_lines else "") + "</div>")
+        if disk_full and info.resumable:
+            body.append('<div class="lw-note">Its last complete state is kept: free some space, then Resume '
+                        "continues from it.</div>")
         if info.error_lines:
             body.append('<pre class="lw-errlines">' + esc("\n".join(info.error_lines[-15:])) + "</pre>")
     if info.warnings and info.status in ("running", "completed", "stopped"):

@@ -344,7 +344,7 @@ def build(ctx: AppContext) -> None:
         items = run_view.gallery_items(info)
         gal = emit("gallery", (run_dir, tuple(p for p, _ in items)), lambda: items)
         running = status == "running"
-        can_resume = bool(info and status in ("interrupted", "stopped") and info.resumable)
+        can_resume = run_view.can_resume(info)
         btns = emit("buttons", (running, can_resume, info is not None),
                     lambda: (gr.update(visible=running), gr.update(visible=running),
                              gr.update(visible=running), gr.update(visible=can_resume),

@@ -131,10 +131,27 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+CHECK_ROOM_FROM = 1 << 20  # writes from 1 MB on (LoRA files, prepared images) check the free space first
+ROOM_MARGIN = 16 << 20
+
+
+def free_bytes(folder: Path) -> int:
+    import shutil
+
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return 1 << 62
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write to a temporary file in the same folder, then rename: readers never see half a file."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
+    if len(data) >= CHECK_ROOM_FROM and free_bytes(p.parent) < len(data) + ROOM_MARGIN:
+        from ..failures import DiskFull
+
+        raise DiskFull(p, len(data))  # said before a byte is written, rather than half-way
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     try:
         with os.fdopen(fd, "wb") as f:
