@@ -1,4 +1,5 @@
-"""Saving LoRA files and resumable state, and restoring a run from its state (part of the Trainer)."""
+"""Saving LoRA files and resumable state, restoring a run from its state, and recording how the run ended (part
+of the Trainer)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -97,3 +98,24 @@ class CheckpointMixin:
             self.run.set_status(step=self.global_step)
         return int(info["epoch"]), int(info["batch"]), list(info.get("losses", []))
 
+    def _finish(self, code: int, status: str, message: str, tb: str) -> None:
+        """The run's outcome into train.log, events.jsonl and status.json. Each write is tried on its own: on a
+        full disk the status (a few hundred bytes, overwritten in place if need be) still says why."""
+        def attempt(write, *args, **kw) -> None:
+            try:
+                write(*args, **kw)
+            except OSError as e:
+                self.echo(f"(could not record the outcome: {e})")
+
+        if tb and self.main and self.owns_run:
+            attempt(self.run.log, tb)
+        if status == "failed":
+            attempt(self.say, f"ERROR: {message}", event="error", message=message)
+        else:
+            attempt(self.say, message)
+        if self.main and self.owns_run:
+            end = {"status": status, "exit_code": code, "message": message}
+            if status == "completed":
+                end["lora_path"] = str(self.run.lora_path())
+            attempt(self.run.event, "end", **end)
+            attempt(self.run.set_status, status=status, exit_code=code, step=self.global_step, message=message)

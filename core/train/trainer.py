@@ -93,28 +93,6 @@ class Trainer(CacheMixin, CheckpointMixin):
         self._end_processes(code)
         return code
 
-    def _finish(self, code: int, status: str, message: str, tb: str) -> None:
-        """The run's outcome into train.log, events.jsonl and status.json. Each write is tried on its own: on a
-        full disk the status (a few hundred bytes, overwritten in place if need be) still says why."""
-        def attempt(write, *args, **kw) -> None:
-            try:
-                write(*args, **kw)
-            except OSError as e:
-                self.echo(f"(could not record the outcome: {e})")
-
-        if tb and self.main and self.owns_run:
-            attempt(self.run.log, tb)
-        if status == "failed":
-            attempt(self.say, f"ERROR: {message}", event="error", message=message)
-        else:
-            attempt(self.say, message)
-        if self.main and self.owns_run:
-            end = {"status": status, "exit_code": code, "message": message}
-            if status == "completed":
-                end["lora_path"] = str(self.run.lora_path())
-            attempt(self.run.event, "end", **end)
-            attempt(self.run.set_status, status=status, exit_code=code, step=self.global_step, message=message)
-
     def _end_processes(self, code: int) -> None:
         """Several processes (accelerate launch): take the process group down before exiting. Left to the exit,
         its communication threads can abort the process ("terminate called without an active exception")."""
