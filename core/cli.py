@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Any, get_args, get_origin
+from typing import Any, get_origin
 
 from .config.fields import all_fields
 from .config.schema import GROUPS, TrainConfig
@@ -61,7 +61,8 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(to_toml(cfg, grouped=True))
         return 0
-    from .train.trainer import Trainer, skip_bitsandbytes, skip_triton
+    from .train.process import skip_bitsandbytes, skip_triton
+    from .train.trainer import Trainer
 
     skip_bitsandbytes(cfg)  # this process trains only this config
     skip_triton()

@@ -27,38 +27,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.config.toml_io import ConfigError, atomic_write_text, load_config, save_config  # noqa: E402
+from core.config.toml_io import ConfigError, atomic_write_text, load_config  # noqa: E402
 from core.runs.replace import replaceable_run_note  # noqa: E402
 from core.runs.steps_plan import steps_plan  # noqa: E402
+from core.train.rundir import RunDir  # noqa: E402
 
 
-class Run:
+class Run(RunDir):
+    """The real run folder writer (core/train/rundir.py: events, status, log, control requests), so the fake and
+    the trainer cannot write the protocol differently; the fake also prints what it logs, as the trainer does."""
+
     def __init__(self, out: Path, name: str):
-        self.out, self.path = out, out / name
-        self.status: dict = {}
+        super().__init__(out, name)
+        self.out = self.output_dir
 
-    def event(self, type_: str, **fields) -> None:
-        with open(self.path / "events.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps({"type": type_, "time": round(time.time(), 3), **fields}) + "\n")
-            f.flush()
-
-    def log(self, text: str) -> None:
-        print(text, flush=True)
-        with open(self.path / "train.log", "a", encoding="utf-8") as f:
-            f.write(f"{time.strftime('%H:%M:%S')} {text}\n")
-
-    def set_status(self, **fields) -> None:
-        if not self.status:
-            self.status = {"pid": os.getpid(), "started_at": time.time(), "exit_code": None}
-        self.status.update(fields, updated_at=time.time())
-        atomic_write_text(self.path / "status.json", json.dumps(self.status))
-
-    def take(self, name: str) -> bool:
-        f = self.path / "control" / name
-        if f.exists():
-            f.unlink(missing_ok=True)
-            return True
-        return False
+    def log(self, message: str) -> None:
+        print(message, flush=True)
+        super().log(message)
 
 
 def save_state(run: Run, step: int) -> None:
@@ -115,13 +100,8 @@ def main(argv: list[str]) -> int:
         if not args.overwrite and replace_note is None:
             print(f"Config error:\n  The run folder {run.path} already holds a run.", file=sys.stderr)
             return 2
-        for name in ("events.jsonl", "status.json", "train.log"):
-            (run.path / name).unlink(missing_ok=True)
-    for d in ("samples", "state", "control"):
-        (run.path / d).mkdir(parents=True, exist_ok=True)
-    for name in ("stop", "sample", "save"):
-        (run.path / "control" / name).unlink(missing_ok=True)
-    save_config(cfg, run.path / "config.toml")
+    # the trainer's own start: clear an earlier attempt, drop old requests, config, status "running", start event
+    run.take(cfg, resume=args.resume, clear=args.overwrite or bool(replace_note))
     if replace_note:
         run.log(replace_note)
 
@@ -133,8 +113,6 @@ def main(argv: list[str]) -> int:
     if m:
         crash_at = int(m.group(1))
 
-    run.set_status(status="running", step=0, total_steps=None)
-    run.event("start", pid=os.getpid(), resumed=args.resume, step=0)
     plan = steps_plan(cfg.train_data_dir, cfg)
     if plan.ok:
         total, per_epoch, epochs = plan.total_steps, plan.steps_per_epoch, plan.epochs
@@ -148,7 +126,7 @@ def main(argv: list[str]) -> int:
         run.log(f"ERROR: {msg}")
         run.event("error", message=msg)
         run.event("end", status="failed", exit_code=2, message=msg)
-        run.set_status(status="failed", exit_code=2, step=0)
+        run.set_status(status="failed", exit_code=2, step=0, message=msg)
         return 2
     for i in range(1, 4):
         run.event("progress", stage="load_model", done=i, total=3)
@@ -180,19 +158,19 @@ def main(argv: list[str]) -> int:
                       eta_s=round((total - step) * step_s, 1))
             run.set_status(step=step)
             run.log(f"step {step}/{total} loss {loss:.4f}")
-            if run.take("sample") and cfg.sample_prompts:
+            if run.take_request("sample") and cfg.sample_prompts:
                 make_samples(run, cfg, step, epoch)
-            if run.take("save"):
+            if run.take_request("save"):
                 save_lora(run, f"-step{step:08d}", "manual", step, epoch)
                 save_state(run, step)
-            if (stop["flag"] or run.take("stop")) and step < total:
+            if (stop["flag"] or run.take_request("stop")) and step < total:
                 run.log(f"Stop requested: saving at step {step}")
                 save_lora(run, f"-step{step:08d}", "step", step, epoch)
                 save_state(run, step)
                 msg = f"Stopped at step {step}; resume with --resume."
                 run.log(msg)
                 run.event("end", status="stopped", exit_code=3, message=msg)
-                run.set_status(status="stopped", exit_code=3, step=step)
+                run.set_status(status="stopped", exit_code=3, step=step, message=msg)
                 return 3
             if step % cfg.save_state_every_n_steps == 0:
                 save_state(run, step)
@@ -208,12 +186,12 @@ def main(argv: list[str]) -> int:
         run.log(f"ERROR: {msg}")
         run.event("error", message=msg)
         run.event("end", status="failed", exit_code=1, message=msg)
-        run.set_status(status="failed", exit_code=1, step=step)
+        run.set_status(status="failed", exit_code=1, step=step, message=msg)
         return 1
     msg = f"Training complete: {final}"
     run.log(msg)
     run.event("end", status="completed", exit_code=0, message=msg, lora_path=str(final))
-    run.set_status(status="completed", exit_code=0, step=step)
+    run.set_status(status="completed", exit_code=0, step=step, message=msg)
     return 0
 
 

@@ -38,7 +38,10 @@ def test_every_check_runs(checks):
 
 
 def test_this_installation_has_no_fail(checks):
-    """The test environment was made by install.sh, so nothing may FAIL (CPU-only warnings are fine)."""
+    """An environment made by install.sh (it leaves venv/constraints.txt) has nothing that FAILs (CPU-only warnings
+    are fine)."""
+    if not (Path(sys.prefix) / "constraints.txt").is_file():
+        pytest.skip(f"{sys.prefix} was not made by install.sh (no constraints.txt)")
     failed = [c.line() for c in checks if c.ok is False]
     assert not failed, "\n".join(failed)
     by_name = {c.name: c for c in checks}

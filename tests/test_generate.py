@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.generation.engine import (GenerateError, Generator, family_warning, list_loras, parse_lora_tags, read_lora_info,
-                           resolve_lora_name)
+from core.generation.engine import Generator
+from core.generation.lora_files import (GenerateError, family_warning, list_loras, parse_lora_tags, read_lora_info,
+                                        resolve_lora_name)
 from train_helpers import tiny_config, train_in_process
 
 SMALL = dict(steps=3, width=64, height=64, sampler="euler_a")
@@ -168,8 +169,9 @@ def test_list_loras_reads_the_header_and_warns_about_other_families(run, tmp_pat
     shutil.copy(run["step5"], folder / "sub" / "older.safetensors")
     shutil.copy(run["final"], folder / "state" / "lora.safetensors")  # resumable state: not listed
     save_file({"model.diffusion_model.x.weight": np.zeros((2, 2), np.float32)}, str(folder / "not_a_lora.safetensors"))
-    time.sleep(0.01)
     shutil.copy(run["final"], folder / "newest.safetensors")
+    older = (folder / "sub" / "older.safetensors").stat().st_mtime
+    os.utime(folder / "newest.safetensors", (older + 60, older + 60))  # newer by a minute, whatever the clock
 
     infos = list_loras([folder, folder / "missing"])
     assert [i.name for i in infos] == ["newest", "older"]

@@ -407,13 +407,12 @@ def test_config_files_and_user_presets(page, app):
     expect(page.locator("#files-msg")).to_contain_text("network_dim = 0")
     page.click("#export-config")
     expect(page.locator("#export-file").get_by_role("cell", name="my_lora.toml")).to_be_visible()
-    kohya = REPO / "tests" / "data" / "kohya_gui_sd15_locon.json"
-    if kohya.exists():  # a kohya_ss GUI config is converted, with its report shown
-        page.get_by_test_id("Load config (.toml, kohya .json)-upload-button").set_input_files(str(kohya))
-        expect(page.locator("#files-msg")).to_contain_text("converted from kohya_ss GUI config")
-        expect(field(page, "output_name")).to_have_value("zqx_dog_v1")
-        expect(field(page, "network_dim")).to_have_value("32")
-        fill(page, "output_name", "my_lora")
+    kohya = REPO / "tests" / "data" / "kohya_gui_sd15_locon.json"  # a kohya_ss GUI config: converted, report shown
+    page.get_by_test_id("Load config (.toml, kohya .json)-upload-button").set_input_files(str(kohya))
+    expect(page.locator("#files-msg")).to_contain_text("converted from kohya_ss GUI config")
+    expect(field(page, "output_name")).to_have_value("zqx_dog_v1")
+    expect(field(page, "network_dim")).to_have_value("32")
+    fill(page, "output_name", "my_lora")
 
     name = "zz GUI test preset"
     page_dim = field(page, "network_dim").input_value()

@@ -12,7 +12,11 @@ from pathlib import Path
 import psutil
 import pytest
 
+from core.runs import launch
 from core.runs import reader as runs
+from core.runs.events import tail_events
+from core.runs.replace import replaceable_run_note
+from core.runs.steps_plan import steps_plan
 from core.config.toml_io import to_toml
 from core.runs.launch import command_text
 from core.config.schema import TrainConfig
@@ -60,22 +64,22 @@ def test_tail_events_waits_for_a_half_written_line(tmp_path):
     a = json.dumps({"type": "start", "time": 1}) + "\n"
     b = json.dumps({"type": "step", "step": 1, "time": 2})
     f.write_text(a + b[:10])
-    events, off = runs.tail_events(f, 0)
+    events, off = tail_events(f, 0)
     assert [e["type"] for e in events] == ["start"]
     assert off == len(a.encode())
-    assert runs.tail_events(f, off) == ([], off)  # still half a line
+    assert tail_events(f, off) == ([], off)  # still half a line
     with open(f, "a") as fh:
         fh.write(b[10:] + "\n" + "not json\n" + "[1, 2]\n")
-    events, off2 = runs.tail_events(f, off)
+    events, off2 = tail_events(f, off)
     assert [e.get("step") for e in events] == [1]  # garbage lines skipped, not fatal
     assert off2 == f.stat().st_size
 
 
 def test_tail_events_missing_and_shrunk_files(tmp_path):
     f = tmp_path / "events.jsonl"
-    assert runs.tail_events(f, 0) == ([], 0)
+    assert tail_events(f, 0) == ([], 0)
     f.write_text('{"type": "start", "time": 1}\n')
-    events, off = runs.tail_events(f, 10_000)  # the file was replaced by a shorter one
+    events, off = tail_events(f, 10_000)  # the file was replaced by a shorter one
     assert len(events) == 1 and off == f.stat().st_size
 
 
@@ -222,10 +226,10 @@ def test_samples_are_labelled_by_step(tmp_path):
 
 def test_request_creates_control_files(tmp_path):
     for kind in ("stop", "sample", "save"):
-        assert runs.request(tmp_path, kind).is_file()
+        assert launch.request(tmp_path, kind).is_file()
     assert sorted(p.name for p in (tmp_path / "control").iterdir()) == ["sample", "save", "stop"]
     with pytest.raises(ValueError):
-        runs.request(tmp_path, "explode")
+        launch.request(tmp_path, "explode")
 
 
 # ------------------------------------------------------------------ steps arithmetic
@@ -243,24 +247,24 @@ def test_steps_plan_arithmetic(tmp_path):
     (root / "5_style" / "extra.WEBP").write_bytes(b"")
     (root / "5_style" / "extra.bmp").write_bytes(b"")
     cfg = TrainConfig(train_batch_size=2, max_train_epochs=10)
-    plan = runs.steps_plan(root, cfg)
+    plan = steps_plan(root, cfg)
     assert plan.images == 9 and plan.uses_per_epoch == 40 + 25
     assert plan.steps_per_epoch == 33 and plan.total_steps == 330  # ceil(65 / 2) = 33
     assert plan.problems == []
     assert "= 330 steps" in plan.text and "33 steps per epoch" in plan.text
 
-    plan = runs.steps_plan(root, TrainConfig(train_batch_size=2, gradient_accumulation_steps=3, max_train_steps=50))
+    plan = steps_plan(root, TrainConfig(train_batch_size=2, gradient_accumulation_steps=3, max_train_steps=50))
     assert plan.steps_per_epoch == 11 and plan.total_steps == 50 and plan.epochs == 5
 
     reg = make_dataset(tmp_path / "reg", {"1_dog": 100})
-    plan = runs.steps_plan(root, TrainConfig(train_batch_size=1, max_train_epochs=2, reg_data_dir=str(reg)))
+    plan = steps_plan(root, TrainConfig(train_batch_size=1, max_train_epochs=2, reg_data_dir=str(reg)))
     assert plan.reg_uses_per_epoch == 65 and plan.steps_per_epoch == 130 and plan.total_steps == 260
 
 
 def test_steps_plan_names_folders_without_repeats_prefix(tmp_path):
     root = make_dataset(tmp_path / "data", {"dogs": 3})
     (root / "loose.jpg").write_bytes(b"")
-    plan = runs.steps_plan(root, TrainConfig())
+    plan = steps_plan(root, TrainConfig())
     assert not plan.ok and plan.total_steps == 0
     msg = " ".join(plan.problems)
     assert "'dogs'" in msg and "'10_dogs'" in msg and "prefix" in msg
@@ -268,13 +272,13 @@ def test_steps_plan_names_folders_without_repeats_prefix(tmp_path):
     assert plan.text.startswith("No steps")
     # a good folder next to the bad one: steps are counted, the bad folder still reported
     make_dataset(root, {"2_cats": 5})
-    plan = runs.steps_plan(root, TrainConfig(train_batch_size=1, max_train_epochs=1))
+    plan = steps_plan(root, TrainConfig(train_batch_size=1, max_train_epochs=1))
     assert plan.total_steps == 10 and any("'dogs'" in p for p in plan.problems)
 
 
 def test_steps_plan_missing_folder(tmp_path):
-    assert runs.steps_plan("", TrainConfig()).problems == ["Training images folder is not set."]
-    assert "not found" in runs.steps_plan(tmp_path / "nope", TrainConfig()).problems[0]
+    assert steps_plan("", TrainConfig()).problems == ["Training images folder is not set."]
+    assert "not found" in steps_plan(tmp_path / "nope", TrainConfig()).problems[0]
 
 
 # ------------------------------------------------------------------ command line
@@ -285,7 +289,7 @@ def test_command_line_reproduces_the_config(tmp_path):
         network_dim=32, network_alpha=16, cache_latents=False, flip_aug=True, resolution="1024,768",
         sample_prompts=["zqx dog --n blurry --w 512", '-leading dash "quoted"'], optimizer_args=["weight_decay=0.01"],
         mixed_precision="bf16")
-    line = runs.command_line(cfg)
+    line = launch.command_line(cfg)
     assert "--no-cache_latents" in line and "--flip_aug" in line and "--network_dim=32" in line
     assert "--seed" not in line  # defaults are left out
     import shlex
@@ -294,7 +298,7 @@ def test_command_line_reproduces_the_config(tmp_path):
                          cwd=TESTS.parent)
     assert out.returncode == 0, out.stderr
     assert tomllib.loads(out.stdout) == tomllib.loads(to_toml(cfg, grouped=True))
-    assert runs.command_line(cfg, resume=True).endswith("--resume")
+    assert launch.command_line(cfg, resume=True).endswith("--resume")
 
 
 # ------------------------------------------------------------------ launching (fake trainer)
@@ -318,24 +322,25 @@ def wait_for(run_dir: Path, pred, timeout: float = 30.0) -> runs.RunInfo:
 def test_start_stop_resume_with_fake_trainer(tmp_path, fake_trainer):
     cfg = TrainConfig(output_dir=str(tmp_path / "out"), output_name="demo", max_train_steps=30,
                       sample_prompts=["zqx"], save_state_every_n_steps=5)
-    proc = runs.start_run(cfg)
+    proc = launch.start_run(cfg)
     run_dir = tmp_path / "out" / "demo"
     assert (run_dir / "config.toml").is_file()
-    assert psutil.Process(proc.pid).pid == proc.pid
+    cmdline = psutil.Process(proc.pid).cmdline()  # the process started is this run's trainer
+    assert cmdline[-3:] == ["train", "--config", str((run_dir / "config.toml").resolve())], cmdline
     if os.name != "nt":
         assert os.getsid(proc.pid) == proc.pid  # own session: survives the GUI
     with pytest.raises(runs.RunBusyError):
-        runs.start_run(cfg)
+        launch.start_run(cfg)
     wait_for(run_dir, lambda i: i.step >= 3)
-    runs.request(run_dir, "sample")
+    launch.request(run_dir, "sample")
     wait_for(run_dir, lambda i: i.samples)
-    runs.request(run_dir, "stop")
+    launch.request(run_dir, "stop")
     info = wait_for(run_dir, lambda i: i.status != "running")
     assert info.status == "stopped" and info.resumable and proc.wait(5) == 3
     stopped_at = info.step
     with pytest.raises(runs.RunExistsError):
-        runs.start_run(cfg)
-    proc = runs.start_run(cfg, resume=True)
+        launch.start_run(cfg)
+    proc = launch.start_run(cfg, resume=True)
     info = wait_for(run_dir, lambda i: i.status != "running")
     assert proc.wait(5) == 0
     assert info.status == "completed" and info.step == 30 and info.lora_path.endswith("demo.safetensors")
@@ -345,7 +350,7 @@ def test_start_stop_resume_with_fake_trainer(tmp_path, fake_trainer):
 
 def test_killed_trainer_is_interrupted_and_crash_is_failed(tmp_path, fake_trainer, monkeypatch):
     cfg = TrainConfig(output_dir=str(tmp_path / "out"), output_name="k", max_train_steps=400)
-    proc = runs.start_run(cfg)
+    proc = launch.start_run(cfg)
     run_dir = tmp_path / "out" / "k"
     wait_for(run_dir, lambda i: i.step >= 2)
     proc.kill()
@@ -354,7 +359,7 @@ def test_killed_trainer_is_interrupted_and_crash_is_failed(tmp_path, fake_traine
     assert info.status == "interrupted"
 
     monkeypatch.setenv("FAKE_CRASH_AT_STEP", "3")
-    proc = runs.start_run(cfg, overwrite=True)
+    proc = launch.start_run(cfg, overwrite=True)
     info = wait_for(run_dir, lambda i: i.status != "running")
     assert info.status == "failed" and "fake crash at step 3" in info.error_lines[0] and proc.wait(5) == 1
     assert info.step == 2  # the overwrite started from scratch
@@ -371,51 +376,51 @@ def failed_at_load(run_dir: Path, message: str = "Cannot load the base model 'no
 def test_only_a_run_that_trained_nothing_is_replaceable(tmp_path):
     d = tmp_path / "out" / "r"
     failed_at_load(d, "Cannot load the base model 'nope.safetensors'\nsecond line")
-    note = runs.replaceable_run_note(d)
+    note = replaceable_run_note(d)
     assert note == ("The previous attempt at this run failed before training (Cannot load the base model "
                     "'nope.safetensors'); starting it again.")
 
     (tmp_path / "out" / "r-000001.safetensors").write_bytes(b"x")  # a LoRA of this run beside the folder
-    assert runs.replaceable_run_note(d) is None
+    assert replaceable_run_note(d) is None
     (tmp_path / "out" / "r-000001.safetensors").unlink()
     (tmp_path / "out" / "r-v2.safetensors").write_bytes(b"x")  # another run's LoRA does not count
-    assert runs.replaceable_run_note(d) is not None
+    assert replaceable_run_note(d) is not None
     make_state(d)
-    assert runs.replaceable_run_note(d) is None
+    assert replaceable_run_note(d) is None
 
     trained = tmp_path / "out" / "t"  # failed at step 3: its steps are worth keeping
     write_status(trained, status="failed", exit_code=1, step=3, pid=dead_pid())
     write_events(trained, {"type": "start", "pid": 1, "step": 0}, *steps(1, 3),
                  {"type": "end", "status": "failed", "exit_code": 1, "message": "CUDA out of memory"})
-    assert runs.replaceable_run_note(trained) is None
+    assert replaceable_run_note(trained) is None
     completed = tmp_path / "out" / "c"
     write_status(completed, status="completed", exit_code=0, step=0, pid=dead_pid())
     write_events(completed, {"type": "start", "pid": 1, "step": 0},
                  {"type": "checkpoint", "kind": "final", "path": str(tmp_path / "out" / "c.safetensors")},
                  {"type": "end", "status": "completed", "exit_code": 0, "message": "done"})
-    assert runs.replaceable_run_note(completed) is None
+    assert replaceable_run_note(completed) is None
 
     loading = tmp_path / "out" / "l"  # no end event and its trainer is alive: still loading, not ours
     me = psutil.Process()
     write_status(loading, status="running", pid=os.getpid(), started_at=me.create_time() + 1)
     write_events(loading, {"type": "start", "pid": os.getpid(), "step": 0})
-    assert runs.replaceable_run_note(loading) is None
+    assert replaceable_run_note(loading) is None
     gone = tmp_path / "out" / "g"  # no end event, process gone (killed while loading)
     write_status(gone, status="running", pid=dead_pid())
     write_events(gone, {"type": "start", "pid": 1, "step": 0})
-    assert "ended before training (the trainer process ended without finishing)" in runs.replaceable_run_note(gone)
+    assert "ended before training (the trainer process ended without finishing)" in replaceable_run_note(gone)
 
 
 def test_run_that_failed_at_load_is_started_again_without_replace(tmp_path, fake_trainer):
     cfg = TrainConfig(output_dir=str(tmp_path / "out"), output_name="again", max_train_steps=6,
                       training_comment="fake-fail-at-load")
     run_dir = tmp_path / "out" / "again"
-    proc = runs.start_run(cfg)
+    proc = launch.start_run(cfg)
     info = wait_for(run_dir, lambda i: i.status != "running")
     assert proc.wait(5) == 2 and info.status == "failed" and info.step == 0
 
     cfg.training_comment = ""  # the setting is fixed; Start again, without ticking Replace
-    proc = runs.start_run(cfg)
+    proc = launch.start_run(cfg)
     info = wait_for(run_dir, lambda i: i.status != "running")
     assert proc.wait(5) == 0 and info.status == "completed" and info.step == 6
     log = (run_dir / "train.log").read_text()
@@ -423,25 +428,25 @@ def test_run_that_failed_at_load_is_started_again_without_replace(tmp_path, fake
     assert "fake" not in (run_dir / "config.toml").read_text().split("training_comment")[-1].split("\n")[0]
 
     with pytest.raises(runs.RunExistsError):  # a completed run stays protected
-        runs.start_run(cfg)
+        launch.start_run(cfg)
 
 
 def test_partly_trained_failed_run_is_still_protected(tmp_path, fake_trainer):
     cfg = TrainConfig(output_dir=str(tmp_path / "out"), output_name="part", max_train_steps=20,
                       training_comment="fake-crash-at-step 3")
     run_dir = tmp_path / "out" / "part"
-    proc = runs.start_run(cfg)
+    proc = launch.start_run(cfg)
     info = wait_for(run_dir, lambda i: i.status != "running")
     assert proc.wait(5) == 1 and info.status == "failed" and info.step == 2
     with pytest.raises(runs.RunExistsError):
-        runs.start_run(cfg)
-    assert runs.replaceable_run_note(run_dir) is None
+        launch.start_run(cfg)
+    assert replaceable_run_note(run_dir) is None
 
 
 def test_resume_without_state_is_refused(tmp_path, fake_trainer):
     cfg = TrainConfig(output_dir=str(tmp_path / "out"), output_name="nostate")
     with pytest.raises(FileNotFoundError):
-        runs.start_run(cfg, resume=True)
+        launch.start_run(cfg, resume=True)
 
 
 # ------------------------------------------------------------------ the real trainer
@@ -456,13 +461,13 @@ def test_real_trainer_stop_resume_complete(tiny_sd15, tiny_dataset, tmp_path, mo
     cfg = presets.apply_preset(presets.find_preset("Demo (CPU)"), base)
     cfg.max_train_steps, cfg.save_state_every_n_steps = 8, 2
     run_dir = tmp_path / "out" / "real"
-    proc = runs.start_run(cfg)
+    proc = launch.start_run(cfg)
     wait_for(run_dir, lambda i: i.step >= 2, timeout=300)  # generous: 2 shared CPU cores can be very slow
-    runs.request(run_dir, "stop")
+    launch.request(run_dir, "stop")
     info = wait_for(run_dir, lambda i: i.status != "running", timeout=120)
     assert info.status == "stopped" and info.resumable and proc.wait(10) == 3, info
     assert info.step < 8
-    proc = runs.start_run(cfg, resume=True)
+    proc = launch.start_run(cfg, resume=True)
     info = wait_for(run_dir, lambda i: i.status != "running", timeout=300)
     assert proc.wait(10) == 0 and info.status == "completed", info
     assert info.step == info.total_steps and Path(info.lora_path).is_file()
@@ -488,7 +493,7 @@ def test_request_made_while_the_trainer_loads_survives_its_start(tmp_path):
     d.mkdir()
     (d / runs.LAUNCH_FILE).write_text(json.dumps({"pid": os.getpid(), "started_at": time.time() - 1}))
     assert runs.read_run(d).status == "running"
-    runs.request(d, "stop")
+    launch.request(d, "stop")
     assert json.loads((d / runs.LAUNCH_FILE).read_text())["pending_requests"] == ["stop"]
     (d / "control" / "stop").unlink()  # the trainer clears control/ when it takes the folder ...
     write_events(d, {"type": "start", "pid": os.getpid(), "resumed": False, "step": 0}, t0=time.time())

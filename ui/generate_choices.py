@@ -130,7 +130,7 @@ def base_family(model: str) -> str | None:
 
 # --------------------------------------------------------------------------- LoRA choices
 def lora_choices(settings: Any, ctx: Any, family: str | None) -> tuple[list[tuple[str, str]], list[Any]]:
-    from core.generation.engine import list_loras
+    from core.generation.lora_files import list_loras
 
     infos = list_loras(_lora_dirs(settings, ctx), family)
     return [(i.label, i.path) for i in infos], infos
@@ -138,7 +138,7 @@ def lora_choices(settings: Any, ctx: Any, family: str | None) -> tuple[list[tupl
 
 def lora_notes(paths: list[str], family: str | None) -> str:
     """Markdown under the LoRA pickers: trigger words to put in the prompt, family warnings."""
-    from core.generation.engine import family_warning, read_lora_info
+    from core.generation.lora_files import family_warning, read_lora_info
 
     lines = []
     for path in paths:

@@ -21,7 +21,7 @@ import gradio as gr
 from core.generation.samplers import A1111_NAMES, SAMPLERS
 from core.models.choose import is_schnell
 
-from .generate_choices import (_SIZES_SEEN, _generated_dir, _lora_dirs, _setting, base_family,  # noqa: F401
+from .generate_choices import (_SIZES_SEEN, _generated_dir, _lora_dirs, _setting, base_family,
                                lora_choices, lora_notes, model_choices, model_label, native_size,
                                newest_run_base_model)
 from .tools_view import generate_lora_info
@@ -82,7 +82,7 @@ def _error(message: str) -> gr.Error:
 
 
 def _user_error(e: Exception) -> gr.Error:
-    from core.generation.engine import GenerateError
+    from core.generation.lora_files import GenerateError
 
     known = (GenerateError, ValueError, FileNotFoundError)
     if isinstance(e, known):
@@ -265,7 +265,7 @@ def build(settings: Any, ctx: Any = None) -> None:
                 *(gr.Slider(value=1.0) for _ in range(LORA_SLOTS)), "", *_row_visibility([None] * LORA_SLOTS)]
 
     def newest_epochs(model):
-        from core.generation.engine import list_loras
+        from core.generation.lora_files import list_loras
 
         infos = list_loras(_lora_dirs(settings, ctx), base_family(model))
         if not infos:

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .recipes import FAMILIES, a, family_of, subject_of
+from .recipes import FAMILIES, a, subject_of
 from .schema import TrainConfig
 from .suggest import uses_range
 

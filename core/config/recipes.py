@@ -2,12 +2,12 @@
 
 Three layers, each value with the reason / source it is shown with (the GUI's guided start and `suggest` print
 them): per-family base values, per-subject changes (rank, mirroring, how long to train) and per-VRAM-tier memory
-settings. Sources are the peer figures collected in shared/docs/presets-and-scoring.md ("B1", "B2") and
-shared/docs/flux.md section 3; where no peer publishes a figure the reason says "our choice". Nothing here
+settings. Sources are peers' published presets and guides (kohya_ss, sd-scripts, OneTrainer, ai-toolkit, FluxGym,
+EasyPhoto), each named in the reason of the value it gave; where no peer publishes a figure the reason says "our
+choice". Nothing here
 imports torch: core/config/suggest.py combines the layers and checks each cell with the VRAM estimate.
 
-Learning rates transfer between presets only at the same LoRA scale alpha/rank (presets-and-scoring.md, first
-line): each family has one reference (LR at a scale, from a named peer preset) and every cell's LR is that LR times
+Learning rates transfer between presets only at the same LoRA scale alpha/rank: each family has one reference (LR at a scale, from a named peer preset) and every cell's LR is that LR times
 reference_scale / its own scale. Prodigy sets its own step size, so its LR is 1 (Prodigy README).
 """
 from __future__ import annotations

@@ -15,7 +15,6 @@ from ..config.schema import TrainConfig
 from .coerce import blank, off, same
 from .keys import (FLUX_LOW_VRAM, FLUX_PART_DIMS, FLUX_SD3, FLUX_SD3_PREFIXES, GUI_DEFAULTS, GUI_FLUX_DEFAULTS,
                    SD_SCRIPTS_FLUX_DEFAULTS)
-from .reasons import REASONS
 from .report import fmt
 
 if TYPE_CHECKING:

@@ -80,9 +80,6 @@ class Report:
     def usable(self) -> list[ImageFile]:
         return [im for im in self.images if im.usable]
 
-    def problems_of(self, rel: str) -> list[Problem]:
-        return [p for p in self.problems if p.file == rel]
-
     def summary(self) -> str:
         left_out = sorted({p.file for p in self.problems if p.severity == "error"})
         notes = [p for p in self.problems if p.severity != "error"]

@@ -28,8 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
 from .grid_image import draw_grid
-from .lora_files import (FAMILY_TITLES, GenerateError, LoraInfo, family_warning, list_loras,  # noqa: F401
-                         merge_loras, parse_lora_tags, read_lora_info, resolve_lora_name)
+from .lora_files import GenerateError, family_warning, merge_loras, parse_lora_tags, read_lora_info
 from .samplers import SAMPLERS, a1111_parameters, save_png
 
 Progress = Callable[[float, str], None]

@@ -6,7 +6,6 @@ peft's `lora_alpha / r`, so the file applies the change that was trained.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable
 
@@ -86,7 +85,3 @@ def model_hash(tensors: dict[str, torch.Tensor]) -> str:
     data = save(tensors)
     header_len = int.from_bytes(data[:8], "little")
     return hashlib.sha256(data[8 + header_len:]).hexdigest()
-
-
-def json_meta(value) -> str:
-    return json.dumps(value, ensure_ascii=False)

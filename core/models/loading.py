@@ -31,14 +31,6 @@ class ModelLoadError(ValueError):
     """The base model could not be loaded; the message says why and what to do."""
 
 
-def get_family(name: str) -> ModelFamily:
-    try:
-        return FAMILIES[name]
-    except KeyError:
-        raise ModelLoadError(
-            f"Model family '{name}' is not supported. Supported: {', '.join(FAMILIES)}.") from None
-
-
 def source_kind(model: str) -> str:
     """'folder', 'file' or 'hub' for what the user typed."""
     if not model:

@@ -1,7 +1,6 @@
 """Stable Diffusion 1.x and 2.x: one CLIP text encoder, no extra conditioning."""
 from __future__ import annotations
 
-import torch
 
 from .base import Components, ModelFamily, TextCond
 from .ddpm import UNetFamily

@@ -27,7 +27,7 @@ import psutil
 
 from ..config.toml_io import atomic_write_text
 from ..config.schema import TrainConfig
-from .events import EventLog, _as_float, _as_int, tail_events  # noqa: F401 (the GUI and tests read them here)
+from .events import EventLog, _as_float, _as_int
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TRAINER_CMD_ENV = "LW_TRAINER_CMD"
@@ -352,17 +352,5 @@ def _deliver_pending_requests(run_dir: Path, launch: dict[str, Any]) -> None:
 
 
 # Launching, control requests and the command line live in core/runs/launch.py, the steps arithmetic in
-# core/runs/steps_plan.py, the rule for replacing a run that trained nothing in core/runs/replace.py. The GUI and the tests reach them as reader.X too: resolved on first use (launch.py
-# imports this module, so a plain import here would be circular).
-_MOVED = {name: "launch" for name in ("command_args", "command_line", "command_text", "request", "start_run",
-                                       "trainer_command")}
-_MOVED.update({name: "steps_plan" for name in ("ConceptFolder", "StepsPlan", "scan_concepts", "steps_plan")})
-_MOVED["replaceable_run_note"] = "replace"
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        import importlib
-
-        return getattr(importlib.import_module(f".{_MOVED[name]}", __package__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# core/runs/steps_plan.py, the rule for replacing a run that trained nothing in core/runs/replace.py, reading
+# events.jsonl in core/runs/events.py.

@@ -5,7 +5,8 @@ import os
 import re
 from pathlib import Path
 
-from .reader import EventLog, _as_float, _as_int, _read_json, has_state, pid_alive
+from .events import EventLog, _as_float, _as_int
+from .reader import _read_json, has_state, pid_alive
 
 
 def _lora_files(run_dir: Path) -> list[Path]:

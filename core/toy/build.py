@@ -438,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     # OpenMP threads spin a long time while they wait (300000 turns by default): on a busy machine that makes
     # 2 threads 3-10x slower than 1. A short spin keeps the idle-machine speed. Set before torch is imported.
     os.environ.setdefault("GOMP_SPINCOUNT", "20000")
-    from ..train.trainer import quiet_libraries
+    from ..train.process import quiet_libraries
 
     quiet_libraries()
     try:

@@ -48,7 +48,7 @@ class CheckpointMixin:
             return
         lora = {f"{k}.{n}": t for k, m in models.items() for n, t in net.peft_state_dict(m).items()}
         opt = self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer
-        epoch, batch = getattr(self, "position", (0, 0))
+        epoch, batch = self.position
         info = {"global_step": self.global_step, "epoch": epoch, "batch": batch, "total_steps": self.total_steps,
                 "losses": losses[-2000:], "started_at": self.started_at}
         opt_sd = opt.state_dict()

@@ -1,4 +1,5 @@
-"""The training loop: SD1.5 / SDXL LoRA training, headless, with events, samples and resume."""
+"""The training loop, the same for every model family (core/models: SD1.5, SDXL, Flux.1): headless, with events,
+samples, resume, and a plain message for every way it can end."""
 from __future__ import annotations
 
 import math
@@ -29,7 +30,7 @@ from .memory_advice import out_of_memory_message
 from .state import RESUME_AFTER_FREEING
 from .memory import move as _move, place_text_encoders, setup_denoiser
 from .rundir import RunDir
-from .process import allocator_note, keep_freed_memory_for_reuse, process_start_time, quiet_libraries, skip_bitsandbytes, skip_triton  # noqa: F401 (cli, toy import them here)
+from .process import allocator_note, keep_freed_memory_for_reuse, quiet_libraries
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 3
 USER_ERRORS = (ConfigError, DatasetError, ModelLoadError, OptimizerError, ValueError, FileNotFoundError)
@@ -46,6 +47,7 @@ class Trainer(CacheMixin, CheckpointMixin):
         self.owns_run = False  # set once this process has taken the run folder; never write into someone else's
         self.global_step = 0
         self.started_at = time.time()
+        self.position = (0, 0)  # (epoch, batch) reached: saved with the state, restored on resume
         self.phase = "starting"  # what an out-of-memory or disk-full message says the run was doing
         self.save_sizes = (0, 0)  # bytes of the last LoRA file and training state written
         self.space_warned = False

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
 
 from .common import Progress, Summary, Ticker, check_output
 from .flux_bfl import place, row_range, swap_halves

@@ -105,7 +105,7 @@ def merge_loras(items: list, out: str | Path, *, rank: int | None = None, fmt: s
                  "modelspec.title": outp.stem, "ss_output_name": outp.stem})
     meta.pop("ss_network_args", None) if rank else None
     written = write_lora(outp, result, table, fmt, dtype, meta)
-    how = (f"ranks stacked, exact" if rank is None else
+    how = ("ranks stacked, exact" if rank is None else
            f"re-factored to rank {rank} by SVD, mean retained {sum(fractions.values()) / max(len(fractions), 1):.4f}")
     strengths = " + ".join(f"{s:g} x {Path(p).name}" for p, s in pairs)
     summary = Summary("Merge", str(outp), written=written, notes=[
