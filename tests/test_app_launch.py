@@ -18,6 +18,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 import app  # noqa: E402
+from gui_server import stop_process  # noqa: E402
 
 
 def _args(*argv: str) -> argparse.Namespace:
@@ -79,11 +80,7 @@ def test_run_sh_takes_the_next_free_port_and_opens_the_page_once_it_answers(tmp_
             time.sleep(0.2)
         assert opened.read_text().split() == [url]  # opened once, at the page that answers
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc, 15)
         taken.close()
 
 
