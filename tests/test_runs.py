@@ -503,3 +503,24 @@ def test_request_made_while_the_trainer_loads_survives_its_start(tmp_path):
     (d / "control" / "stop").unlink()  # taken by the trainer: not made a third time
     runs.read_run(d)
     assert not (d / "control" / "stop").exists()
+
+
+def test_a_run_started_again_is_seen_even_when_its_file_keeps_the_inode(tmp_path):
+    """A new events.jsonl can get the inode number of the one it replaced, and soon outgrows it: the reader
+    still sees the new attempt (its first bytes differ), not the old one's end."""
+    from core.runs.events import EventLog
+
+    f = tmp_path / "events.jsonl"
+    old = [{"type": "start", "time": 1.0, "pid": 1}, {"type": "end", "time": 2.0, "status": "failed", "exit_code": 2}]
+    f.write_text("".join(json.dumps(e) + "\n" for e in old))
+    log = EventLog(f)
+    log.update()
+    assert log.end["status"] == "failed"
+    ino = f.stat().st_ino
+    new = [{"type": "start", "time": 5.0, "pid": 2}] + [{"type": "step", "time": 5.0 + i, "step": i,
+                                                         "loss": 0.1} for i in range(1, 6)]
+    with open(f, "w") as out:  # the same inode, rewritten longer than what was read
+        out.write("".join(json.dumps(e) + "\n" for e in new))
+    assert f.stat().st_ino == ino
+    log.update()
+    assert log.end is None and log.last_start["pid"] == 2 and log.last_step["step"] == 5

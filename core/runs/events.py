@@ -58,6 +58,14 @@ def tail_events(path: str | os.PathLike, offset: int = 0) -> tuple[list[dict[str
     return events, offset + end + 1
 
 
+def _head(path: Path, n: int) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(n)
+    except OSError:
+        return b""
+
+
 class EventLog:
     """What the events of one run say so far, updated incrementally with :meth:`update`.
 
@@ -73,6 +81,7 @@ class EventLog:
     def reset(self) -> None:
         self.offset = 0
         self.ident: tuple[int, int] | None = None  # (device, inode) of the file read so far
+        self.head = b""  # its first bytes: a new file can get the inode number of the one it replaced
         self.count = 0
         self.first_time: float | None = None
         self.last_start: dict[str, Any] | None = None
@@ -104,10 +113,13 @@ class EventLog:
             size, ident = 0, None
         # The file was replaced (the run started again): shorter than what was read, or another file
         # altogether (a new events.jsonl soon outgrows a short one, e.g. of an attempt that failed loading).
-        if size < self.offset or (ident is not None and self.ident is not None and ident != self.ident):
+        if size < self.offset or (ident is not None and self.ident is not None and ident != self.ident) \
+                or (self.head and _head(self.path, len(self.head)) != self.head):
             self.reset()
         self.ident = ident
         events, self.offset = tail_events(self.path, self.offset)
+        if not self.head and self.offset:
+            self.head = _head(self.path, min(self.offset, 64))
         for ev in events:
             self.apply(ev)
         return events
