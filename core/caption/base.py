@@ -221,3 +221,21 @@ def all_options() -> dict[str, tuple[Option, dict[str, Any]]]:
         for o in cls.options:
             out.setdefault(o.name, (o, {}))[1][cls.title] = o.default
     return out
+
+
+def transformers_names(*names: str) -> tuple:
+    """transformers' classes by name. transformers imports its names lazily, and while another thread of the GUI
+    is importing it too, a name can be missing for a moment ("cannot import name ... from 'transformers'"): that is
+    asked again, a few times, before it counts as missing (an older transformers)."""
+    import importlib
+    import time
+
+    for attempt in range(4):
+        try:
+            module = importlib.import_module("transformers")
+            return tuple(getattr(module, n) for n in names)
+        except (ImportError, AttributeError, RuntimeError) as e:  # RuntimeError: the lazy loader's own
+            if attempt == 3:
+                raise ImportError(str(e)) from e
+            time.sleep(0.5)
+    raise AssertionError("unreachable")

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import json
 
-from .base import BEAMS_OPTION, CaptionError, Option, TransformersCaptioner, max_length_option, register
+from .base import (BEAMS_OPTION, CaptionError, Option, TransformersCaptioner, max_length_option, register,
+                   transformers_names)
 
 TASKS = {"brief": "<CAPTION>", "detailed": "<DETAILED_CAPTION>", "more-detailed": "<MORE_DETAILED_CAPTION>"}
 
@@ -29,7 +30,8 @@ class Florence2(TransformersCaptioner):
 
     def load(self, progress=None) -> None:
         try:
-            from transformers import AutoProcessor, Florence2ForConditionalGeneration
+            AutoProcessor, Florence2ForConditionalGeneration = transformers_names(
+                "AutoProcessor", "Florence2ForConditionalGeneration")
         except ImportError as e:
             raise CaptionError("This transformers has no Florence-2 support: update it (transformers 5 or newer, "
                                f"run the installer again). The import said: {e}") from None
