@@ -22,6 +22,17 @@ EXIT_BUG = 70           # EX_SOFTWARE
 EXIT_INTERRUPTED = 130
 
 
+def free_bytes(folder: str | os.PathLike) -> int:
+    """Free bytes on the drive of folder (or its nearest existing parent); very large when it cannot be told."""
+    p = Path(folder)
+    for candidate in (p, *p.parents):
+        try:
+            return shutil.disk_usage(candidate).free
+        except OSError:
+            continue
+    return 1 << 62
+
+
 def free_space_text(path: str | os.PathLike) -> str:
     """'12.3 GB free' on the drive of path (or its nearest existing parent); '' when it cannot be told."""
     p = Path(path)

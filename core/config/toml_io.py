@@ -12,6 +12,7 @@ from typing import Any, Iterable
 import tomli_w
 from pydantic import ValidationError
 
+from ..failures import free_bytes
 from .fields import field_meta
 from .schema import GROUPS, TrainConfig
 
@@ -133,15 +134,6 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 CHECK_ROOM_FROM = 1 << 20  # writes from 1 MB on (LoRA files, prepared images) check the free space first
 ROOM_MARGIN = 16 << 20
-
-
-def free_bytes(folder: Path) -> int:
-    import shutil
-
-    try:
-        return shutil.disk_usage(folder).free
-    except OSError:
-        return 1 << 62
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

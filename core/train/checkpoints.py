@@ -9,8 +9,8 @@ import torch
 from ..lora import network as net
 from ..lora.kohya_format import SAVE_DTYPES, model_hash, save_lora
 from ..lora.metadata import build_metadata, source_hashes
-from ..failures import free_space_text, size_text
-from .state import free_bytes, load_state, save_state, state_bytes
+from ..failures import free_bytes, free_space_text, size_text
+from .state import load_state, save_state, state_bytes
 
 
 class TrainingFailed(Exception):

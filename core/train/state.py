@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from ..failures import DiskFull, free_bytes, is_disk_full
+
 
 def _usable(d: Path) -> bool:
     return (d / "trainer.json").is_file() and (d / "lora.safetensors").is_file()
@@ -48,7 +50,6 @@ def save_state(state_dir: Path, lora: dict[str, torch.Tensor], optimizer: dict, 
     drive has less, or fills up while writing, nothing is swapped, state.new/ is removed and DiskFull says so."""
     from safetensors.torch import save_file
 
-    from ..failures import DiskFull, is_disk_full
 
     new = state_dir.with_name(state_dir.name + ".new")
     old = state_dir.with_name(state_dir.name + ".old")
@@ -73,16 +74,6 @@ def save_state(state_dir: Path, lora: dict[str, torch.Tensor], optimizer: dict, 
         state_dir.rename(old)
     new.rename(state_dir)
     shutil.rmtree(old, ignore_errors=True)
-
-
-def free_bytes(folder: Path) -> int:
-    """Free bytes on the drive of folder (or its nearest existing parent); very large when it cannot be told."""
-    for p in (folder, *folder.parents):
-        try:
-            return shutil.disk_usage(p).free
-        except OSError:
-            continue
-    return 1 << 62
 
 
 def load_state(state_dir: Path) -> tuple[dict[str, torch.Tensor], dict, dict, dict[str, Any]]:
