@@ -102,6 +102,7 @@ SUBCOMMANDS = [
     ("lora", ".lora.tools.cli", "LoRA tools: inspect, check against a base model, merge, resize, extract, convert."),
     ("estimate", ".estimate.cli", "Estimate the peak VRAM of a config and what to change to fit your GPU."),
     ("suggest", ".config.suggest_cli", "Suggest a starting config for your GPU's VRAM, image count and subject."),
+    ("queue", ".runs.queue_cli", "The run queue: add trainings that start one after another; list, reorder, remove."),
 ]
 
 

@@ -11,6 +11,12 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The run queue of the tests (GUI servers and CLI runs they start inherit it): never the project's queue/ folder.
+# Tests of the queue itself set their own.
+if "LW_QUEUE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["LW_QUEUE_DIR"] = tempfile.mkdtemp(prefix="lw-test-queue-")
 
 _TESTS_DIR = Path(__file__).resolve().parent
 for _p in (str(_TESTS_DIR), str(_TESTS_DIR.parent)):
@@ -46,6 +52,19 @@ try:  # browser tests: the CI machine has 2 cores, so a page can take longer tha
     _expect.set_options(timeout=30_000)
 except ImportError:  # pragma: no cover
     pass
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Debian chromium for every GUI test module (each test opens its own pages)."""
+    from gui_server import CHROMIUM, CHROMIUM_ARGS, playwright_api
+
+    if playwright_api is None or not Path(CHROMIUM).exists():
+        pytest.skip("needs the playwright package and Debian chromium (/usr/bin/chromium)")
+    with playwright_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
 
 
 @pytest.fixture

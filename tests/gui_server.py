@@ -13,6 +13,14 @@ from pathlib import Path
 from typing import Iterator
 
 REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+try:
+    from playwright import sync_api as playwright_api
+except ImportError:  # the browser tests skip; the others still run
+    playwright_api = None
 
 
 @contextmanager

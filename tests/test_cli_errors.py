@@ -32,9 +32,11 @@ def bad(tmp_path_factory) -> dict[str, str]:
                "model.diffusion_model.out.2.weight": torch.zeros(3, 7, 3, 3)}, str(d / "odd.safetensors"))
     (d / "bad.toml").write_text("this = = not toml")
     (d / "empty").mkdir()
+    (d / "queue").mkdir()
+    (d / "queue" / "queue.json").write_text("{ this is not json")
     return {k: str(d / v) for k, v in {"txt": "notes.txt", "fake": "fake.safetensors", "good": "good.safetensors",
                                          "trunc": "trunc.safetensors", "odd": "odd.safetensors", "toml": "bad.toml",
-                                         "empty": "empty", "out": "out.safetensors"}.items()} | {
+                                         "empty": "empty", "out": "out.safetensors", "queue": "queue"}.items()} | {
         "missing": str(d / "missing" / "x.safetensors")}
 
 
@@ -77,6 +79,15 @@ CASES = [
     ("suggest --family sd15 --vram -8", "--vram"),
     ("suggest --family sd15 --vram 8 --images -3", "--images"),
     ("suggest --family sd15 --vram 8 --data {missing}", "x.safetensors"),
+    ("queue add --config {toml}", "bad.toml"),
+    ("queue add --config {missing}", "x.safetensors"),
+    ("queue list", "queue.json"),  # LW_QUEUE_DIR holds a broken queue.json in these cases
+    ("queue remove 1", "queue.json"),
+    ("queue move 1 --to -3", "--to"),
+    ("queue move 1 --up", "queue.json"),
+    ("queue stop 1", "queue.json"),
+    ("queue clear", "queue.json"),
+    ("queue work", "queue.json"),
 ]
 
 
@@ -84,6 +95,7 @@ CASES = [
 def test_bad_input_gets_a_message_not_a_traceback(bad, capsys, monkeypatch, tmp_path, argv, named):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("LW_LOGS", str(tmp_path / "logs"))
+    monkeypatch.setenv("LW_QUEUE_DIR", bad["queue"])
     monkeypatch.chdir(tmp_path)
     args = [a.format(**bad) for a in argv.split()]
     try:
@@ -112,7 +124,7 @@ def test_every_subcommand_is_in_the_sweep():
         for name, sp in subs[0].choices.items():
             yield from leaves(sp, prefix + [name])
 
-    swept = {" ".join(c[0].split()[:2]) if c[0].split()[0] in ("dataset", "lora") else c[0].split()[0]
+    swept = {" ".join(c[0].split()[:2]) if c[0].split()[0] in ("dataset", "lora", "queue") else c[0].split()[0]
              for c in CASES}
     missing = set(leaves(build_parser(), [])) - swept - {"config-reference", "doctor"}  # these take no input
     assert not missing, f"add bad-input cases for: {sorted(missing)}"

@@ -100,9 +100,11 @@ def test_guided_start_on_a_gpu_fills_values_that_fit(tmp_path):
     data = dataset(tmp_path / "data", 25)
     g = guided_start("person", "", "sdxl", str(data), "auto", Gpu("NVIDIA GeForce RTX 3060", 12.0))
     assert g.ok and g.family == "sdxl" and g.vram_gb == 12.0
-    assert g.values["train_data_dir"] == str(data) and g.values["max_train_steps"] == 25 * 150
+    # 2 of the 25 images are held out for the validation loss: the steps count the 23 that train
+    assert g.values["train_data_dir"] == str(data) and g.values["max_train_steps"] == 23 * 150
+    assert g.values["validation_split"] == 2
     assert g.headline.startswith("Filled in for SDXL, character / person, 12 GB, detected (NVIDIA GeForce RTX 3060), "
-                                 "25 images: 3750 steps, estimated peak")
+                                 "25 images: 3450 steps, estimated peak")
     assert estimate(validate(g.values), "sdxl").peak_vram_gb <= 12
     by_hand = guided_start("style", "", "flux", str(data), "16", Gpu("NVIDIA GeForce RTX 3060", 12.0))
     assert by_hand.ok and by_hand.vram_gb == 16 and "chosen by hand" in by_hand.headline

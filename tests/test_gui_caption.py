@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from gui_server import ml_modules_imported_by, running_app
-from test_gui_training import browser, free_port, playwright_api, shot  # noqa: F401,F811 (browser: a fixture)
+from test_gui_training import free_port, playwright_api, shot
 from tiny_captioners import make_images, make_tiny_wd14
 
 REPO = Path(__file__).resolve().parent.parent

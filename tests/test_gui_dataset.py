@@ -16,7 +16,7 @@ import pytest
 
 from dataset_corpus import make_corpus
 from gui_server import running_app, tab_page
-from test_gui_training import browser, free_port, playwright_api, shot  # noqa: F401,F811 (browser: a fixture)
+from test_gui_training import free_port, playwright_api, shot
 
 REPO = Path(__file__).resolve().parent.parent
 UPLOAD = ["good.png", "good.txt", "rotated.jpg", "rotated.txt", "cmyk.jpg", "notes.png", "small.png",

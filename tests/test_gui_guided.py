@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from test_gui_training import REPO, app, browser, field, fill, page, shot  # noqa: F401 (pytest fixtures)
+from test_gui_training import REPO, app, field, fill, page, shot  # noqa: F401 (pytest fixtures)
 from test_gui_training import playwright_api
 
 if playwright_api is not None:

@@ -21,19 +21,12 @@ from pathlib import Path
 import psutil
 import pytest
 
-from gui_server import running_app
+from gui_server import CHROMIUM, CHROMIUM_ARGS, playwright_api, running_app  # noqa: F401 (imported from here)
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-
-try:
-    from playwright import sync_api as playwright_api
+if playwright_api is not None:
     expect = playwright_api.expect
-except ImportError:  # the browser tests skip; the others still run
-    playwright_api = None
 
 
 def fake_trainer_command() -> str:
@@ -109,16 +102,6 @@ def app(tmp_path_factory):
                 p.kill()
         except (psutil.Error, TypeError):
             pass
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if playwright_api is None or not Path(CHROMIUM).exists():
-        pytest.skip("needs the playwright package and Debian chromium (/usr/bin/chromium)")
-    with playwright_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture
@@ -275,6 +258,21 @@ def test_run_progresses_makes_samples_and_completes(page, app):
     page.wait_for_timeout(1500)
     shot(page, "run_completed.png")
     assert (app["root"] / "out" / "run_ok.safetensors").is_file()
+
+
+def test_validation_split_shows_its_curve_and_names_the_best_file(page, app):
+    setup_run(page, app, "run_val", batch=2, epochs=2)
+    fill(page, "validation_split", 1)  # one of the 4 images held out: 3 x 10 repeats / batch 2 = 15 steps per epoch
+    expect(page.locator("#plan-box")).to_contain_text("1 held out for validation")
+    expect(page.locator("#plan-box")).to_contain_text("30 steps")
+    start(page, "run_val")
+    expect(page.locator("#progress")).to_contain_text("Completed", timeout=60_000)
+    expect(page.locator("#progress")).to_contain_text("Best file")
+    expect(page.locator("#progress")).to_contain_text("run_val.safetensors")
+    # the validation curve is drawn, in its own colour, over the training loss
+    expect(page.locator("#loss-plot path[stroke='#ea580c']").first).to_be_attached()
+    page.wait_for_timeout(1000)
+    shot(page, "run_validation.png")
 
 
 def _get(url: str, host: str | None = None) -> tuple[int, bytes]:

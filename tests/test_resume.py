@@ -185,7 +185,24 @@ def sigkill_then_resume(model: Path, data: Path, tmp_path: Path, **options) -> P
 
 
 def test_sigkill_then_resume_with_noise_options_is_bit_identical(tiny_sd15, tiny_dataset, tmp_path):
-    out = sigkill_then_resume(tiny_sd15, tiny_dataset, tmp_path, **NOISE_OPTIONS)
-    ta, tb = load_file(out / "lora.safetensors"), load_file(tmp_path / "reference" / "lora.safetensors")
+    """With every noise option, one image held out for the validation loss and a LoRA every 4 steps: the resumed
+    LoRA is bit-identical; the resumed run holds out the same image, measures the same validation losses at the
+    same steps and picks the same best file (its history before the kill comes back from the saved state)."""
+    out = sigkill_then_resume(tiny_sd15, tiny_dataset, tmp_path, **NOISE_OPTIONS, validation_split=1,
+                              save_every_n_steps=4)
+    ref = tmp_path / "reference"
+    ta, tb = load_file(out / "lora.safetensors"), load_file(ref / "lora.safetensors")
     assert ta.keys() == tb.keys()
     assert all(torch.equal(ta[k], tb[k]) for k in ta), "the resumed LoRA is not bit-identical"
+
+    def losses(folder: Path) -> dict[int, float]:
+        return {e["step"]: e["loss"] for e in _events(folder) if e["type"] == "validation"}
+
+    assert losses(out) == losses(ref) and sorted(losses(ref)) == [0, 4, 8, 12, 16]
+    assert (out / "lora" / "validation.json").read_text() == (ref / "lora" / "validation.json").read_text()
+    end, ref_end = _events(out)[-1], _events(ref)[-1]
+    assert Path(end["best"]["path"]).name == Path(ref_end["best"]["path"]).name
+    assert end["best"]["loss"] == ref_end["best"]["loss"]
+    history = json.loads((out / "lora" / "state" / "trainer.json").read_text())["validation"]["history"]
+    assert [h["step"] for h in history] == [0, 4, 8, 12, 16]  # the steps before the kill came back with the state
+

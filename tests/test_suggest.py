@@ -128,7 +128,13 @@ def test_cli_json_text_nothing_fits_and_bad_input(tmp_path):
     data = json.loads(r.stdout)
     assert set(data["config"]) <= set(TrainConfig.model_fields)
     assert data["fits"] is True and data["peak_vram_gb"] <= 12 and data["family"] == "sdxl"
-    assert data["config"]["max_train_steps"] == 25 * 150 and data["reasons"]
+    # 2 of the 25 images are held out for the validation loss; the steps count the 23 that train
+    assert data["config"]["validation_split"] == 2 and data["config"]["max_train_steps"] == 23 * 150
+    assert any(r.startswith("validation_split = 2:") for r in data["reasons"])
+    r = run_cli("suggest", "--family", "sd15", "--vram", "8", "--images", "10", "--subject", "person", "--json")
+    few = json.loads(r.stdout)
+    assert "validation_split" not in few["config"] and few["config"]["max_train_steps"] == 10 * 150
+    assert any(r.startswith("validation_split = 0: with 10 images") for r in few["reasons"])
     out = tmp_path / "run.toml"
     r = run_cli("suggest", "--family", "flux", "--vram", "16", "--images", "30", "--subject", "style", "--out", str(out))
     assert r.returncode == 0, r.stderr

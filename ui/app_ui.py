@@ -38,6 +38,7 @@ CSS = """
 .lw-warn { color: #b45309; margin-top: 6px; }
 .lw-err { color: #b91c1c; margin-top: 6px; }
 .lw-note { margin-top: 6px; }
+.lw-best { margin-top: 6px; color: #9a3412; }
 .lw-errlines { white-space: pre-wrap; font-size: 0.8rem; max-height: 16rem; overflow: auto; margin-top: 6px;
                padding: 6px 8px; border-radius: 6px; background: var(--background-fill-primary); }
 .lw-errors { border: 1px solid #b91c1c; border-radius: 8px; padding: 8px 12px; color: #b91c1c; }

@@ -99,6 +99,8 @@ def progress_html(info: RunInfo | None) -> str:
                         "continues from it.</div>")
         if info.error_lines:
             body.append('<pre class="lw-errlines">' + esc("\n".join(info.error_lines[-15:])) + "</pre>")
+    if info.status in ("running", "completed", "stopped", "interrupted"):
+        body.append(best_html(info))
     if info.warnings and info.status in ("running", "completed", "stopped"):
         body.append('<details class="lw-warnings"><summary>' + f"{len(info.warnings)} warning(s)</summary><ul>"
                     + "".join(f"<li>{esc(w)}</li>" for w in info.warnings[-5:]) + "</ul></details>")
@@ -114,8 +116,9 @@ def progress_html(info: RunInfo | None) -> str:
 
 
 def loss_rows(info: RunInfo | None, max_points: int = 600) -> list[dict]:
-    """Rows (step, loss, series) for the loss plot: raw loss and its running average, thinned out."""
-    if info is None or not info.losses:
+    """Rows (step, loss, series) for the loss plot: raw loss and its running average, thinned out, and the
+    validation loss (every evaluation: few points)."""
+    if info is None or not (info.losses or info.val_losses):
         return []
     pts = info.losses
     if len(pts) > max_points:
@@ -123,7 +126,32 @@ def loss_rows(info: RunInfo | None, max_points: int = 600) -> list[dict]:
         pts = [pts[int(i * stride)] for i in range(max_points)] + [pts[-1]]
     rows = [{"step": s, "loss": l, "series": "loss"} for s, l, _ in pts]
     rows += [{"step": s, "loss": a, "series": "average"} for s, _, a in pts]
+    rows += [{"step": s, "loss": v, "series": "validation"} for s, v in info.val_losses]
+    # Every series is in every frame (an empty one as a point without a value, which the plot leaves out): the plot
+    # keeps the series of the first frame it drew, for any run shown later, and draws no series added after it.
+    series = ("loss", "average", "validation")
+    have = {r["series"] for r in rows}
+    rows += [{"step": rows[0]["step"], "loss": None, "series": s} for s in series if s not in have]
     return rows
+
+
+def best_html(info: RunInfo) -> str:
+    """The saved file with the lowest validation loss, and the latest validation loss while running."""
+    if not info.val_losses:
+        return ""
+    best = info.best
+    parts = []
+    if best and best.get("path"):
+        word = "Best file" if info.finished else "Best file so far"
+        parts.append(f'{word}: <code>{esc(best["path"])}</code> (epoch {esc(best.get("epoch"))}, validation loss '
+                     f'{float(best["loss"]):.5f})')
+    step, loss = info.val_losses[-1]
+    first = info.val_losses[0]
+    held = f" on {info.validation_images} image(s)" if info.validation_images else ""
+    parts.append(f"validation loss{held} {loss:.5f} at step {step}"
+                 + (f" (base model: {first[1]:.5f})" if first[0] == 0 and step != 0 else ""))
+    return f'<div class="lw-best">{" · ".join(parts)}</div>'
+
 
 
 def log_text(info: RunInfo | None, lines: int = 40) -> str:

@@ -21,7 +21,7 @@ from core.runs.steps_plan import steps_plan
 from core.config.schema import TrainConfig
 from core.models.choose import FLUX_PARTS, describe_base, find_flux_parts
 
-from . import run_view
+from . import queue_panel, run_view
 from .context import AppContext
 from .form import SchemaForm, label_for
 from .guided_start import PLACEHOLDER, GuidedStart
@@ -29,7 +29,7 @@ from .preset_picker import PresetPicker
 
 MODEL_EXTS = (".safetensors", ".ckpt")
 LOG_LINES = 12
-PLAN_GROUPS = ("data", "train")  # the fields of these schema groups change the step count
+PLAN_GROUPS = ("data", "train", "validation")  # the fields of these schema groups change the step count
 REQUEST_NOTES = {
     "stop": "Stop requested: the trainer saves a LoRA and a resumable state after the current step, then stops.",
     "sample": "Samples requested: they appear below after the current step.",
@@ -138,6 +138,7 @@ def build(ctx: AppContext) -> None:
             guard_box = gr.HTML("", elem_id="guardrails-box")
             with gr.Row():
                 start_btn = gr.Button("Start training", variant="primary", elem_id="start-btn", scale=2)
+                queue_btn = gr.Button("Add to queue", elem_id="queue-add-btn", scale=1)
                 command_btn = gr.Button("Show command", elem_id="command-btn", scale=1)
             overwrite = gr.Checkbox(False, label="Replace an existing run with the same output name",
                                     elem_id="overwrite")
@@ -153,13 +154,16 @@ def build(ctx: AppContext) -> None:
             action_msg = gr.HTML("", elem_id="action-msg")
             # starts empty (None): a LinePlot that starts with an empty DataFrame draws no lines later
             loss_plot = gr.LinePlot(value=None, x="step", y="loss", color="series", height=220, elem_id="loss-plot",
-                                    title="Loss (light: each step, dark: running average)", x_title="step",
-                                    y_title="loss", color_map={"loss": "#93c5fd", "average": "#1d4ed8"},
+                                    title="Loss (light: each step, dark: running average, orange: validation)",
+                                    x_title="step", y_title="loss",
+                                    color_map={"loss": "#93c5fd", "average": "#1d4ed8", "validation": "#ea580c"},
                                     color_title=" ")
             gallery = gr.Gallery(label="Samples (newest first)", columns=4, height=300, object_fit="contain",
                                  elem_id="samples", preview=False, fit_columns=False)
             log_box = gr.Textbox(label=f"Log (last {LOG_LINES} lines; the whole log is train.log in the run folder)",
                                  lines=LOG_LINES, max_lines=LOG_LINES + 2, interactive=False, elem_id="log")
+    queue = queue_panel.QueuePanel()
+    queue.build()
     with gr.Accordion("Run history", open=True, elem_id="history-accordion"):
         gr.Markdown("Click a run to view it. Interrupted and stopped runs can be resumed.", elem_classes=["lw-small"])
         history = gr.Dataframe(value=[], headers=run_view.HISTORY_HEADERS, interactive=False, elem_id="history",
@@ -262,10 +266,8 @@ def build(ctx: AppContext) -> None:
         return form.family_updates(family, needs, values, fill)
 
     # ---------------------------------------------------------------- start / control
-    def on_start(replace: bool, *values):
-        cfg, err = valid_config(values)
-        if cfg is None:
-            return err, gr.skip(), ""
+    def start_problems(cfg: TrainConfig) -> list[str]:
+        """What keeps a valid config from training (Start and Add to queue)."""
         problems = []
         if not cfg.pretrained_model_name_or_path.strip():
             problems.append("Base model (pretrained_model_name_or_path) is empty: choose a model file, a diffusers "
@@ -276,8 +278,18 @@ def build(ctx: AppContext) -> None:
         plan_ = steps_plan(cfg.train_data_dir, cfg)
         if not plan_.ok:
             problems += plan_.problems or ["The training images folder holds no usable images."]
+        return problems
+
+    def on_start(replace: bool, *values):
+        cfg, err = valid_config(values)
+        if cfg is None:
+            return err, gr.skip(), ""
+        problems = start_problems(cfg)
         if problems:
             return run_view.errors_html(problems, "Cannot start yet:"), gr.skip(), ""
+        busy = queue_panel.start_refusal()  # a queued run trains: two at once run out of GPU memory
+        if busy:
+            return run_view.errors_html([busy], "Cannot start now:"), gr.skip(), ""
         try:
             start_run(cfg, overwrite=bool(replace), env=ctx.settings.trainer_env())
         except RunExistsError as e:
@@ -287,6 +299,17 @@ def build(ctx: AppContext) -> None:
             return run_view.errors_html([str(e)], "Cannot start:"), gr.skip(), ""
         ctx.remember_output_dir(cfg.output_dir)
         return "", str(run_dir_of(cfg).resolve()), run_view.notice_html(f"Started '{cfg.output_name}'.")
+
+    def on_queue(replace: bool, viewed: str, *values):
+        cfg, err = valid_config(values)
+        if cfg is None:
+            return err, "", gr.skip()
+        problems = start_problems(cfg)
+        if problems:
+            return run_view.errors_html(problems, "Cannot queue yet:"), "", gr.skip()
+        ctx.remember_output_dir(cfg.output_dir)
+        err, note, run_dir = queue_panel.add_to_queue(cfg, bool(replace), ctx.settings.trainer_env())
+        return err, note, (run_dir if run_dir and not viewed else gr.skip())  # none in view: the queue's current
 
     def on_request(kind: str, run_dir: str):
         if not run_dir or read_run(run_dir).status != "running":
@@ -303,6 +326,9 @@ def build(ctx: AppContext) -> None:
     def on_resume(run_dir: str):
         if not run_dir:
             return run_view.notice_html("Select a run first.", "warn")
+        busy = queue_panel.start_refusal(resume=True)
+        if busy:
+            return run_view.notice_html(busy, "err")
         try:
             cfg = run_config(run_dir)
             start_run(cfg, resume=True, env=ctx.settings.trainer_env())
@@ -337,7 +363,7 @@ def build(ctx: AppContext) -> None:
         html_ = run_view.progress_html(info)
         prog = emit("progress", html_, lambda: html_)
         last_loss = info.losses[-1] if info and info.losses else None
-        plot = emit("plot", (run_dir, len(info.losses) if info else 0, last_loss),
+        plot = emit("plot", (run_dir, len(info.losses) if info else 0, last_loss, len(info.val_losses) if info else 0),
                     lambda: _loss_frame(run_view.loss_rows(info)))  # None when there is no loss yet
         log = run_view.log_text(info, LOG_LINES)
         log_out = emit("log", log, lambda: log)
@@ -400,6 +426,9 @@ def build(ctx: AppContext) -> None:
     guided.load(ctx.blocks)
     start_btn.click(on_start, [overwrite] + form.inputs, [form_errors, viewed_run, action_msg]).then(
         lambda: {}, None, [view_sig], **quiet).then(refresh, live_inputs, live_outputs, **quiet)
+    queue.refresh_after(queue_btn.click(on_queue, [overwrite, viewed_run] + form.inputs,
+                                        [form_errors, action_msg, viewed_run]))
+    queue.wire(ctx.settings.trainer_env, viewed_run, view_sig, (refresh, live_inputs, live_outputs))
     for btn, kind in ((stop_btn, "stop"), (sample_btn, "sample"), (save_btn, "save")):
         btn.click(lambda rd, k=kind: on_request(k, rd), [viewed_run], [action_msg])
     resume_btn.click(on_resume, [viewed_run], [action_msg]).then(lambda: {}, None, [view_sig], **quiet).then(

@@ -21,6 +21,7 @@ GROUPS: dict[str, str] = {
     "quality": "Loss and noise",
     "memory": "Speed and memory",
     "sample": "Sample images",
+    "validation": "Validation and the best epoch",
     "flux": "Flux",
 }
 
@@ -276,6 +277,28 @@ class TrainConfig(BaseModel):
         1, group="train", ge=1, le=1024, help="Accumulate gradients over N batches per optimizer step.")
     seed: int = param(42, group="train", basic=True, ge=0, help="Random seed: the same seed and settings give the same LoRA.")
 
+    # ----------------------------------------------------------- validation
+    validation_split: float = param(
+        0.0, group="validation", basic=True, ge=0.0, le=100000,
+        help="Hold images out of training to measure a validation loss and pick the best epoch: a fraction (0.1 = a "
+             "tenth, at least one image) or a number of images (2 = two). They are never trained on, and the run "
+             "folder lists them (validation.json). 0 = off: with fewer than about 12 images, every image is needed "
+             "for training.")
+    validation_data_dir: str = param(
+        "", group="validation", own=True,
+        help="A separate folder of validation images in the '<repeats>_<name>' layout (repeats are ignored), "
+             "instead of holding training images out with validation_split.")
+    validate_every_n_epochs: int = param(
+        1, group="validation", ge=1, le=100000,
+        help="Measure the validation loss every N epochs; it is also measured for every saved LoRA file.")
+    validation_seed: Optional[int] = param(
+        None, group="validation", ge=0,
+        help="Seed of the held-out choice and of the fixed validation noise (default: seed).")
+    early_stop_patience: int = param(
+        0, group="validation", ge=0, le=100000,
+        help="Stop the run when the validation loss has not improved for this many evaluations in a row (the best "
+             "file is kept and named). 0 = off: the run goes to the end and warns when it is probably overfitting.")
+
     # -------------------------------------------------------------- quality
     min_snr_gamma: float = param(
         0.0, group="quality", families=SD_FAMILIES, ge=0.0, le=100.0,
@@ -411,6 +434,15 @@ class TrainConfig(BaseModel):
         if self.adaptive_noise_scale and not self.noise_offset:
             raise ValueError("adaptive_noise_scale needs noise_offset: set noise_offset (e.g. 0.0357) or set "
                              "adaptive_noise_scale to 0")
+        if self.validation_split >= 1 and self.validation_split != int(self.validation_split):
+            raise ValueError(f"validation_split = {self.validation_split:g}: use a fraction below 1 (0.1 = 10% of the "
+                             "images) or a whole number of images (2)")
+        if self.validation_split and self.validation_data_dir.strip():
+            raise ValueError("validation_split and validation_data_dir are both set: the validation images come "
+                             "either from the training images (validation_split) or from their own folder; clear one")
+        if self.early_stop_patience and not self.validates:
+            raise ValueError("early_stop_patience needs a validation loss: set validation_split (e.g. 0.1) or "
+                             "validation_data_dir, or set early_stop_patience to 0")
         if self.alpha_mask and self.conditioning_data_dir.strip():
             raise ValueError("alpha_mask and conditioning_data_dir are both set: the masks come either from the "
                              "images' transparency (alpha_mask) or from the mask folder; clear one of them")
@@ -467,6 +499,15 @@ class TrainConfig(BaseModel):
         if self.alpha_mask:
             return "alpha"
         return "folder" if self.masked_loss else None
+
+    @property
+    def validates(self) -> bool:
+        """A validation loss is measured (held-out images or a validation folder)."""
+        return self.validation_split > 0 or bool(self.validation_data_dir.strip())
+
+    @property
+    def effective_validation_seed(self) -> int:
+        return self.seed if self.validation_seed is None else self.validation_seed
 
     @property
     def train_unet(self) -> bool:

@@ -96,6 +96,12 @@ def recipe_values(family: str, subject: str, tier: int, images: int | None = Non
 
     typical = images is None or images <= 0
     n = sub.typical_images if typical else int(images)
+    if not typical:
+        held, why = validation_choice(n)
+        reasons.append(why)
+        if held:
+            values["validation_split"] = held
+            n -= held
     batch = int(values.get("train_batch_size", 1))
     steps, uses = total_steps(sub, n, batch)
     every = _every(steps)
@@ -109,6 +115,20 @@ def recipe_values(family: str, subject: str, tier: int, images: int | None = Non
     reasons.append(f"save_every_n_steps = sample_every_n_steps = {every}: a LoRA and samples about 4 times per run, "
                    "to pick the best one afterwards (peers save and sample often: ai-toolkit every 250 steps)")
     return values, reasons
+
+
+VALIDATION_MIN_IMAGES = 12
+
+
+def validation_choice(images: int) -> tuple[int, str]:
+    """How many of the user's images to hold out for the validation loss (0 = none), and why."""
+    if images < VALIDATION_MIN_IMAGES:
+        return 0, (f"validation_split = 0: with {images} images each one is needed for training, and a validation "
+                   f"loss from one or two held-out images says little (from {VALIDATION_MIN_IMAGES} images on, a "
+                   "tenth is held out); pick the epoch from the samples")
+    held = min(8, max(2, round(images / 10)))
+    return held, (f"validation_split = {held}: {held} of your {images} images are held out of training; their loss, "
+                  "measured for every saved file, names the best one and warns when the run starts to overfit")
 
 
 def _show(value: Any) -> str:

@@ -163,11 +163,15 @@ class Sample:
 class TrainingSet:
     """The images plus the deterministic batch order of every epoch (so resume replays it exactly)."""
 
-    def __init__(self, items: list[ImageItem], reg_items: list[ImageItem], batch_size: int, seed: int, flip_aug: bool):
+    def __init__(self, items: list[ImageItem], reg_items: list[ImageItem], batch_size: int, seed: int, flip_aug: bool,
+                 val_items: list[ImageItem] | None = None):
         if not items:
             raise DatasetError("No training images found. Put .png/.jpg/.webp images into the '<repeats>_<name>' folders.")
-        self.items = items + reg_items
+        val_items = val_items or []
+        self.items = items + reg_items + val_items  # validation images last: in no epoch's batches
         self.n_train = len(items)
+        self.n_reg = len(reg_items)
+        self.val_indices = list(range(len(items) + len(reg_items), len(self.items)))
         self.batch_size = batch_size
         self.seed = seed
         self.flip_aug = flip_aug

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
 from .grid_image import draw_grid
-from .lora_files import GenerateError, family_warning, merge_loras, parse_lora_tags, read_lora_info
+from .lora_files import GenerateError, family_warning, mark_best, merge_loras, parse_lora_tags, read_lora_info
 from .samplers import SAMPLERS, a1111_parameters, save_png
 
 Progress = Callable[[float, str], None]
@@ -423,10 +423,12 @@ class Generator:
                     done += 1
                 cells.append(row)
             row_labels = []
-            for f in files:
-                info = read_lora_info(f)
+            infos = [read_lora_info(f) for f in files]
+            best = {i.path for i in mark_best([i for i in infos if i]) if i.best}
+            for f, info in zip(files, infos):
                 sub = " · ".join(([f"epoch {info.epoch}"] if info.epoch is not None else [])
-                                 + ([f"step {info.steps}"] if info.steps is not None else [])) if info else ""
+                                 + ([f"step {info.steps}"] if info.steps is not None else [])
+                                 + (["BEST: lowest validation loss"] if info.path in best else [])) if info else ""
                 row_labels.append((Path(f).stem, sub))
             col_labels = ["no LoRA" if s == 0 else f"strength {s:g}" for s in strengths]
             grid = draw_grid(cells, row_labels, col_labels)

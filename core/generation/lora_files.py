@@ -76,15 +76,19 @@ class LoraInfo:
     dora: bool = False  # a DoRA file (dora_scale tensors): the loaders apply it differently
     lycoris: str = ""  # "LoHa" / "LoKr": LyCORIS tensors, which diffusers does not load for SD / SDXL / Flux.1
     warning: str = ""  # e.g. made for another family than the loaded base model
+    val_loss: float | None = None  # ss_validation_loss: the run's validation loss when it was saved
+    best: bool = False  # the lowest validation loss of its run's files (set by list_loras / mark_best)
 
     @property
     def label(self) -> str:
         """One line for a picker: name, epoch, family, folder."""
-        bits = []
+        bits = ["★ best"] if self.best else []
         if self.epoch is not None:
             bits.append(f"epoch {self.epoch}")
         if self.steps is not None:
             bits.append(f"step {self.steps}")
+        if self.val_loss is not None:
+            bits.append(f"validation {self.val_loss:.4f}")
         if self.family:
             bits.append(FAMILY_TITLES.get(self.family, self.family))
         bits.append(f"{Path(self.path).parent.name}/")
@@ -132,6 +136,10 @@ def _read_header(p: Path, st: os.stat_result) -> LoraInfo | None:
         except (TypeError, ValueError):
             return None
 
+    try:
+        val_loss = float(meta["ss_validation_loss"]) if meta.get("ss_validation_loss") else None
+    except ValueError:
+        val_loss = None
     version = meta.get("ss_base_model_version", "")
     family = family_of_version(version) or family_of_architecture(meta.get("modelspec.architecture", ""))
     if family is None:  # untagged files: SDXL LoRAs have two text encoders or sgm unet names
@@ -144,7 +152,7 @@ def _read_header(p: Path, st: os.stat_result) -> LoraInfo | None:
                     family=family, trigger=meta.get("modelspec.trigger_phrase", ""),
                     dora=any(k.endswith(".dora_scale") for k in keys) or "dora_wd" in meta.get("ss_network_args", ""),
                     lycoris=next((t for m, t in ((".hada_w1", "LoHa"), (".lokr_w", "LoKr"))
-                                  if any(m in k for k in keys[:2000])), ""))
+                                  if any(m in k for k in keys[:2000])), ""), val_loss=val_loss)
 
 
 def _walk(folder: Path, depth: int) -> Iterable[Path]:
@@ -188,8 +196,29 @@ def list_loras(folders: Iterable[str | os.PathLike], base_family: str | None = N
                 continue
             info.warning = family_warning(info, base_family)
             found.append(info)
-    found.sort(key=lambda i: i.mtime, reverse=True)
-    return found
+    return mark_best(found)
+
+
+def run_of(info: LoraInfo) -> tuple[str, str]:
+    """The run a file belongs to: its folder and output name (the epochs of one run share both)."""
+    return str(Path(info.path).parent), info.output_name or info.name
+
+
+def mark_best(infos: list[LoraInfo]) -> list[LoraInfo]:
+    """Mark each run's file with the lowest validation loss as best (when two or more of its files have one) and
+    order the list: runs newest first, each run's best file first, then its other files newest first."""
+    runs: dict[tuple[str, str], list[LoraInfo]] = {}
+    for info in sorted(infos, key=lambda i: i.mtime, reverse=True):
+        runs.setdefault(run_of(info), []).append(info)
+    out: list[LoraInfo] = []
+    for files in runs.values():
+        scored = [i for i in files if i.val_loss is not None]
+        if len(scored) >= 2:
+            best = min(scored, key=lambda i: (i.val_loss, i.steps or 0))
+            best.best = True
+            files = [best] + [i for i in files if i is not best]
+        out += files
+    return out
 
 
 DORA_NOTE = ("a DoRA file: the Generate tab (diffusers) applies it as a plain LoRA, without its DoRA magnitude; "

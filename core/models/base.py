@@ -69,6 +69,12 @@ class Objective:
     def noisy_batch(self, latents: torch.Tensor, gen: torch.Generator) -> NoisyBatch:  # pragma: no cover
         raise NotImplementedError
 
+    def fixed_batch(self, latents: torch.Tensor, levels: torch.Tensor, noise: torch.Tensor) -> NoisyBatch:
+        """The validation loss's batch: `latents` noised with the given `noise` at fixed noise `levels` in (0, 1)
+        spread over the schedule (0 = clean, 1 = pure noise): no random draws, no noise options, no loss weights,
+        so the same weights always give the same loss."""
+        raise NotImplementedError  # pragma: no cover
+
     def prediction(self, raw: torch.Tensor, batch: NoisyBatch) -> torch.Tensor:
         """The denoiser output as compared with the target (the identity unless a family says otherwise)."""
         return raw

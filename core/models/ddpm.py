@@ -38,6 +38,13 @@ class DDPMObjective(Objective):
         target = self.sched.get_velocity(latents, noise, t) if self.v_prediction else noise
         return NoisyBatch(noisy, t, target, self.loss_weights(t))
 
+    def fixed_batch(self, latents: torch.Tensor, levels: torch.Tensor, noise: torch.Tensor) -> NoisyBatch:
+        n = self.sched.config.num_train_timesteps
+        t = (levels * n).long().clamp(0, n - 1).to(self.device)
+        noisy = self.sched.add_noise(latents, noise, t)
+        target = self.sched.get_velocity(latents, noise, t) if self.v_prediction else noise
+        return NoisyBatch(noisy, t, target)
+
     def loss_weights(self, t: torch.Tensor) -> torch.Tensor | None:
         """Per-sample weights of min_snr_gamma and debiased_estimation_loss (multiplied, as sd-scripts applies
         them one after the other), or None when neither is on."""

@@ -73,6 +73,13 @@ class FlowMatchObjective(Objective):
         target = latents if cfg.model_prediction_type == "sigma_scaled" else noise - latents
         return NoisyBatch(noisy, s, target, None, {"sigmas": sv})
 
+    def fixed_batch(self, latents: torch.Tensor, levels: torch.Tensor, noise: torch.Tensor) -> NoisyBatch:
+        s = levels.to(self.device, torch.float32)
+        sv = s.view(-1, 1, 1, 1)
+        noisy = (1 - sv) * latents + sv * noise
+        target = latents if self.cfg.model_prediction_type == "sigma_scaled" else noise - latents
+        return NoisyBatch(noisy, s, target, None, {"sigmas": sv})
+
     def prediction(self, raw: torch.Tensor, batch: NoisyBatch) -> torch.Tensor:
         kind = self.cfg.model_prediction_type
         if kind == "additive":

@@ -92,6 +92,7 @@ class EventLog:
         self.last_step: dict[str, Any] | None = None
         self.progress: dict[str, Any] | None = None
         self.losses: dict[int, tuple[float, float]] = {}
+        self.validation: dict[int, dict[str, Any]] = {}  # step -> {"loss", "epoch", "path"} (the file saved then)
         self.sample_events: list[dict[str, Any]] = []
         self.lora_paths: list[str] = []
         self.last_time: float | None = None
@@ -104,6 +105,17 @@ class EventLog:
         if self.attempt_time is None or self.last_time is None:
             return None
         return self.prior_active + max(0.0, self.last_time - self.attempt_time)
+
+    @property
+    def best(self) -> dict[str, Any] | None:
+        """The saved file with the lowest validation loss so far (the trainer's own choice once it has ended)."""
+        if self.end is not None and isinstance(self.end.get("best"), dict):
+            return self.end["best"]
+        saved = [(v["loss"], s) for s, v in self.validation.items() if v.get("path")]
+        if not saved:
+            return None
+        loss, step = min(saved)
+        return {"step": step, **self.validation[step]}
 
     def update(self) -> list[dict[str, Any]]:
         try:
@@ -146,6 +158,7 @@ class EventLog:
             step = _as_int(ev.get("step"))
             if step:  # resumed from a saved state: later steps of the lost attempt are gone
                 self.losses = {s: v for s, v in self.losses.items() if s <= step}
+                self.validation = {s: v for s, v in self.validation.items() if s <= step}
         elif kind == "plan":
             self.plan = ev
         elif kind == "progress":
@@ -158,6 +171,12 @@ class EventLog:
             if step is not None and loss is not None:
                 avg = _as_float(ev.get("avg_loss"))
                 self.losses[step] = (loss, loss if avg is None else avg)
+        elif kind == "validation":
+            step, loss = _as_int(ev.get("step")), _as_float(ev.get("loss"))
+            if step is not None and loss is not None:
+                point = self.validation.setdefault(step, {"loss": loss, "epoch": _as_int(ev.get("epoch")),
+                                                          "path": None})
+                point["path"] = ev.get("path") or point["path"]
         elif kind == "sample":
             self.sample_events.append(ev)
         elif kind == "checkpoint":

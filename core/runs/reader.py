@@ -91,6 +91,9 @@ class RunInfo:
     eta_s: float | None = None
     lr: float | None = None
     losses: list[tuple[int, float, float]] = field(default_factory=list)  # (step, loss, avg_loss)
+    val_losses: list[tuple[int, float]] = field(default_factory=list)  # (step, validation loss)
+    best: dict[str, Any] | None = None  # the saved file with the lowest validation loss: epoch, step, loss, path
+    validation_images: int = 0  # images the run measures its validation loss on (plan event)
     error_lines: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     message: str = ""
@@ -233,6 +236,9 @@ def read_run(run_dir: str | os.PathLike) -> RunInfo:
         info.eta_s = _as_float(last.get("eta_s"))
     info.lr = _as_float(last.get("lr"))
     info.losses = [(s, l, a) for s, (l, a) in sorted(log.losses.items())]
+    info.val_losses = [(s, v["loss"]) for s, v in sorted(log.validation.items())]
+    info.best = log.best
+    info.validation_images = _as_int((log.plan or {}).get("validation_images")) or 0
     info.warnings = list(log.warnings)
     info.started_at = log.first_time or _as_float(doc.get("started_at")) or launch_time
     info.active_s = log.active_seconds

@@ -39,6 +39,7 @@ class StepsPlan:
     total_steps: int = 0
     text: str = ""
     masks: str = ""  # masked_loss: how many training images have a mask
+    held_out: int = 0  # validation_split: images held out of training for the validation loss
 
     @property
     def ok(self) -> bool:
@@ -103,6 +104,7 @@ def steps_plan(train_data_dir: str | os.PathLike, cfg: TrainConfig) -> StepsPlan
     plan.folders, plan.problems = scan_concepts(train_data_dir)
     plan.images = sum(f.images for f in plan.folders)
     plan.uses_per_epoch = sum(f.images * f.repeats for f in plan.folders)
+    _hold_out(plan, Path(train_data_dir), cfg)
     if cfg.reg_data_dir:
         plan.reg_folders, reg_problems = scan_concepts(cfg.reg_data_dir, "Regularization images")
         plan.problems += reg_problems
@@ -126,7 +128,10 @@ def steps_plan(train_data_dir: str | os.PathLike, cfg: TrainConfig) -> StepsPlan
             plan.problems.append("max_train_epochs and max_train_steps are both 0: set one of them.")
 
     used = [f for f in plan.folders if f.images]
-    if len(used) == 1:
+    if plan.held_out:
+        text = (f"{plan.images} images, {plan.held_out} held out for validation: "
+                f"{plan.uses_per_epoch} uses per epoch with repeats")
+    elif len(used) == 1:
         text = f"{used[0].images} images x {used[0].repeats} repeats = {plan.uses_per_epoch} per epoch"
     else:
         detail = " + ".join(f"{f.images} x {f.repeats}" for f in used)
@@ -147,6 +152,30 @@ def steps_plan(train_data_dir: str | os.PathLike, cfg: TrainConfig) -> StepsPlan
     plan.masks, missing = mask_summary(train_data_dir, cfg)
     plan.problems += missing
     return plan
+
+
+def _hold_out(plan: StepsPlan, root: Path, cfg: TrainConfig) -> None:
+    """validation_split: the images the trainer will hold out (core/data/holdout.py), taken out of the counts."""
+    if cfg.validation_split <= 0 or cfg.validation_data_dir.strip() or not plan.images:
+        return
+    from ..data.holdout import choose_held_out
+
+    names: dict[str, int] = {}
+    for f in plan.folders:
+        try:
+            for e in os.scandir(root / f.name):
+                if e.is_file() and e.name.lower().endswith(IMAGE_EXTS):
+                    names[f"{f.name}/{e.name}"] = f.repeats
+        except OSError:
+            continue
+    try:
+        held = choose_held_out(list(names), cfg.validation_split, cfg.effective_validation_seed)
+    except ValueError as e:
+        plan.problems.append(str(e))
+        plan.uses_per_epoch = 0
+        return
+    plan.held_out = len(held)
+    plan.uses_per_epoch -= sum(names[n] for n in held)
 
 
 def mask_summary(train_data_dir: str | os.PathLike, cfg: TrainConfig) -> tuple[str, list[str]]:

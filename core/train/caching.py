@@ -20,7 +20,8 @@ class CacheMixin:
         self.masks = MaskStore(ts.items, disk) if cfg.mask_source else None  # latent-size loss masks
         self.text_cache: dict[str, TextCond] | None = None
         if cfg.cache_latents:
-            needed = sorted({(i, f) for i in set(ts.uses) for f in ((False, True) if cfg.flip_aug else (False,))})
+            trained = sorted({(i, f) for i in set(ts.uses) for f in ((False, True) if cfg.flip_aug else (False,))})
+            needed = trained + [(i, False) for i in ts.val_indices]  # validation images: unflipped, never trained
             cache = LatentCache(comps.vae, disk)
             t0 = time.time()
             last = [0.0]
@@ -33,7 +34,7 @@ class CacheMixin:
             cache.build(ts.items, needed, progress)
             self.say(f"Cached {len(needed)} latents in {time.time() - t0:.1f}s ({cache.hits} reused from disk)")
             if self.masks is not None:  # their masks alongside, at the latents' size
-                self.masks.build(needed, lambda i, f: cache.get(i, f).shape[-2:])
+                self.masks.build(trained, lambda i, f: cache.get(i, f).shape[-2:])
                 self.say(f"Cached the masks: {self.masks.computed} made, {self.masks.hits} reused from disk")
                 if self.masks.empty_note():
                     self.warn(self.masks.empty_note())

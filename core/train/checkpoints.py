@@ -33,6 +33,8 @@ class CheckpointMixin:
                               started_at=self.started_at, base_model_name=Path(self.cfg.pretrained_model_name_or_path).name)
         meta.update(self.comps.family.metadata(self.comps, self.cfg))
         meta.update(source_hashes(self.cfg.pretrained_model_name_or_path, [it.path for it in ts.items[: ts.n_train]]))
+        if ts.val_indices:  # measured before saving, so that the file records it
+            meta["ss_validation_loss"] = f"{self._validation_loss():.6f}"
         tensors = self.lora_tensors(models)
         meta["sshs_model_hash"] = model_hash(tensors)
         path = save_lora(self.run.lora_path(suffix), tensors, meta)  # a full disk: core.failures.DiskFull
@@ -41,6 +43,7 @@ class CheckpointMixin:
             save_lora(self.run.output_dir / f"{self.cfg.output_name}.diffusers.safetensors",
                       self.lora_tensors(models, "diffusers"), {"format": "pt"})
         self.say(f"Saved {path}", event="checkpoint", step=self.global_step, epoch=epoch, path=str(path), kind=kind)
+        self._validate(epoch, path)
         return path
 
     def _save_state(self, models, losses) -> None:
@@ -50,7 +53,7 @@ class CheckpointMixin:
         opt = self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer
         epoch, batch = self.position
         info = {"global_step": self.global_step, "epoch": epoch, "batch": batch, "total_steps": self.total_steps,
-                "losses": losses[-2000:], "started_at": self.started_at}
+                "losses": losses[-2000:], "started_at": self.started_at, "validation": self._validation_state()}
         opt_sd = opt.state_dict()
         save_state(self.run.state, lora, opt_sd, self.scheduler.state_dict(), info)
         self.run.event("checkpoint", step=self.global_step, epoch=epoch, path=str(self.run.state), kind="state")
@@ -94,6 +97,7 @@ class CheckpointMixin:
         self.global_step = int(info["global_step"])
         self.position = (int(info["epoch"]), int(info["batch"]))
         self.started_at = info.get("started_at", self.started_at)
+        self._restore_validation(info)
         if self.main:
             self.run.set_status(step=self.global_step)
         return int(info["epoch"]), int(info["batch"]), list(info.get("losses", []))
@@ -114,8 +118,9 @@ class CheckpointMixin:
         else:
             attempt(self.say, message)
         if self.main and self.owns_run:
-            end = {"status": status, "exit_code": code, "message": message}
+            end = {"status": status, "exit_code": code, "message": message, **self._best_fields()}
             if status == "completed":
                 end["lora_path"] = str(self.run.lora_path())
             attempt(self.run.event, "end", **end)
-            attempt(self.run.set_status, status=status, exit_code=code, step=self.global_step, message=message)
+            attempt(self.run.set_status, status=status, exit_code=code, step=self.global_step, message=message,
+                    **self._best_fields())

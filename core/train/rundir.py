@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config.toml_io import atomic_write_text
+from ..data.holdout import RECORD as VALIDATION_RECORD
 
 CONTROL_REQUESTS = ("stop", "sample", "save")
 
@@ -60,7 +61,7 @@ class RunDir:
         if clear and not resume:
             for p in (self.state, self.samples, self.control):
                 shutil.rmtree(p, ignore_errors=True)
-            for f in (self.events_file, self.status_file, self.log_file):
+            for f in (self.events_file, self.status_file, self.log_file, self.path / VALIDATION_RECORD):
                 f.unlink(missing_ok=True)
         self.create()
         self.clear_requests(older_than=process_start_time())

@@ -1,5 +1,5 @@
 """The training loop, the same for every model family (core/models: SD1.5, SDXL, Flux.1): headless, with events,
-samples, resume, and a plain message for every way it can end."""
+samples, the validation loss, resume, and a plain message for every way it can end."""
 from __future__ import annotations
 
 import math
@@ -26,6 +26,7 @@ from .regularize import apply_max_norm, norm_fields
 from .caching import CacheMixin
 from ..failures import DiskFull, disk_full_message, is_disk_full
 from .checkpoints import CheckpointMixin, TrainingFailed
+from .validation import ValidationMixin
 from .memory_advice import out_of_memory_message
 from .state import RESUME_AFTER_FREEING
 from .memory import move as _move, place_text_encoders, setup_denoiser
@@ -36,7 +37,7 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_STOPPED = 0, 1, 2, 3
 USER_ERRORS = (ConfigError, DatasetError, ModelLoadError, OptimizerError, ValueError, FileNotFoundError)
 
 
-class Trainer(CacheMixin, CheckpointMixin):
+class Trainer(CacheMixin, CheckpointMixin, ValidationMixin):
     def __init__(self, cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, echo=print):
         self.cfg = cfg
         self.resume = resume
@@ -148,9 +149,10 @@ class Trainer(CacheMixin, CheckpointMixin):
                                 max_reso=cfg.max_bucket_reso, step=cfg.bucket_reso_steps, no_upscale=cfg.bucket_no_upscale)
         items = load_items(Path(cfg.train_data_dir), is_reg=False, trigger=cfg.trigger_word,
                            caption_ext=cfg.caption_extension, chooser=chooser)
+        items, val = self._split_validation(items, chooser)  # held-out images never reach the optimizer
         reg = load_items(Path(cfg.reg_data_dir), is_reg=True, trigger="", caption_ext=cfg.caption_extension,
                          chooser=chooser) if cfg.reg_data_dir else []
-        for it in items + reg:
+        for it in items + reg + val:
             for w in it.warnings:
                 self.warn(w)
         if cfg.mask_source:
@@ -160,7 +162,7 @@ class Trainer(CacheMixin, CheckpointMixin):
                      + ("their alpha channel" if cfg.mask_source == "alpha" else f"the masks in {cfg.conditioning_data_dir}"))
         elif cfg.conditioning_data_dir.strip():
             self.warn("conditioning_data_dir is set but masked_loss is off: the masks are not used.")
-        return TrainingSet(items, reg, cfg.train_batch_size, cfg.seed, cfg.flip_aug)
+        return TrainingSet(items, reg, cfg.train_batch_size, cfg.seed, cfg.flip_aug, val_items=val)
 
     def _plan(self, ts: TrainingSet) -> None:
         cfg = self.cfg
@@ -183,11 +185,13 @@ class Trainer(CacheMixin, CheckpointMixin):
                 + f", batch {cfg.train_batch_size}"
                 + (f" x {cfg.gradient_accumulation_steps} accumulation" if cfg.gradient_accumulation_steps > 1 else "")
                 + (f" on {world} processes" if world > 1 else "")
-                + f" = {self.steps_per_epoch} steps per epoch; {self.epochs} epochs = {self.total_steps} steps")
+                + f" = {self.steps_per_epoch} steps per epoch; {self.epochs} epochs = {self.total_steps} steps"
+                + self._validation_plan())
         buckets = ts.bucket_counts()
         self.say("Plan: " + text)
         self.say("Buckets: " + ", ".join(f"{b['width']}x{b['height']}: {b['count']}" for b in buckets),
-                 event="plan", images=n_img, reg_images=len(ts.items) - ts.n_train, epochs=self.epochs,
+                 event="plan", images=n_img, reg_images=ts.n_reg, validation_images=len(ts.val_indices),
+                 epochs=self.epochs,
                  batch_size=cfg.train_batch_size, gradient_accumulation_steps=cfg.gradient_accumulation_steps,
                  steps_per_epoch=self.steps_per_epoch, total_steps=self.total_steps, buckets=buckets, text=text)
         if self.main:
@@ -307,8 +311,10 @@ class Trainer(CacheMixin, CheckpointMixin):
             start_epoch, start_batch, losses = self._restore(models)
             self.say(f"Resumed at step {self.global_step} (epoch {start_epoch + 1})", event="start", pid=__import__("os").getpid(),
                      resumed=True, step=self.global_step)
-        elif cfg.sample_at_first and cfg.sample_prompts:
-            self._sample(0)
+        else:
+            self._validate(0)  # the base model's loss: what the LoRA should beat
+            if cfg.sample_at_first and cfg.sample_prompts:
+                self._sample(0)
 
         ga = cfg.gradient_accumulation_steps
         world, rank = self.acc.num_processes, self.acc.process_index
@@ -354,25 +360,33 @@ class Trainer(CacheMixin, CheckpointMixin):
                     self._sample(epoch + 1)
                 if not done and cfg.save_every_n_steps and self.global_step % cfg.save_every_n_steps == 0:
                     self._save_lora(models, f"-step{self.global_step:08d}", "step", epoch + 1)
+                    if self._should_stop_early():
+                        break
                 if not done and self.global_step % cfg.save_state_every_n_steps == 0:
                     self._save_state(models, losses)
                 t_last += time.time() - t_pause  # sampling and saving do not count towards it/s
                 if done:
                     break
-            if self.global_step >= self.total_steps:
+            if self.global_step >= self.total_steps or self.early_stopped:
                 break
             ep = epoch + 1
             t_pause = time.time()
-            if cfg.save_every_n_epochs and ep % cfg.save_every_n_epochs == 0:
+            saved = cfg.save_every_n_epochs and ep % cfg.save_every_n_epochs == 0
+            if saved:
                 self._save_lora(models, f"-{ep:06d}", "epoch", ep)
+            elif cfg.validates and ep % cfg.validate_every_n_epochs == 0:
+                self._validate(ep)
             if cfg.sample_every_n_epochs and ep % cfg.sample_every_n_epochs == 0:
                 self._sample(ep)
             t_last += time.time() - t_pause
-        final = self._save_lora(models, "", "final", self.epochs)
+            if self._should_stop_early():
+                break
+        last_epoch = self.epochs if not self.early_stopped else max(1, self.position[0] + (self.position[1] > 0))
+        final = self._save_lora(models, "", "final", last_epoch)
         if cfg.sample_prompts and (cfg.sample_every_n_epochs or cfg.sample_every_n_steps):
-            self._sample(self.epochs)
+            self._sample(last_epoch)
         self._save_state(models, losses)
-        return EXIT_OK, "completed", f"Training complete: {final}"
+        return EXIT_OK, "completed", self._completion_message(final, last_epoch)
 
     def _micro_step(self, comps, batch, epoch: int, b_idx: int, micro: int, ga: int) -> float:
         cfg, dev, ts = self.cfg, self.acc.device, self.ts
