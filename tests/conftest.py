@@ -54,9 +54,11 @@ except ImportError:  # pragma: no cover
     pass
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """One headless Debian chromium for every GUI test module (each test opens its own pages)."""
+    """One headless Debian chromium per GUI test module (each test opens its own pages). Module-scoped, not
+    session-scoped: playwright's sync API keeps an asyncio loop running on the main thread while it is open, so a
+    later non-GUI test that calls ``asyncio.run`` would fail if the browser outlived its module."""
     from gui_server import CHROMIUM, CHROMIUM_ARGS, playwright_api
 
     if playwright_api is None or not Path(CHROMIUM).exists():

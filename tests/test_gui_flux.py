@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from gui_server import running_app
-from test_gui_training import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, REPO, field, fill, free_port, playwright_api
+from test_gui_training import ARTIFACTS, CHROMIUM, REPO, field, fill, free_port, playwright_api
 from tiny_flux import make_flux_single_files, make_tiny_flux
 
 if playwright_api is not None:
@@ -47,15 +47,13 @@ def app(tmp_path_factory, tiny_dataset):
 
 
 @pytest.fixture
-def page(app):
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        pg = browser.new_page(viewport={"width": 1400, "height": 1100})
-        pg.set_default_timeout(30_000)
-        pg.goto(app["url"])
-        pg.wait_for_selector("#start-btn")
-        yield pg
-        browser.close()
+def page(browser, app):
+    pg = browser.new_page(viewport={"width": 1400, "height": 1100})
+    pg.set_default_timeout(30_000)
+    pg.goto(app["url"])
+    pg.wait_for_selector("#start-btn")
+    yield pg
+    pg.close()
 
 
 def shot(page, name: str) -> None:

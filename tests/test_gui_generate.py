@@ -72,15 +72,13 @@ def app(tmp_path_factory, tiny_dataset):
 
 
 @pytest.fixture
-def page(app):
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
-        pg.set_default_timeout(30_000)
-        pg.goto(app["url"])
-        pg.wait_for_selector("#gen-generate")
-        yield pg
-        browser.close()
+def page(browser, app):
+    pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+    pg.set_default_timeout(30_000)
+    pg.goto(app["url"])
+    pg.wait_for_selector("#gen-generate")
+    yield pg
+    pg.close()
 
 
 def choose(page, elem_id: str, text: str) -> None:
@@ -145,7 +143,7 @@ def test_generate_tab_end_to_end(page, app):
     s0 = generate(page, 0, "")
     assert "seed 1234" in s0
     off = gallery_image(page)
-    s1 = generate(page, 1, s0)
+    generate(page, 1, s0)
     on = gallery_image(page)
     assert off != on, "strength 1 gave the same image as strength 0"
     params = page.locator("#gen-params textarea").input_value()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gui_server import running_app
-from test_gui_training import CHROMIUM, CHROMIUM_ARGS, field, free_port, playwright_api, shot
+from test_gui_training import field, free_port, playwright_api, shot
 
 REPO = Path(__file__).resolve().parent.parent
 TOY = REPO / "models" / "toy-sd15"
@@ -39,16 +39,12 @@ def fresh_app(tmp_path_factory):
 
 
 @pytest.fixture
-def page(fresh_app):
-    if playwright_api is None or not Path(CHROMIUM).exists():
-        pytest.skip("needs the playwright package and Debian chromium (/usr/bin/chromium)")
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
-        pg.goto(fresh_app["url"])
-        pg.wait_for_selector("#start-btn")
-        yield pg
-        browser.close()
+def page(browser, fresh_app):
+    pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+    pg.goto(fresh_app["url"])
+    pg.wait_for_selector("#start-btn")
+    yield pg
+    pg.close()
 
 
 def test_fresh_install_offers_the_demo(page, fresh_app):

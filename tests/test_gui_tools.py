@@ -63,16 +63,14 @@ def app(tmp_path_factory, tiny_dataset):
 
 
 @pytest.fixture
-def page(app):
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
-        pg.set_default_timeout(30_000)
-        pg.goto(app["url"])
-        pg.get_by_role("tab", name="Tools", exact=True).click()
-        pg.wait_for_selector("#tools-inspect-run")
-        yield pg
-        browser.close()
+def page(browser, app):
+    pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+    pg.set_default_timeout(30_000)
+    pg.goto(app["url"])
+    pg.get_by_role("tab", name="Tools", exact=True).click()
+    pg.wait_for_selector("#tools-inspect-run")
+    yield pg
+    pg.close()
 
 
 def tab(page, name: str) -> None:

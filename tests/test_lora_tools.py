@@ -3,7 +3,6 @@ dense SVDs, known low-rank changes."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 import torch
@@ -209,7 +208,6 @@ def test_merged_sdxl_checkpoint_includes_both_text_encoders(loras, tiny_sdxl, tm
 
 
 def test_extract_recovers_a_known_low_rank_change(tiny_sd15, tmp_path):
-    from diffusers import StableDiffusionPipeline
 
     pipe = _sd15(tiny_sd15)
     g = torch.Generator().manual_seed(1)

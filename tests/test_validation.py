@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from core.config.toml_io import ConfigError, validate
 from core.data.holdout import choose_held_out, held_out_count
-from core.generation.lora_files import list_loras
+from core.generation.lora_files import grid_row_labels, list_loras
 from core.runs.reader import read_run
 from core.runs.steps_plan import steps_plan
 from core.train.validation import best_of, evaluations_since_best, rising_since
@@ -154,6 +154,10 @@ def test_gui_views_show_the_curve_and_the_best_file(validated_run):
     assert infos[0].best and infos[0].path == info.best["path"]  # the Generate tab lists it first, marked
     assert sum(i.best for i in infos) == 1 and infos[0].label.startswith("lora")
     assert "★ best" in infos[0].label
+    files = sorted(i.path for i in infos if "-step" in i.path)  # the grid's rows: steps 4 and 8, then the final file
+    rows = grid_row_labels(files + [str(out / "lora.safetensors")])
+    marked = [title for title, detail in rows if "BEST: lowest validation loss" in detail]
+    assert marked == [Path(info.best["path"]).stem]
 
 
 # --------------------------------------------------------------------------- overfitting, early stop

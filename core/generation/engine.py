@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
 from .grid_image import draw_grid
-from .lora_files import GenerateError, family_warning, mark_best, merge_loras, parse_lora_tags, read_lora_info
+from .lora_files import GenerateError, family_warning, grid_row_labels, merge_loras, parse_lora_tags, read_lora_info
 from .samplers import SAMPLERS, a1111_parameters, save_png
 
 Progress = Callable[[float, str], None]
@@ -422,14 +422,7 @@ class Generator:
                     row.append(cache[key])
                     done += 1
                 cells.append(row)
-            row_labels = []
-            infos = [read_lora_info(f) for f in files]
-            best = {i.path for i in mark_best([i for i in infos if i]) if i.best}
-            for f, info in zip(files, infos):
-                sub = " · ".join(([f"epoch {info.epoch}"] if info.epoch is not None else [])
-                                 + ([f"step {info.steps}"] if info.steps is not None else [])
-                                 + (["BEST: lowest validation loss"] if info.path in best else [])) if info else ""
-                row_labels.append((Path(f).stem, sub))
+            row_labels = grid_row_labels(files)
             col_labels = ["no LoRA" if s == 0 else f"strength {s:g}" for s in strengths]
             grid = draw_grid(cells, row_labels, col_labels)
             params = self._params(clean, negative, steps, sampler, guidance, seed, w, h, clip_skip,

@@ -221,6 +221,20 @@ def mark_best(infos: list[LoraInfo]) -> list[LoraInfo]:
     return out
 
 
+def grid_row_labels(files: Sequence[str]) -> list[tuple[str, str]]:
+    """(title, detail) of each row of the epoch x strength grid: the file, its epoch and step, and on the row of
+    the file with the lowest validation loss among them, that it is the best."""
+    infos = [read_lora_info(f) for f in files]
+    best = {i.path for i in mark_best([i for i in infos if i]) if i.best}
+    rows = []
+    for f, info in zip(files, infos):
+        sub = " · ".join(([f"epoch {info.epoch}"] if info.epoch is not None else [])
+                         + ([f"step {info.steps}"] if info.steps is not None else [])
+                         + (["BEST: lowest validation loss"] if info.path in best else [])) if info else ""
+        rows.append((Path(f).stem, sub))
+    return rows
+
+
 DORA_NOTE = ("a DoRA file: the Generate tab (diffusers) applies it as a plain LoRA, without its DoRA magnitude; "
              "ComfyUI and Forge apply it approximately (about 8-10% off per layer), AUTOMATIC1111 wrongly. Only "
              "loaders that use DoRA's own formula reproduce what was trained (docs/architecture.md, DoRA files).")
