@@ -53,7 +53,7 @@ def main() -> int:
 
     weights: dict[str, dict[str, torch.Tensor]] = {k: {} for k in ["trained", *loaders]}
     errors: dict[str, list[tuple[str, float]]] = {k: [] for k in loaders}
-    for name, layer in dora_modules(t.comps.unet).items():
+    for name, layer in dora_modules(t.comps.denoiser).items():
         key = kohya_name("lora_unet", name)
         base, trained = trained_weight(layer)
         kind = "linear" if base.dim() == 2 else ("conv1x1" if base.shape[-1] == 1 else "conv3x3")

@@ -65,7 +65,8 @@ def real_flux_components(blocks: tuple[int, int], t5_layers: int):
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Config, T5EncoderModel
 
-    from core.models.loading import FAMILIES, shipped_config_dir
+    from core.families import family_module
+    from core.models.loading import shipped_config_dir
     from tiny_flux import t5_tokenizer
 
     folder = shipped_config_dir("flux-dev")
@@ -81,7 +82,7 @@ def real_flux_components(blocks: tuple[int, int], t5_layers: int):
                  tokenizer=CLIPTokenizer.from_pretrained(folder / "tokenizer"),
                  text_encoder_2=T5EncoderModel(t5cfg).to(dtype), tokenizer_2=t5_tokenizer(),
                  scheduler=FlowMatchEulerDiscreteScheduler.from_pretrained(folder / "scheduler"))
-    return FAMILIES["flux"].components(FluxPipeline(**parts), "random flux", False)
+    return family_module("flux").components(FluxPipeline(**parts), "random flux", False)
 
 
 def real_components(family: str):
@@ -89,7 +90,8 @@ def real_components(family: str):
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-    from core.models.loading import FAMILIES, shipped_config_dir
+    from core.families import family_module
+    from core.models.loading import shipped_config_dir
 
     folder = shipped_config_dir(family)
     torch.manual_seed(0)
@@ -102,7 +104,7 @@ def real_components(family: str):
         parts["tokenizer_2"] = CLIPTokenizer.from_pretrained(folder / "tokenizer_2")
     from diffusers import EulerDiscreteScheduler
 
-    fam = FAMILIES[family]
+    fam = family_module(family)
     sched = EulerDiscreteScheduler.from_pretrained(folder / "scheduler")
     extra = {} if family == "sdxl" else {"safety_checker": None, "feature_extractor": None,
                                           "requires_safety_checker": False}

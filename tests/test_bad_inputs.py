@@ -137,7 +137,7 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_last_good_files(tiny_sd15, 
 
     def load_with_diverging_unet(*a, **kw):
         comps = real_load(*a, **kw)
-        forward, calls = comps.unet.forward, [0]
+        forward, calls = comps.denoiser.forward, [0]
 
         def diverging(*args, **kwargs):
             out = forward(*args, **kwargs)
@@ -146,7 +146,7 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_last_good_files(tiny_sd15, 
                 out.sample = out.sample * float("nan")
             return out
 
-        comps.unet.forward = diverging
+        comps.denoiser.forward = diverging
         return comps
 
     monkeypatch.setattr(trainer_mod, "load_components", load_with_diverging_unet)

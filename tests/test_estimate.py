@@ -116,4 +116,4 @@ def test_t5xxl_fp8_lowers_the_caching_phase_and_is_suggested_when_it_sets_the_pe
     # for a family without T5 the setting is ignored and said so, by name
     sd = estimate(_cfg(t5xxl_precision="fp8"), "sdxl")
     assert sd.peak_vram_gb == estimate(_cfg(), "sdxl").peak_vram_gb
-    assert any('t5xxl_precision = "fp8" applies to Flux only' in n for n in sd.notes)
+    assert any('t5xxl_precision = "fp8" applies to Flux.1 only; ignored for SDXL' in n for n in sd.notes)

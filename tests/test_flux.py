@@ -70,7 +70,7 @@ def test_saved_flux_lora_reproduces_trained_model_in_diffusers(variant, kw, requ
     cfg = flux_config(model, tiny_dataset, tmp_path, max_train_steps=8, trigger_word="zqx", **kw)
     trainer = train_in_process(cfg)
     comps = trainer.comps
-    tr = comps.unet.eval()
+    tr = comps.denoiser.eval()
     inputs = transformer_inputs(tr)
     trained = transformer_out(tr, inputs)
     pipe = FluxPipeline.from_pretrained(model, dtype=torch.float32, local_files_only=True)

@@ -36,9 +36,9 @@ def test_separate_files_and_all_in_one_fp8_load_exactly(files):
 
     ref = FluxPipeline.from_pretrained(str(files / "reference"), local_files_only=True)
     c = load_components(str(files / "flux1-dev.safetensors"), base_config_dir=str(files / "config"),
-                        flux_files=_parts(files))
+                        settings=_parts(files))
     assert c.family.name == "flux" and c.extra["variant"] == "dev"
-    assert _worst(c.unet, ref.transformer, torch.bfloat16) == 0  # the file is bf16
+    assert _worst(c.denoiser, ref.transformer, torch.bfloat16) == 0  # the file is bf16
     for mine, theirs in zip((c.vae, *c.text_encoders), (ref.vae, ref.text_encoder, ref.text_encoder_2)):
         assert _worst(mine, theirs) == 0
     del c
@@ -56,11 +56,11 @@ def test_transformer_only_file_asks_for_the_missing_parts(files):
     assert "ae" in str(e.value) and "transformer" in str(e.value)
     with pytest.raises(ModelLoadError) as e:
         load_components(str(files / "flux1-dev.safetensors"), base_config_dir=str(files / "config"),
-                        flux_files=dict(_parts(files), t5xxl=""))
+                        settings=dict(_parts(files), t5xxl=""))
     assert "t5xxl" in str(e.value)
     with pytest.raises(ModelLoadError) as e:  # a CLIP file given as T5
         load_components(str(files / "flux1-dev.safetensors"), base_config_dir=str(files / "config"),
-                        flux_files=dict(_parts(files), t5xxl=str(files / "clip_l.safetensors")))
+                        settings=dict(_parts(files), t5xxl=str(files / "clip_l.safetensors")))
     assert "clip_l.safetensors is not a T5-XXL text encoder file" in str(e.value)
 
 
@@ -109,7 +109,7 @@ def test_every_key_maps_in_comfyui_and_applies_the_trained_change(tiny_dataset, 
     model = make_tiny_flux("dev")
     cfg = flux_config(model, tiny_dataset, tmp_path, max_train_steps=8, network_train_unet_only=False)
     trainer = train_in_process(cfg)
-    tr, clip = trainer.comps.unet, trainer.comps.text_encoders[0]
+    tr, clip = trainer.comps.denoiser, trainer.comps.text_encoders[0]
     shape = bfl_to_diffusers_keys_for_model(tr)
     from diffusers import FluxPipeline
 

@@ -180,7 +180,7 @@ def test_list_loras_reads_the_header_and_warns_about_other_families(run, tmp_pat
     assert top.epoch == 1 and top.steps == 10 and infos[1].steps == 5
     assert not top.warning and "newest" in top.label and "epoch 1" in top.label
     warned = list_loras([folder], base_family="sdxl")
-    assert all("SD 1.5" in i.warning and "SDXL" in i.warning for i in warned)
+    assert all("SD1.5" in i.warning and "SDXL" in i.warning for i in warned)
     assert family_warning(read_lora_info(run["final"]), "sd15") == ""
     assert read_lora_info(folder / "not_a_lora.safetensors") is None
 

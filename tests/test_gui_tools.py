@@ -119,7 +119,7 @@ def test_tools_tab_end_to_end(page, app):
     # Inspect: picking a LoRA fills the tables
     choose(page, "tools-inspect-lora", "zqx_style — ")
     summary = page.locator("#tools-inspect-summary")
-    expect(summary).to_contain_text("Stable Diffusion 1.5")
+    expect(summary).to_contain_text("SD1.5")
     rank_row = summary.locator("tr", has_text="Rank")
     expect(rank_row.first).to_contain_text("4")
     expect(summary.locator("tr", has_text="Trigger words")).to_contain_text("zqx")
@@ -134,7 +134,7 @@ def test_tools_tab_end_to_end(page, app):
     page.click("#tools-inspect-run")
     # no metadata: the family comes from the key names (lora_te_ / lora_unet_ in diffusers paths: SD 1.5)
     expect(page.locator("#tools-inspect-summary")).to_contain_text("This file holds no training metadata.")
-    expect(page.locator("#tools-inspect-summary")).to_contain_text("Stable Diffusion 1.5")
+    expect(page.locator("#tools-inspect-summary")).to_contain_text("SD1.5")
     fill(page, "tools-inspect-path", root / "nope.safetensors")  # a path that is not there: an error line
     page.click("#tools-inspect-run")
     expect(page.locator("#tools-inspect-status .lw-err")).to_be_visible()
@@ -151,7 +151,7 @@ def test_tools_tab_end_to_end(page, app):
     choose(page, "tools-check-model", "tiny-sdxl")
     page.click("#tools-check-run")
     bad = page.locator("#tools-check-result .lw-err")
-    expect(bad).to_contain_text("Stable Diffusion 1.5 LoRA; the base model is SDXL")
+    expect(bad).to_contain_text("SD1.5 LoRA; the base model is SDXL")
     assert color(bad) == RED
 
     # Merge: one LoRA at 0.5, then two LoRAs (the new file is in the lists), then an existing name, then into the base
@@ -218,19 +218,19 @@ def test_tools_tab_end_to_end(page, app):
     choose(page, "gen-model", "tiny-sdxl")
     choose(page, "gen-lora-1", "zqx_style — ")
     page.locator("#gen-lora-about-box").get_by_text("About the chosen LoRAs").click()
-    expect(page.locator("#gen-lora-info")).to_contain_text("trained for SD 1.5 but the base model is SDXL")
+    expect(page.locator("#gen-lora-info")).to_contain_text("trained for SD1.5 but the base model is SDXL")
     expect(page.locator("#gen-lora-about")).to_contain_text("zqx_style.safetensors")
     expect(page.locator("#gen-lora-check .lw-warn")).to_have_count(0)  # the notes above say it already
     choose(page, "gen-lora-2", "nometa_lora — ")  # no metadata: only the check can tell
     expect(page.locator("#gen-lora-check .lw-warn")).to_contain_text(
-        "nometa_lora.safetensors is a Stable Diffusion 1.5 LoRA; the base model is SDXL")
+        "nometa_lora.safetensors is an SD1.5 LoRA; the base model is SDXL")
     about = page.locator("#gen-lora-about")
-    expect(about).to_contain_text("Stable Diffusion 1.5")
+    expect(about).to_contain_text("SD1.5")
     expect(about.locator("tr", has_text="Rank").first).to_contain_text("4")
     page.locator("#gen-lora-about").scroll_into_view_if_needed()
     shot(page, "generate_lora_info.png")
     choose(page, "gen-model", "tiny-sd15")
-    expect(page.locator("#gen-lora-check .lw-warn")).to_have_count(0)  # both fit SD 1.5
+    expect(page.locator("#gen-lora-check .lw-warn")).to_have_count(0)  # both fit SD1.5
     no_traceback(page)
 
 

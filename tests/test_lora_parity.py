@@ -27,9 +27,9 @@ def test_saved_lora_reproduces_trained_model_in_diffusers(family, variant, reque
     cfg = tiny_config(model, tiny_dataset, tmp_path, **VARIANTS[variant])
     trainer = train_in_process(cfg)
     comps = trainer.comps
-    inputs = unet_inputs(comps.unet, family)
-    comps.unet.eval()
-    trained = unet_out(comps.unet, inputs)
+    inputs = unet_inputs(comps.denoiser, family)
+    comps.denoiser.eval()
+    trained = unet_out(comps.denoiser, inputs)
     # a text encoder that is not trained is freed once its outputs are cached (None): nothing to compare
     trained_te = [te_out(te.eval(), tok) if te is not None else None for te, tok in zip(comps.text_encoders, comps.tokenizers)]
 

@@ -69,7 +69,7 @@ def test_check_accepts_the_right_base_and_refuses_another_family(loras, tiny_sd1
     ok = check_lora(loras["a"], str(tiny_sd15))
     assert ok["ok"] and ok["mapped"] == ok["modules"] == 235 and ok["unmapped"] == []
     bad = check_lora(loras["xl"], str(tiny_sd15))
-    assert not bad["ok"] and "an SDXL LoRA; the base model is Stable Diffusion 1.5" in bad["message"]
+    assert not bad["ok"] and "an SDXL LoRA; the base model is SD1.5" in bad["message"]
     res = run_cli("lora", "check", str(loras["xl"]), "--base", str(tiny_sd15))
     assert res.returncode == 1 and "SDXL LoRA" in res.stdout
     # same family, other layer sizes: every module is named and refused by shape
@@ -253,7 +253,7 @@ def test_bad_inputs_get_clear_errors(loras, tiny_sd15, tmp_path):
         resize_lora(loras["a"], loras["a"], rank=2, overwrite=True)
     with pytest.raises(ToolError, match="different model families"):
         merge_loras([(loras["a"], 1), (loras["xl"], 1)], tmp_path / "m.safetensors")
-    with pytest.raises(ToolError, match="SDXL LoRA; the base model is Stable Diffusion 1.5"):
+    with pytest.raises(ToolError, match="SDXL LoRA; the base model is SD1.5"):
         merge_into_base(str(tiny_sd15), [(str(loras["xl"]), 1)], tmp_path / "c.safetensors")
     # a LoRA with a module no SD1.5 layer has: refused, nothing written
     sd = load_file(loras["b"])
@@ -311,7 +311,7 @@ def test_dora_merged_into_the_base_reproduces_the_trained_model(tiny_sd15, tiny_
 
     cfg = tiny_config(tiny_sd15, tiny_dataset, tmp_path / "run", max_train_steps=3, use_dora=True)
     trainer = train_in_process(cfg)
-    unet = trainer.comps.unet.eval()
+    unet = trainer.comps.denoiser.eval()
     inputs = unet_inputs(unet, "sd15")
     trained = unet_out(unet, inputs)
     lora = tmp_path / "run" / "lora.safetensors"

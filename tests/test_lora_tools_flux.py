@@ -49,7 +49,7 @@ def test_flux_inspect_check_merge_resize(flux, tiny_sd15, tmp_path):
     ok = check_lora(f1, str(model))
     assert ok["ok"] and ok["mapped"] == info["modules"]
     bad = check_lora(f1, str(tiny_sd15))
-    assert not bad["ok"] and "a Flux.1 LoRA; the base model is Stable Diffusion 1.5" in bad["message"]
+    assert not bad["ok"] and "a Flux.1 LoRA; the base model is SD1.5" in bad["message"]
 
     merged = tmp_path / "merged.safetensors"
     s = merge_loras([(f1, 0.6), (f2, 0.3)], merged, base=str(model))

@@ -62,7 +62,7 @@ def test_base_precision_trains_a_lora_with_the_keys_of_auto(family, precision, a
     lora = _lora(t)
     assert set(lora) == set(auto)
     assert all(lora[k].shape == auto[k].shape and lora[k].dtype == auto[k].dtype for k in lora)
-    unet = t.comps.unet
+    unet = t.comps.denoiser
     if precision == "fp8":
         bases = [m.base_layer.weight.dtype for m in unet.modules() if hasattr(m, "base_layer")]
         assert bases and set(bases) == {torch.float8_e4m3fn}
@@ -113,7 +113,7 @@ def test_blocks_to_swap_gives_the_same_lora(family, auto_runs, tiny_dataset, tmp
 def test_block_swap_forward_and_backward_are_bit_identical(family, checkpointing, tiny_sd15, tiny_flux_dev):
     from core.lora import network as net
     from core.models.blocks import denoiser_blocks
-    from core.models.loading import FAMILIES
+    from core.families import family_module
     from core.train.memory import BlockSwapper
 
     def run(swap: int):
@@ -138,7 +138,7 @@ def test_block_swap_forward_and_backward_are_bit_identical(family, checkpointing
         model.requires_grad_(False)
         torch.manual_seed(0)
         spec = net.NetworkSpec(4, 2)
-        params = net.inject(model, spec, FAMILIES[family].denoiser_targets(model, spec))
+        params = net.inject(model, spec, family_module(family).denoiser_targets(model, spec))
         with torch.no_grad():
             for p in params:
                 p.add_(0.01 * torch.randn_like(p))  # lora_B is zero at the start: make every path count
@@ -213,3 +213,25 @@ def test_cpu_training_reuses_freed_memory_instead_of_faulting_it_in_again():
     default, tuned = faults("default"), faults("tuned")
     assert default > 8 * 10_240, default  # every step faults its 40 MiB activations (10,240 pages each) in again
     assert tuned * 3 < default, (tuned, default)
+
+
+@pytest.mark.parametrize("mode", [{}, {"base_precision": "fp8"}])
+def test_the_denoiser_waits_in_ram_while_the_encoders_cache_in_every_mode(mode, tiny_sd15, tiny_dataset, tmp_path,
+                                                                           monkeypatch):
+    """The text encoders and the VAE cache their outputs before the denoiser goes to the GPU: setting it up moves it
+    to RAM only, in the default mode too, and to_device (after caching) moves all of it."""
+    from diffusers import UNet2DConditionModel
+
+    from core.train import memory
+
+    moved = []
+    real_move = memory.move
+    def move(m, device, dtype):  # records where the denoiser was sent; this machine has no GPU to send it to
+        moved.append(device.type)
+        real_move(m, torch.device("cpu"), dtype)
+
+    monkeypatch.setattr(memory, "move", move)
+    cfg = _cfg("sd15", tiny_sd15, tiny_dataset, tmp_path, **mode)
+    unet = UNet2DConditionModel.from_pretrained(tiny_sd15, subfolder="unet")
+    modes, _ = memory.setup_denoiser(cfg, unet, torch.device("cuda"), torch.float32, lambda: [], lambda m: None)
+    assert moved == ["cpu"] and modes.pending == set()  # waiting in RAM for to_device, nothing kept back

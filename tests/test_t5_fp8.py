@@ -116,5 +116,4 @@ def test_a_model_without_t5_says_t5xxl_precision_is_ignored(tiny_sd15, tiny_data
     t = train_in_process(tiny_config(tiny_sd15, tiny_dataset, tmp_path, max_train_steps=1, t5xxl_precision="fp8"))
     assert t.comps.family.name == "sd15"
     log = (tmp_path / "lora" / "train.log").read_text()
-    assert 't5xxl_precision = "fp8" applies to Flux only (its T5-XXL text encoder); this sd15 model has no T5, so it ' \
-           'is ignored' in log
+    assert "t5xxl_precision does not apply to SD1.5 (it is for Flux.1) and is ignored." in log

@@ -106,13 +106,13 @@ def test_toy_model_loads_through_the_normal_loader(toy_model):
 
     comps = load_components(str(toy_model))
     assert comps.family.name == "sd15"
-    assert type(comps.unet).__name__ == "UNet2DConditionModel"
+    assert type(comps.denoiser).__name__ == "UNet2DConditionModel"
     assert type(comps.vae).__name__ == "AutoencoderKL"
     assert type(comps.text_encoders[0]).__name__ == "CLIPTextModel"
     assert type(comps.tokenizers[0]).__name__.startswith("CLIPTokenizer")
-    for m in (comps.unet, comps.vae, comps.text_encoders[0]):
+    for m in (comps.denoiser, comps.vae, comps.text_encoders[0]):
         assert {p.dtype for p in m.parameters()} == {torch.float32}  # stored in fp16, loaded in fp32
-    assert comps.pipeline.vae_scale_factor == 4 and comps.unet.config.sample_size == 8
+    assert comps.pipeline.vae_scale_factor == 4 and comps.denoiser.config.sample_size == 8
     ids = comps.tokenizers[0]("a red zqx on a white background").input_ids
     assert ids[0] == 49406 and ids[-1] == 49407 and len(ids) > 8  # real CLIP BPE
     from core.models.detect import native_image_size

@@ -61,7 +61,7 @@ def check_dora_file(t, path) -> dict[str, int]:
 
     sd = load_file(path)
     kinds: dict[str, int] = {}
-    layers = dora_modules(t.comps.unet)
+    layers = dora_modules(t.comps.denoiser)
     assert layers and len([k for k in sd if k.endswith(".dora_scale")]) == len(layers)
     for name, layer in layers.items():
         key = kohya_name("lora_unet", name)

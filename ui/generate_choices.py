@@ -7,9 +7,10 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from core import families
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MODEL_EXTS = (".safetensors", ".ckpt")
-SIZE_DEFAULTS = {"sd15": 512, "sd2": 768, "sdxl": 1024, "flux": 1024}
 
 
 def _setting(settings: Any, *names: str) -> str:
@@ -105,10 +106,11 @@ def native_size(model: str) -> int | None:
     size = native_image_size(p) if p is not None and p.is_dir() else None
     if size:
         _SIZES_SEEN.add(size)
-    return size or SIZE_DEFAULTS.get(base_family(model) or "")
+    spec = families.find(base_family(model))
+    return size or (spec.native_resolution if spec else None)
 
 
-_SIZES_SEEN = set(SIZE_DEFAULTS.values())  # sizes that were a model's own: changed along with the model
+_SIZES_SEEN = {f.native_resolution for f in families.all_families()}  # sizes that were a model's own: changed along with the model
 
 
 def base_family(model: str) -> str | None:

@@ -19,7 +19,8 @@ from typing import Any
 import gradio as gr
 
 from core.generation.samplers import A1111_NAMES, SAMPLERS
-from core.models.choose import is_schnell
+from core import families
+from core.families import Sampling
 
 from .generate_choices import (_SIZES_SEEN, _generated_dir, _lora_dirs, _setting, base_family,
                                lora_choices, lora_notes, model_choices, model_label, native_size,
@@ -49,7 +50,7 @@ def _generator(settings: Any, ctx: Any = None):
         _GENERATOR.lora_dirs = _lora_dirs(settings, ctx)
         from core.models.choose import find_flux_parts  # what a transformer-only Flux file needs
 
-        _GENERATOR.flux_files = find_flux_parts(_setting(settings, "models_dir"))
+        _GENERATOR.model_files = find_flux_parts(_setting(settings, "models_dir"))
         return _GENERATOR
 
 
@@ -243,15 +244,16 @@ def build(settings: Any, ctx: Any = None) -> None:
         return [*out, w, h]
 
     def family_controls(model, cfg):
-        """Flux: distilled guidance (dev; schnell has none), no negative prompt, one sampler, no clip skip."""
-        family = base_family(model)
-        flux = family == "flux"
-        schnell = flux and is_schnell(model)
-        cfg_label = "Distilled guidance (Flux dev; 3.5 is usual)" if flux else "Guidance (CFG)"
-        cfg_value = 3.5 if flux and float(cfg) == 7.0 else 7.0 if not flux and float(cfg) == 3.5 else gr.update()
-        return [gr.update(visible=not flux), gr.update(visible=not flux),
-                gr.update(label=cfg_label, visible=not schnell, value=cfg_value), gr.update(visible=not flux),
-                gr.update(value=4) if schnell else gr.update()]
+        """What the base model's family samples with (core/families): negative prompt, sampler list, guidance
+        (Flux dev: distilled guidance; schnell: none, 4 steps), clip skip."""
+        spec = families.find(base_family(model))
+        way = spec.sampling_for(model) if spec else Sampling()
+        usual = {w.guidance for f in families.all_families() for w in (f.sampling, *f.variant_sampling.values())}
+        value = (way.guidance if way.guidance is not None and float(cfg) in usual and float(cfg) != way.guidance
+                 else gr.update())
+        return [gr.update(visible=way.negative_prompt), gr.update(visible=way.samplers),
+                gr.update(label=way.guidance_label, visible=way.guidance is not None, value=value),
+                gr.update(visible=way.clip_skip), gr.update(value=way.steps) if way.steps else gr.update()]
 
     def _row_visibility(picks):
         # the first row always; then one empty row after the last chosen LoRA

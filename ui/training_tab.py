@@ -13,13 +13,14 @@ from typing import Any
 
 import gradio as gr
 
+from core import families
 from core.config import presets as presets_mod
 from core.config.toml_io import ConfigError, flatten, load_config, read_toml, validate
 from core.runs.launch import command_line, request, start_run
 from core.runs.reader import RunBusyError, RunExistsError, is_run_dir, list_runs, read_run, run_dir_of
 from core.runs.steps_plan import steps_plan
 from core.config.schema import TrainConfig
-from core.models.choose import FLUX_PARTS, describe_base, find_flux_parts
+from core.models.choose import all_parts, describe_base, find_flux_parts
 
 from . import queue_panel, run_view
 from .context import AppContext
@@ -127,7 +128,7 @@ def build(ctx: AppContext) -> None:
                 export_file = gr.File(label="Config file", visible=False, interactive=False, elem_id="export-file")
                 files_msg = gr.HTML("", elem_id="files-msg")
             form.build(initial, custom={"pretrained_model_name_or_path": model_picker,
-                                        **{setting: part_picker for setting, _, _ in FLUX_PARTS}},
+                                        **{part.setting: part_picker for part in all_parts()}},
                        after_basic_group={"data": add_plan_box},
                        initial_family=initial_family)
             for name in ("train_data_dir", "trigger_word"):  # the Dataset tab fills these in
@@ -273,8 +274,10 @@ def build(ctx: AppContext) -> None:
             problems.append("Base model (pretrained_model_name_or_path) is empty: choose a model file, a diffusers "
                             "folder or a Hugging Face repo id.")
         family, needs = describe_base(cfg.pretrained_model_name_or_path, cfg.base_config_dir)
-        problems += [f"This Flux file holds only the transformer: choose {what} in {label_for(setting)} (`{setting}`)."
-                     for setting, _, what in FLUX_PARTS if setting in needs and not getattr(cfg, setting)]
+        title = families.title(family)
+        problems += [f"This {title} file holds only the {families.get(family).denoiser_words}: choose {p.words} in "
+                     f"{label_for(p.setting)} (`{p.setting}`)." for p in all_parts()
+                     if p.setting in needs and not getattr(cfg, p.setting)]
         plan_ = steps_plan(cfg.train_data_dir, cfg)
         if not plan_.ok:
             problems += plan_.problems or ["The training images folder holds no usable images."]

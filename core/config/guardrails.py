@@ -17,11 +17,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .recipes import FAMILIES, a, subject_of
+from .. import families
+from .recipes import a, subject_of
 from .schema import TrainConfig
 from .suggest import uses_range
 
-FAMILY_LABELS = {"sd15": "SD1.5", "sd2": "SD2", "sdxl": "SDXL", "flux": "Flux.1"}
 
 
 @dataclass
@@ -42,17 +42,17 @@ def base_family(cfg: TrainConfig) -> str | None:
 
 def native_resolution(cfg: TrainConfig, family: str) -> int | None:
     """The smallest side the family trains well at: an SD diffusers folder's own VAE sample_size (so the built-in
-    32 px toy model is not warned about), else the family's (core/config/recipes.py)."""
+    32 px toy model is not warned about), else the family's (core/families)."""
+    spec = families.find(family)
     p = Path(cfg.pretrained_model_name_or_path or "").expanduser()
-    if family != "flux" and (p / "vae" / "config.json").is_file():
+    if spec and spec.denoiser == "unet" and (p / "vae" / "config.json").is_file():
         try:
             size = json.loads((p / "vae" / "config.json").read_text(encoding="utf-8")).get("sample_size")
             if isinstance(size, int) and size > 0:
                 return size
         except (OSError, ValueError):
             pass
-    fam = FAMILIES.get(family)
-    return fam.min_resolution if fam else None
+    return spec.min_resolution if spec else None
 
 
 def captions(cfg: TrainConfig, limit: int = 2000) -> list[tuple[str, str]]:
@@ -95,7 +95,7 @@ def check(cfg: TrainConfig, *, family: str | None = None, preset_family: str | N
     out: list[Guardrail] = []
     family = family or base_family(cfg)
     if family and preset_family and family != preset_family:
-        want, have = FAMILY_LABELS.get(preset_family, preset_family), FAMILY_LABELS.get(family, family)
+        want, have = families.title(preset_family), families.title(family)
         out.append(Guardrail("pretrained_model_name_or_path", "family",
                              f"The preset is made for {want}, but the base model is {have}: choose a {have} preset, "
                              f"or a {want} base model (pretrained_model_name_or_path)."))
@@ -111,7 +111,7 @@ def check(cfg: TrainConfig, *, family: str | None = None, preset_family: str | N
         side = min(cfg.resolution_wh)
         if native and side < native:
             out.append(Guardrail("resolution", "resolution",
-                                 f"resolution {cfg.resolution} is below {FAMILY_LABELS.get(family, family)}'s native "
+                                 f"resolution {cfg.resolution} is below {families.title(family)}'s native "
                                  f"{native} px: the LoRA learns blurry detail and shifts the model's look. Set "
                                  f"resolution to {native}."))
     if cuda is False and cfg.optimizer_type in ("AdamW8bit", "Lion8bit"):

@@ -82,8 +82,8 @@ def guided_start(subject: str, model: str, family: str | None, data_dir: str, vr
         return _demo(base, gpu)
     fam = family if family and family != AUTO else describe_base(model)[0] if model else None
     if fam is None:
-        return Guided(False, problems=["Choose the base model's family (SD1.5, SDXL or Flux.1 dev), or a base model "
-                                       "file or diffusers folder the program can read."])
+        return Guided(False, problems=[f"Choose the base model's family ({', '.join(f.label for f in FAMILIES.values())}), "
+                                       "or a base model file or diffusers folder the program can read."])
     if fam not in FAMILIES:
         return Guided(False, family=fam, problems=[f"The base model is {fam}: the table has presets for "
                                                    f"{', '.join(f.label for f in FAMILIES.values())} only. Fill the "

@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import families
+
 Why = tuple[Any, str]  # (value, reason in plain words with its source)
 
 TIERS = (8, 12, 16, 24)  # GB of VRAM
@@ -34,14 +36,16 @@ class Reference:
 
 @dataclass(frozen=True)
 class Family:
-    name: str  # model_family / estimate family
-    label: str
-    native: int  # the resolution the base model was trained at
-    min_resolution: int  # below this the guardrail warns
+    name: str  # model_family / estimate family (its facts: core/families)
     rank: int
     alpha: float
     reference: Reference
     values: dict[str, Why] = field(default_factory=dict)
+    variant: str = ""  # the variant the recipe is for ("dev"), shown after the family's title
+
+    @property
+    def label(self) -> str:
+        return " ".join(filter(None, (families.title(self.name), self.variant)))
 
 
 @dataclass(frozen=True)
@@ -72,7 +76,7 @@ class Tier:
 
 FAMILIES: dict[str, Family] = {
     "sd15": Family(
-        "sd15", "SD1.5", native=512, min_resolution=512, rank=32, alpha=16.0,
+        "sd15", rank=32, alpha=16.0,
         # EasyPhoto (SD1.5 faces): 128/64, 1e-4 -> scale 1/2; EDG_LoraOptiSettings: unet 1e-4, text encoder 5e-5
         reference=Reference(1e-4, 0.5, "EasyPhoto's SD1.5 face LoRA: 1e-4 at alpha/rank 1/2; text encoder at half "
                             "the UNet's LR as kohya_ss's EDG_LoraOptiSettings (1e-4 / 5e-5)", text_encoder_lr=5e-5),
@@ -85,7 +89,7 @@ FAMILIES: dict[str, Family] = {
             "cache_latents": (True, "latents encoded once, the VAE leaves the GPU"),
         }),
     "sdxl": Family(
-        "sdxl", "SDXL", native=1024, min_resolution=1024, rank=32, alpha=16.0,
+        "sdxl", rank=32, alpha=16.0,
         # sd-scripts docs/sdxl_train_network.md: 32/16, 1e-4, TE 1e-5, AdamW8bit, 10 epochs
         reference=Reference(1e-4, 0.5, "sd-scripts' SDXL guide (docs/sdxl_train_network.md): 1e-4 at 32/16"),
         values={
@@ -102,7 +106,7 @@ FAMILIES: dict[str, Family] = {
             "cache_latents": (True, "latents cached (every kohya_ss SDXL preset)"),
         }),
     "flux": Family(
-        "flux", "Flux.1 dev", native=1024, min_resolution=512, rank=16, alpha=16.0,
+        "flux", rank=16, alpha=16.0, variant="dev",
         # ai-toolkit config/examples/train_lora_flux_24gb.yaml: 16/16, AdamW8bit, 1e-4, batch 1
         reference=Reference(1e-4, 1.0, "ai-toolkit's Flux example (train_lora_flux_24gb.yaml): AdamW8bit 1e-4 at "
                             "16/16"),

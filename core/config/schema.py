@@ -11,6 +11,8 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .. import families
+
 GROUPS: dict[str, str] = {
     "model": "Base model",
     "data": "Dataset and captions",
@@ -26,21 +28,24 @@ GROUPS: dict[str, str] = {
 }
 
 
-SD_FAMILIES = ("sd15", "sd2", "sdxl")
-FLUX_LYCORIS = ("network_type loha / lokr is not available for Flux: Flux LoRAs are saved with diffusers key names, "
-                "which diffusers loads only as plain LoRA, so no LyCORIS file would load everywhere a Flux LoRA does. "
-                "Use network_type = \"lora\" for Flux.")
+FAMILY_CHOICES = ("auto", *families.names())
 
 
-def param(default: Any, *, help: str, group: str, basic: bool = False, families: tuple[str, ...] = (),
-          own: bool | None = None, **kw: Any) -> Any:
-    """Declare one parameter: its default, help text, GUI group and level, plus pydantic limits.
-    `families`: the model families it applies to (empty = all); the GUI shows it only for those. `own`: the user's
-    own input (their model and its files, folders, names, words) that presets keep; the whole model group is."""
+def no_lycoris(family: str) -> str:
+    """Why network_type loha / lokr is refused for a family whose LoRAs are saved in the diffusers form."""
+    title = families.title(family)
+    return (f"network_type loha / lokr is not available for {title}: {title} LoRAs are saved with diffusers key names, "
+            f"which diffusers loads only as plain LoRA, so no LyCORIS file would load everywhere a {title} LoRA does. "
+            f"Use network_type = \"lora\" for {title}.")
+
+
+def param(default: Any, *, help: str, group: str, basic: bool = False, own: bool | None = None, **kw: Any) -> Any:
+    """Declare one parameter: its default, help text, GUI group and level, plus pydantic limits. `own`: the user's
+    own input (their model and its files, folders, names, words) that presets keep; the whole model group is.
+    Which model families a parameter applies to is not said here: each family lists the family-only settings it
+    uses (core/families), and the GUI shows those only for it."""
     assert group in GROUPS, group
     extra: dict[str, Any] = {"group": group, "basic": basic}
-    if families:
-        extra["families"] = list(families)
     if own if own is not None else group == "model":
         extra["own"] = True
     return Field(default, description=help, json_schema_extra=extra, **kw)
@@ -61,11 +66,12 @@ class TrainConfig(BaseModel):
         "", group="model", basic=True,
         help="Base model: a diffusers folder, a single-file .safetensors checkpoint, or a Hugging Face "
              "repo id such as stable-diffusion-v1-5/stable-diffusion-v1-5.")
-    model_family: Literal["auto", "sd15", "sd2", "sdxl", "flux"] = param(
+    model_family: Literal[FAMILY_CHOICES] = param(
         "auto", group="model",
-        help="Model family. 'auto' detects SD1.5, SD2, SDXL or Flux.1 (dev/schnell) from the model files.")
+        help="Model family. 'auto' detects it from the model files ("
+             + ", ".join(f.title for f in families.all_families()) + ").")
     v_parameterization: bool = param(
-        False, group="model", families=SD_FAMILIES,
+        False, group="model",
         help="The base model predicts v (SD2.x 768-v models and v-pred finetunes). Leave off for SD1.5 and SDXL.")
     vae: str = param(
         "", group="model",
@@ -75,46 +81,46 @@ class TrainConfig(BaseModel):
         help="Optional diffusers config folder for a single-file checkpoint whose architecture differs from "
              "the standard one. Normally left empty: the standard configs ship with the program.")
     clip_l: str = param(
-        "", group="model", basic=True, families=("flux",),
+        "", group="model", basic=True,
         help="Flux: the CLIP-L text encoder file (clip_l.safetensors), needed when the base model file holds only "
              "the transformer (flux1-dev.safetensors from Black Forest Labs, a ComfyUI 'unet' file).")
     t5xxl: str = param(
-        "", group="model", basic=True, families=("flux",),
+        "", group="model", basic=True,
         help="Flux: the T5-XXL text encoder file (t5xxl_fp16.safetensors or t5xxl_fp8_e4m3fn.safetensors), needed "
              "when the base model file holds only the transformer.")
     ae: str = param(
-        "", group="model", basic=True, families=("flux",),
+        "", group="model", basic=True,
         help="Flux: the autoencoder file (ae.safetensors), needed when the base model file holds only the transformer.")
     clip_skip: int = param(
-        1, group="model", families=SD_FAMILIES, ge=1, le=4,
+        1, group="model", ge=1, le=4,
         help="Use the output of the N-th last text-encoder layer (2 is common for anime SD1.5 models).")
 
     # ----------------------------------------------------------------- flux
     timestep_sampling: Literal["sigma", "uniform", "sigmoid", "shift", "flux_shift"] = param(
-        "shift", group="flux", families=("flux",),
+        "shift", group="flux",
         help="Flux: how noise levels are drawn. shift (recommended by sd-scripts): sigmoid of a normal draw, shifted "
              "towards more noise by discrete_flow_shift; sigmoid: the same without shift; uniform; sigma: the "
              "scheduler's shifted levels; flux_shift: shifted by image size as Flux samples.")
     sigmoid_scale: float = param(
-        1.0, group="flux", families=("flux",), gt=0.0, le=10.0,
+        1.0, group="flux", gt=0.0, le=10.0,
         help="Flux: scale of the normal draw for sigmoid/shift/flux_shift sampling (larger = closer to uniform).")
     discrete_flow_shift: float = param(
-        3.1582, group="flux", families=("flux",), gt=0.0, le=100.0,
+        3.1582, group="flux", gt=0.0, le=100.0,
         help="Flux: shift for timestep_sampling shift and sigma (3.1582 as sd-scripts' Flux guide recommends).")
     model_prediction_type: Literal["raw", "additive", "sigma_scaled"] = param(
-        "raw", group="flux", families=("flux",),
+        "raw", group="flux",
         help="Flux: how the transformer output is compared. raw (recommended): as the velocity noise - image; "
              "additive: output + noisy input; sigma_scaled: as an estimate of the clean image.")
     guidance_scale: float = param(
-        1.0, group="flux", families=("flux",), ge=0.0, le=100.0,
+        1.0, group="flux", ge=0.0, le=100.0,
         help="Flux dev: the distilled-guidance value fed to the transformer while training (1.0 is what sd-scripts' "
              "guide and FluxGym train with). Samples use --g in the prompt line (default 3.5).")
     t5xxl_max_token_length: int = param(
-        0, group="flux", families=("flux",), ge=0, le=512,
+        0, group="flux", ge=0, le=512,
         help="Flux: T5 tokens per caption, 16-512 (0 = the model's own: 512 for dev, 256 for schnell). Lower = "
              "faster, but long captions are cut.")
     flux_lora_layers: Literal["all", "attention"] = param(
-        "all", group="flux", families=("flux",),
+        "all", group="flux",
         help="Flux: 'all' trains every Linear layer of the double and single blocks (attention, feed-forward, "
              "modulation), as sd-scripts; 'attention' only the attention projections (smaller file, less capacity).")
 
@@ -191,7 +197,7 @@ class TrainConfig(BaseModel):
 
     # -------------------------------------------------------------- network
     network_type: Literal["lora", "locon", "loha", "lokr"] = param(
-        "lora", group="network", families=SD_FAMILIES,
+        "lora", group="network",
         help="Kind of network. lora: plain LoRA (convolutions too when conv_dim > 0). locon: LoRA on the attention and "
              "the convolution layers (needs conv_dim). loha / lokr: LyCORIS LoHa (Hadamard product of two low-rank "
              "pairs) and LoKr (Kronecker product; see factor), saved with LyCORIS key names that ComfyUI, "
@@ -217,25 +223,25 @@ class TrainConfig(BaseModel):
              "(alpha/rank x up @ down) has a norm above this (1.0 is typical); the log shows how many were scaled. "
              "0 = off.")
     lora_ff: bool = param(
-        False, group="network", families=SD_FAMILIES, help="Also train the UNet's feed-forward layers (more capacity, bigger file).")
+        False, group="network", help="Also train the UNet's feed-forward layers (more capacity, bigger file).")
     lora_proj: bool = param(
-        False, group="network", families=SD_FAMILIES, help="Also train the UNet's attention projection in/out layers (proj_in, proj_out).")
+        False, group="network", help="Also train the UNet's attention projection in/out layers (proj_in, proj_out).")
     conv_dim: int = param(
-        0, group="network", families=SD_FAMILIES, ge=0, le=512,
+        0, group="network", ge=0, le=512,
         help="Rank for the UNet's convolution layers (LoCon style; with network_type loha / lokr they get that kind). "
              "0 = convolutions are not trained.")
-    conv_alpha: float = param(1.0, group="network", families=SD_FAMILIES, gt=0.0, le=512, help="Alpha for the convolution layers.")
+    conv_alpha: float = param(1.0, group="network", gt=0.0, le=512, help="Alpha for the convolution layers.")
     factor: int = param(
-        -1, group="network", families=SD_FAMILIES, ge=-1, le=1024,
+        -1, group="network", ge=-1, le=1024,
         help="LoKr: split each layer's size into two factors, one of them as close to this number as it divides "
              "(e.g. 8 or 16: smaller factor = smaller file); -1 = near the square root. Only for network_type lokr.")
     decompose_both: bool = param(
-        False, group="network", families=SD_FAMILIES,
+        False, group="network",
         help="LoKr: also make the smaller Kronecker factor low-rank (network_dim), not only the larger one. Only for "
              "network_type lokr. A layer whose factors are both full matrices trains at scale 1 (alpha unused), "
              "as LyCORIS and the loaders do.")
     use_tucker: bool = param(
-        False, group="network", families=SD_FAMILIES,
+        False, group="network",
         help="LoHa / LoKr: decompose 3x3 convolution kernels with a small Tucker core (hada_t1/t2, lokr_t2; LyCORIS' "
              "use_tucker, formerly use_cp): fewer parameters for the conv_dim layers. Only for loha and lokr.")
     use_dora: bool = param(
@@ -301,26 +307,26 @@ class TrainConfig(BaseModel):
 
     # -------------------------------------------------------------- quality
     min_snr_gamma: float = param(
-        0.0, group="quality", families=SD_FAMILIES, ge=0.0, le=100.0,
+        0.0, group="quality", ge=0.0, le=100.0,
         help="Min-SNR loss weighting (5 is typical) for faster, steadier training. 0 = off.")
     noise_offset: float = param(
-        0.0, group="quality", families=SD_FAMILIES, ge=0.0, le=1.0,
+        0.0, group="quality", ge=0.0, le=1.0,
         help="Noise offset (0.05-0.1) lets the model learn very dark or very bright images. Independent of "
              "multires noise, as in sd-scripts (kohya_ss's noise_offset_type picks one; convert-config keeps that one).")
     noise_offset_random_strength: bool = param(
-        False, group="quality", families=SD_FAMILIES,
+        False, group="quality",
         help="Scale the noise offset by a random strength between 0 and noise_offset, drawn each step (sd-scripts' "
              "--noise_offset_random_strength).")
     adaptive_noise_scale: float = param(
-        0.0, group="quality", families=SD_FAMILIES, ge=-1.0, le=1.0,
+        0.0, group="quality", ge=-1.0, le=1.0,
         help="Adds adaptive_noise_scale x |mean of each latent channel| to noise_offset, per image (about a tenth of "
              "noise_offset, e.g. 0.00357). Needs noise_offset. 0 = off.")
     multires_noise_iterations: int = param(
-        0, group="quality", families=SD_FAMILIES, ge=0, le=64,
+        0, group="quality", ge=0, le=64,
         help="Multires (pyramid) noise: add this many layers of lower-resolution noise (6-10 is typical), which "
              "helps with overall brightness and large shapes. 0 = off. Applied after noise_offset when both are on.")
     multires_noise_discount: float = param(
-        0.3, group="quality", families=SD_FAMILIES, ge=0.0, le=1.0,
+        0.3, group="quality", ge=0.0, le=1.0,
         help="Multires noise: weight of each lower-resolution layer is discount^i (0.1-0.3 is typical). Used only "
              "with multires_noise_iterations.")
     ip_noise_gamma: float = param(
@@ -331,14 +337,14 @@ class TrainConfig(BaseModel):
         False, group="quality",
         help="Scale ip_noise_gamma by a random strength between 0 and ip_noise_gamma, drawn each step.")
     debiased_estimation_loss: bool = param(
-        False, group="quality", families=SD_FAMILIES,
+        False, group="quality",
         help="Debiased estimation: weigh the loss by 1/sqrt(SNR) (v-prediction: 1/(SNR+1)), as sd-scripts. "
              "Combines with min_snr_gamma when both are on.")
     min_timestep: int = param(
-        0, group="quality", families=SD_FAMILIES, ge=0, le=1000,
+        0, group="quality", ge=0, le=1000,
         help="Train only on noise levels (timesteps) from this one up; 0 = from the least noise.")
     max_timestep: int = param(
-        1000, group="quality", families=SD_FAMILIES, ge=1, le=1000,
+        1000, group="quality", ge=1, le=1000,
         help="Train only on timesteps below this one; 1000 = up to the most noise. Must be larger than min_timestep.")
 
     # --------------------------------------------------------------- memory
@@ -369,7 +375,7 @@ class TrainConfig(BaseModel):
              "fp8_base). nf4: 4-bit NF4 through bitsandbytes (QLoRA), about a quarter. The LoRA itself always trains "
              "in full precision and its file is the same. fp8 turns on gradient_checkpointing.")
     t5xxl_precision: Literal["auto", "fp8"] = param(
-        "auto", group="memory", families=("flux",),
+        "auto", group="memory",
         help="Flux: how T5-XXL is kept while the captions are encoded (then it is freed). auto: in the mixed_precision "
              "dtype, 9.5 GB. fp8: its Linear weights stored as float8 and computed in the mixed_precision dtype, about "
              "4.9 GB, as sd-scripts' fp8_base does; the cached captions differ slightly. An fp8 T5 file stays fp8.")
@@ -465,8 +471,8 @@ class TrainConfig(BaseModel):
             if self.use_tucker:
                 raise ValueError("use_tucker applies to network_type loha or lokr only: turn it off or choose one")
             return
-        if self.model_family == "flux":
-            raise ValueError(FLUX_LYCORIS)
+        if self.model_family != "auto" and not families.get(self.model_family).lycoris:
+            raise ValueError(no_lycoris(self.model_family))
         refused = [(k, why) for k, on, why in (
             ("use_dora", self.use_dora, "DoRA is trained with network_type lora / locon"),
             ("network_dropout", self.network_dropout, "LyCORIS kinds have no input dropout; use rank_dropout or "
@@ -509,6 +515,19 @@ class TrainConfig(BaseModel):
     def effective_validation_seed(self) -> int:
         return self.seed if self.validation_seed is None else self.validation_seed
 
+    def unused_by(self, family: str) -> str:
+        """A warning naming the family-only settings changed from their defaults that `family` does not use
+        ('' when there are none): they are ignored, and the user should know."""
+        names = [n for n in type(self).model_fields if family not in (used := families.using(n)) and used
+                 and getattr(self, n) != type(self).model_fields[n].default]
+        if not names:
+            return ""
+        for_whom = sorted({f for n in names for f in families.using(n)}, key=families.names().index)
+        one = len(names) == 1
+        return (f"{', '.join(names)} {'does' if one else 'do'} not apply to {families.title(family)} "
+                f"({'it is' if one else 'they are'} for {' / '.join(families.title(f) for f in for_whom)}) and "
+                f"{'is' if one else 'are'} ignored. Set {'it' if one else 'them'} back to the default to silence this.")
+
     @property
     def train_unet(self) -> bool:
         return not self.network_train_text_encoder_only
@@ -516,3 +535,17 @@ class TrainConfig(BaseModel):
     @property
     def train_text_encoder(self) -> bool:
         return not self.network_train_unet_only
+
+
+def _mark_family_fields() -> None:
+    """Each family-only setting says which families use it (from core/families), for the GUI and the docs."""
+    for name, info in TrainConfig.model_fields.items():
+        used_by = families.using(name)
+        if used_by:
+            info.json_schema_extra["families"] = list(used_by)
+    unknown = {f for spec in families.all_families() for f in spec.fields} - set(TrainConfig.model_fields)
+    if unknown:
+        raise RuntimeError(f"core/families names settings the schema does not have: {', '.join(sorted(unknown))}")
+
+
+_mark_family_fields()

@@ -185,10 +185,15 @@ def suggest_config(family: str, vram_gb: float, images: int | None, subject: str
         why = next((n for n in estimate(validate(tried_values), fam.name).notes if n.startswith("the peak is")), "")
     out.message = (f"Nothing fits {vram_gb:g} GB for {fam.label}: even with every memory saving ({tried}) the "
                    f"estimate is {lowest:.1f} GB" + (f" ({why})" if why else "") + ". Use a GPU "
-                   "with more memory or a smaller family"
-                   + (" (SDXL or SD1.5)" if fam.name == "flux" else " (SD1.5)" if fam.name == "sdxl" else "") + ".")
+                   "with more memory or a smaller family" + _smaller(fam.name) + ".")
     out.reasons.append(out.message)
     return out
+
+
+def _smaller(family: str) -> str:
+    """' (SDXL or SD1.5)': the families the table lists before `family` (it lists them smallest first)."""
+    before = [f.label for f in FAMILIES.values()][:list(FAMILIES).index(family)][::-1]
+    return f" ({' or '.join(before)})" if before else ""
 
 
 def _sets(change: dict[str, Any]) -> str:

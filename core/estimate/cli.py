@@ -5,13 +5,14 @@ import argparse
 import json
 import sys
 
+from .. import families
 from ..cli_args import positive_float
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="TOML config file (as for `python -m core train`).")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="Override one key (repeatable).")
-    p.add_argument("--family", choices=["sd15", "sd2", "sdxl", "flux"],
+    p.add_argument("--family", choices=families.names(),
                    help="Model family, when the base model is not on this computer (the shipped configs are used).")
     p.add_argument("--vram", type=positive_float, metavar="GB",
                    help="Your GPU's memory: says whether it fits and what to change.")

@@ -15,9 +15,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .. import families
 from ..lora import network as net
 from ..models.blocks import block_prefixes, denoiser_blocks
-from ..models.loading import CONFIG_ROOT, FAMILIES
+from ..models.loading import CONFIG_ROOT
 
 TE_FOLDERS = ("text_encoder", "text_encoder_2")
 
@@ -43,13 +44,12 @@ class ModelCounts:
     _tes: list = field(default_factory=list)
 
 
-def config_folder(family: str, model: str = "", variant: str = "dev") -> Path:
+def config_folder(family: str, model: str = "", variant: str | None = None) -> Path:
     """A diffusers folder that holds configs for `model`: the model's own, or the shipped one of its family."""
     p = Path(model).expanduser() if model else None
     if p is not None and p.is_dir() and (p / "model_index.json").is_file():
         return p
-    name = {"sd15": "sd15", "sd2": "sd2v", "sdxl": "sdxl", "flux": f"flux-{variant}"}[family]
-    return CONFIG_ROOT / name
+    return CONFIG_ROOT / families.get(family).config_folder_for(variant)
 
 
 def _meta_diffusers(folder: Path):
@@ -93,15 +93,14 @@ def _denoiser_counts(model: nn.Module) -> DenoiserCounts:
                 block_linear += n
     blocks = [_count(b) for _, b in denoiser_blocks(model)]
     cfg = model.config
-    hidden = (cfg.get("num_attention_heads", 0) * cfg.get("attention_head_dim", 0)
-              if hasattr(model, "single_transformer_blocks") else max(cfg.get("block_out_channels", [0])))
+    hidden = max(cfg.get("block_out_channels") or [0]) or cfg.get("num_attention_heads", 0) * cfg.get("attention_head_dim", 0)
     return DenoiserCounts(_count(model), linear, block_linear, blocks, hidden)
 
 
 @lru_cache(maxsize=8)
 def model_counts(folder: str, family: str) -> ModelCounts:
     root = Path(folder)
-    sub = "transformer" if family == "flux" else "unet"
+    sub = families.get(family).denoiser
     den = _meta_diffusers(root / sub)
     tes = [_meta_transformers(root / t) for t in TE_FOLDERS if (root / t / "config.json").is_file()]
     vae = _meta_diffusers(root / "vae") if (root / "vae" / "config.json").is_file() else None
@@ -136,7 +135,7 @@ def _lora_size(model: nn.Module, names: list[str], rank: int, dora: bool, spec=N
 def lora_counts(counts: ModelCounts, cfg, trained_tes: list[int]) -> tuple[int, int]:
     """(LoRA parameters on the denoiser, on the trained text encoders)."""
     spec = net.NetworkSpec.from_config(cfg)
-    fam = FAMILIES[counts.family]
+    fam = families.family_module(counts.family)
     den = 0
     if cfg.train_unet:
         main, conv = fam.denoiser_targets(counts._model, spec)

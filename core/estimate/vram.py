@@ -6,7 +6,7 @@ GPU (cache_text_encoder_outputs / cache_latents free them after caching, as core
 with its Linear weights in fp8 under t5xxl_precision fp8), the LoRA's
 weights, gradients and optimizer state, the activations (a per-family coefficient per latent token, with and without
 gradient checkpointing) and a fixed CUDA context / workspace overhead. Two phases are estimated: caching (the encoders
-and the VAE at work; the denoiser already on the GPU unless a low-VRAM mode keeps it in RAM until then) and training;
+and the VAE at work; the denoiser waits in RAM until then, in every mode) and training;
 the peak is the larger. Calibrated against published figures (docs/benchmarks.md); not yet measured on a GPU here.
 """
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .. import families
 from .counts import config_folder, lora_counts, model_counts
 
 GB = 1024 ** 3
@@ -21,10 +22,9 @@ GB = 1024 ** 3
 OPTIMIZER_STATE = {"AdamW": 8.0, "AdamW8bit": 2.0, "Lion": 4.0, "Lion8bit": 1.0, "Prodigy": 16.0,
                    "Adafactor": 0.5, "SGD": 0.0}
 NF4_BYTES = 0.53  # 4 bits + one fp32 absmax per 64 weights, double-quantised (bitsandbytes' defaults)
-# Activation bytes per latent token per image at 2-byte compute (x2 in fp32): (without, with gradient checkpointing).
-# A token is one latent pixel (8x8 image pixels) for the UNets, one packed 2x2 latent patch (16x16 pixels) for Flux.
-ACTIVATIONS = {"sd15": (700e3, 110e3), "sd2": (700e3, 110e3), "sdxl": (280e3, 70e3), "flux": (5.5e6, 460e3)}
-TOKEN_PIXELS = {"sd15": 8, "sd2": 8, "sdxl": 8, "flux": 16}
+# Activation bytes per latent token per image at 2-byte compute (x2 in fp32), without and with gradient
+# checkpointing, and the image pixels per token side: each family's (core/families, FamilySpec.estimate). A token is
+# one latent pixel (8x8 image pixels) for the UNets, one packed 2x2 latent patch (16x16 pixels) for Flux.
 VAE_ENCODE_BYTES_PER_PIXEL = 2400  # fp32 VAE encoder activations while caching latents
 OVERHEAD_GB = 0.8  # CUDA context, cuBLAS/cuDNN workspaces
 FRAGMENTATION = 0.05  # allocator slack on top of what is allocated
@@ -62,20 +62,13 @@ def resolve_family(cfg, family: str | None = None) -> tuple[str, str]:
     if fam is None:
         if not local:
             raise ValueError("pretrained_model_name_or_path is empty or not on this computer: give the family with "
-                             "--family sd15|sd2|sdxl|flux (the shipped configs are used then)")
+                             f"--family {'|'.join(families.names())} (the shipped configs are used then)")
         from ..models.loading import detect_family
 
         fam = detect_family(model, "auto", cfg.base_config_dir)[0]
-    if fam not in ("sd15", "sd2", "sdxl", "flux"):
-        raise ValueError(f"family {fam!r}: use sd15, sd2, sdxl or flux")
-    variant = "dev"
-    folder = config_folder(fam, model if local else "", variant)
-    if fam == "flux" and local and folder.is_dir() and (folder / "transformer" / "config.json").is_file():
-        import json
-
-        tcfg = json.loads((folder / "transformer" / "config.json").read_text(encoding="utf-8"))
-        variant = "dev" if tcfg.get("guidance_embeds") else "schnell"
-    return fam, str(folder)
+    if families.find(fam) is None:
+        raise ValueError(f"family {fam!r}: use {', '.join(families.names())}")
+    return fam, str(config_folder(fam, model if local else ""))
 
 
 def estimate(cfg, family: str | None = None) -> Estimate:
@@ -83,10 +76,11 @@ def estimate(cfg, family: str | None = None) -> Estimate:
     from ..train.memory import check_modes
 
     fam, folder = resolve_family(cfg, family)
+    spec = families.get(fam)
+    est = spec.estimate
     counts = model_counts(folder, fam)
     den = counts.denoiser
-    check_modes(cfg.base_precision, cfg.blocks_to_swap, len(den.blocks),
-                "double + single transformer blocks" if fam == "flux" else "down + mid + up blocks")
+    check_modes(cfg.base_precision, cfg.blocks_to_swap, len(den.blocks), spec.block_words)
     cb = _compute_bytes(cfg)
     notes: list[str] = []
     prec, swap = cfg.base_precision, cfg.blocks_to_swap
@@ -113,21 +107,24 @@ def estimate(cfg, family: str | None = None) -> Estimate:
     # text encoders and VAE
     trained_tes = []
     if cfg.train_text_encoder:
-        trained_tes = [0] if fam == "flux" else list(range(len(counts.text_encoders)))
+        trainable = range(len(counts.text_encoders))
+        trained_tes = [i for i in trainable if spec.lora_text_encoders is None or i in spec.lora_text_encoders]
     static_captions = not cfg.shuffle_caption and cfg.caption_dropout_rate == 0
     te_bytes = [n * cb for n in counts.text_encoders]
-    t5_fp8 = fam == "flux" and cfg.t5xxl_precision == "fp8" and len(te_bytes) > 1
-    if t5_fp8:  # Linear weights in float8, the embeddings and norms in the compute dtype (core/models/t5_fp8.py)
-        te_bytes[1] = counts.te_linear[1] * 1 + (counts.text_encoders[1] - counts.te_linear[1]) * cb
-    elif fam != "flux" and cfg.t5xxl_precision != "auto":
-        notes.append(f"t5xxl_precision = \"{cfg.t5xxl_precision}\" applies to Flux only (T5-XXL); ignored for {fam}")
-    if fam == "flux":
-        cached = static_captions  # Flux always caches; T5 is never trained
-        te_train = (te_bytes[0] if trained_tes else 0) + (0 if cached else te_bytes[1])
+    fp8_te = est.fp8_encoder
+    te_fp8 = fp8_te is not None and cfg.t5xxl_precision == "fp8" and len(te_bytes) > fp8_te
+    if te_fp8:  # Linear weights in float8, the embeddings and norms in the compute dtype (core/models/t5_fp8.py)
+        te_bytes[fp8_te] = counts.te_linear[fp8_te] * 1 + (counts.text_encoders[fp8_te] - counts.te_linear[fp8_te]) * cb
+    elif fp8_te is None and cfg.t5xxl_precision != "auto":
+        only = ", ".join(families.title(f) for f in families.using("t5xxl_precision"))
+        notes.append(f"t5xxl_precision = \"{cfg.t5xxl_precision}\" applies to {only} only; ignored for {spec.title}")
+    if est.always_caches_text:  # the encoders that are not trained are cached whenever the captions stay the same
+        cached = static_captions
+        te_train = sum(b for i, b in enumerate(te_bytes) if i in trained_tes or not cached)
     else:
         cached = cfg.cache_text_encoder_outputs and not trained_tes and static_captions
         te_train = 0 if cached else sum(te_bytes)
-    vae_cb = 4 if fam == "sdxl" or cb == 4 else cb
+    vae_cb = 4 if est.vae_fp32 or cb == 4 else cb
     vae_bytes = counts.vae * vae_cb
     w, h = cfg.resolution_wh
     pixels = w * h * cfg.train_batch_size
@@ -139,8 +136,8 @@ def estimate(cfg, family: str | None = None) -> Estimate:
     lora_gb = lora_n * (4 + 4 + OPTIMIZER_STATE.get(cfg.optimizer_type, 8.0)) / GB
 
     # activations
-    tokens = (w // TOKEN_PIXELS[fam]) * (h // TOKEN_PIXELS[fam]) * cfg.train_batch_size
-    per_token = ACTIVATIONS[fam][1 if checkpointing else 0] * cb / 2
+    tokens = (w // est.token_pixels) * (h // est.token_pixels) * cfg.train_batch_size
+    per_token = est.activations[1 if checkpointing else 0] * cb / 2
     act_gb = tokens * per_token / GB + (0.1 if trained_tes else 0.0)
 
     parts = {"base_weights": base_gb, "text_encoders": te_train / GB, "vae": vae_train / GB,
@@ -151,23 +148,22 @@ def estimate(cfg, family: str | None = None) -> Estimate:
     if swap:
         parts["swapped_to_ram"] = -swapped / GB  # already left out of base_weights; shown for information
 
-    # caching phase: the encoders (and the VAE encoder) at work; the denoiser on the GPU already unless a low-VRAM
-    # mode keeps it in RAM until caching is done (core/train/memory.py)
-    den_while_caching = 0.0 if (prec != "auto" or swap) else weights / GB
+    # caching phase: the encoders (and the VAE encoder) at work; the denoiser waits in RAM until caching is done
+    # (core/train/memory.py), in every mode
     enc = sum(te_bytes) / GB
     vae_cache = (vae_bytes + w * h * VAE_ENCODE_BYTES_PER_PIXEL * vae_cb / 4) / GB if cfg.cache_latents else 0
-    caching = (den_while_caching + enc + vae_cache) * (1 + FRAGMENTATION) + OVERHEAD_GB
+    caching = (enc + vae_cache) * (1 + FRAGMENTATION) + OVERHEAD_GB
     peak = max(training, caching)
     phase = "training" if training >= caching else "caching"
     if phase == "caching":
-        t5 = (" (T5-XXL, stored in fp8)" if t5_fp8 else " (T5-XXL)") if fam == "flux" else ""
-        notes.append("the peak is while caching: the text encoders" + t5
-                     + " and the VAE are on the GPU then" + ("" if den_while_caching == 0 else ", with the denoiser"))
+        words = est.fp8_encoder_words
+        t5 = (f" ({words}, stored in fp8)" if te_fp8 else f" ({words})") if words else ""
+        notes.append("the peak is while caching: the text encoders" + t5 + " and the VAE are on the GPU then")
     if swap and not cfg.gradient_checkpointing or prec == "fp8" and not cfg.gradient_checkpointing:
         notes.append("gradient_checkpointing is turned on by base_precision fp8 / blocks_to_swap")
     settings = {"resolution": cfg.resolution, "train_batch_size": cfg.train_batch_size, "network_dim": cfg.network_dim,
                 "mixed_precision": cfg.mixed_precision, "base_precision": prec, "blocks_to_swap": swap,
-                "t5xxl_precision": cfg.t5xxl_precision if fam == "flux" else "auto",
+                "t5xxl_precision": cfg.t5xxl_precision if fp8_te is not None else "auto",
                 "gradient_checkpointing": checkpointing, "optimizer_type": cfg.optimizer_type,
                 "cache_latents": cfg.cache_latents, "text_encoder_outputs_cached": cached,
                 "lora_parameters": lora_n, "denoiser_parameters": den.total, "blocks": len(den.blocks),
@@ -183,7 +179,8 @@ def _candidates(cfg, fam: str) -> list[tuple[str, dict[str, Any]]]:
     out: list[tuple[str, dict[str, Any]]] = []
     if not cfg.gradient_checkpointing:
         out.append(("turn on gradient_checkpointing (slower steps, same result)", {"gradient_checkpointing": True}))
-    if fam != "flux" and not (cfg.cache_text_encoder_outputs and not cfg.train_text_encoder):
+    if not families.get(fam).estimate.always_caches_text and not (cfg.cache_text_encoder_outputs
+                                                                  and not cfg.train_text_encoder):
         out.append(("train the UNet only and cache the text-encoder outputs",
                     {"network_train_unet_only": True, "cache_text_encoder_outputs": True}))
     if not cfg.cache_latents:
@@ -207,8 +204,8 @@ def _candidates(cfg, fam: str) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-# Flux's T5-XXL in fp8: offered whenever the caching phase sets the peak with T5-XXL the largest part of it (the
-# denoiser waits in RAM while caching once base_precision or blocks_to_swap is set), before the next change is tried
+# Flux's T5-XXL in fp8: offered whenever the caching phase sets the peak, T5-XXL being the largest part of it (the
+# denoiser waits in RAM while caching), before the next change is tried
 T5_FP8 = ("store T5-XXL in fp8 while the captions are cached (about half its 9.5 GB; the cached captions differ "
           "slightly)", {"t5xxl_precision": "fp8"})
 
@@ -238,10 +235,9 @@ def suggest(cfg, vram_gb: float, family: str | None = None) -> Estimate:
         return base
     fam = base.family
     current = cfg
-    t5_left = fam == "flux" and cfg.t5xxl_precision == "auto"
+    t5_left = families.get(fam).estimate.fp8_encoder is not None and cfg.t5xxl_precision == "auto"
     for why, change in _candidates(cfg, fam) + [("", {})]:
-        den_in_ram = current.base_precision != "auto" or current.blocks_to_swap > 0
-        if t5_left and den_in_ram and estimate(current, family).phase == "caching":
+        if t5_left and estimate(current, family).phase == "caching":
             t5_left = False
             current, fits = _apply(base, current, *T5_FP8, vram_gb, family)
             if fits:

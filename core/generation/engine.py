@@ -116,7 +116,8 @@ class Generator:
         self.default_model = model
         self.default_vae = vae
         self._device, self._dtype = device, dtype
-        self.flux_files: dict[str, str] = {}  # clip_l / t5xxl / ae for a transformer-only Flux file
+        # settings for loading: the separate files a denoiser-only file needs (a Flux transformer: clip_l, t5xxl, ae)
+        self.model_files: dict[str, str] = {}
         self.pipe = None
         self.family = None  # ModelFamily of the loaded base
         self.model_key: tuple[str, str] | None = None
@@ -155,7 +156,7 @@ class Generator:
             raise GenerateError("No base model chosen: pick one in the list or type a path / Hugging Face repo id.")
         p = Path(model).expanduser()
         key = (str(p.resolve()) if p.exists() else model, str(Path(vae).expanduser().resolve()) if vae else "",
-               tuple(sorted(self.flux_files.items())))
+               tuple(sorted(self.model_files.items())))
         with self.lock:
             if self.pipe is not None and self.model_key == key:
                 return self.pipe
@@ -164,7 +165,7 @@ class Generator:
                 progress(0.0, f"Loading the base model {Path(model).name}")
             import torch
 
-            pipe, fam = load_pipeline(model, vae=vae, dtype=self.dtype, flux_files=dict(self.flux_files),
+            pipe, fam = load_pipeline(model, vae=vae, dtype=self.dtype, settings=dict(self.model_files),
                                       large_model_dtype=torch.bfloat16 if self.device.type == "cuda" else self.dtype,
                                       progress=(lambda msg: progress(0.0, msg)) if progress else None)
             self._prepare(pipe, fam)
@@ -289,15 +290,7 @@ class Generator:
     def _render(self, prompt, negative, seed, steps, guidance, width, height, clip_skip, on_step=None):
         import torch
 
-        kwargs = dict(self.family.pipeline_kwargs(int(clip_skip)))
-        if not self.family.uses_cfg:  # Flux: distilled guidance (dev), no negative prompt
-            negative = ""
-            if self.pipe.transformer.config.get("guidance_embeds"):
-                kwargs["max_sequence_length"] = 512
-            else:
-                guidance, kwargs["max_sequence_length"] = 0.0, 256
-        else:
-            kwargs["negative_prompt"] = negative or None
+        kwargs = self.family.generate_kwargs(self.pipe, negative, float(guidance), int(clip_skip))
         if on_step is not None:
             def callback(_pipe, i, _t, cb_kwargs):
                 on_step(i + 1)
@@ -305,8 +298,7 @@ class Generator:
             kwargs["callback_on_step_end"] = callback
         gen = torch.Generator(device="cpu").manual_seed(int(seed))
         out = self.pipe(prompt=prompt, width=width, height=height,
-                        num_inference_steps=int(steps), guidance_scale=float(guidance), generator=gen,
-                        output_type="pil", **kwargs)
+                        num_inference_steps=int(steps), generator=gen, output_type="pil", **kwargs)
         return out.images[0]
 
     def _set_sampler(self, sampler: str) -> None:

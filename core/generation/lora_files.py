@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from .. import families
+
 LORA_EXTS = (".safetensors",)
 # <lora:name>, <lora:name:0.8>, <lora:name:0.8:te=..> (extra fields ignored, as A1111's unet/te split is not supported)
 LORA_TAG = re.compile(r"<lora:([^:>]+)(?::([^:>]*))?(?::[^>]*)?>", re.IGNORECASE)
@@ -21,42 +23,6 @@ _SKIP_DIRS = {"state", "samples", "control", "__pycache__", "generated"}
 class GenerateError(ValueError):
     """A problem with what was asked (unknown LoRA, wrong family, bad tag...); the message says what to do."""
 
-
-FAMILY_TITLES = {"sd15": "SD 1.5", "sd2": "SD 2.x", "sdxl": "SDXL", "flux": "Flux", "sd3": "SD3"}
-
-
-def family_of_version(version: str) -> str | None:
-    """Our family name for a kohya ``ss_base_model_version`` (``sd_v1``, ``sdxl_base_v1-0``, ...)."""
-    v = (version or "").strip().lower()
-    if not v:
-        return None
-    if v.startswith("sdxl"):
-        return "sdxl"
-    if v.startswith("sd_v1") or v in ("sd1", "sd15", "sd_1.5"):
-        return "sd15"
-    if v.startswith("sd_v2"):
-        return "sd2"
-    if v.startswith("flux"):
-        return "flux"
-    if v.startswith("sd3"):
-        return "sd3"
-    return None
-
-
-def family_of_architecture(arch: str) -> str | None:
-    """Our family name for a ModelSpec architecture (``stable-diffusion-xl-v1-base/lora``)."""
-    a = (arch or "").lower()
-    if a.startswith("stable-diffusion-xl"):
-        return "sdxl"
-    if a.startswith("stable-diffusion-v1"):
-        return "sd15"
-    if a.startswith("stable-diffusion-v2"):
-        return "sd2"
-    if a.startswith("flux"):
-        return "flux"
-    if a.startswith("stable-diffusion-3"):
-        return "sd3"
-    return None
 
 
 @dataclass
@@ -90,7 +56,7 @@ class LoraInfo:
         if self.val_loss is not None:
             bits.append(f"validation {self.val_loss:.4f}")
         if self.family:
-            bits.append(FAMILY_TITLES.get(self.family, self.family))
+            bits.append(families.title(self.family))
         bits.append(f"{Path(self.path).parent.name}/")
         return f"{self.name} — " + " · ".join(bits) + ("  ⚠ other model family" if self.warning else "")
 
@@ -141,7 +107,7 @@ def _read_header(p: Path, st: os.stat_result) -> LoraInfo | None:
     except ValueError:
         val_loss = None
     version = meta.get("ss_base_model_version", "")
-    family = family_of_version(version) or family_of_architecture(meta.get("modelspec.architecture", ""))
+    family = families.of_version(version) or families.of_architecture(meta.get("modelspec.architecture", ""))
     if family is None:  # untagged files: SDXL LoRAs have two text encoders or sgm unet names
         low = " ".join(keys[:2000])
         if "lora_te1_" in low or "lora_te2_" in low or "input_blocks_" in low:
@@ -243,8 +209,8 @@ DORA_NOTE = ("a DoRA file: the Generate tab (diffusers) applies it as a plain Lo
 def family_warning(info: LoraInfo, base_family: str | None) -> str:
     if not base_family or not info.family or info.family == base_family:
         return ""
-    lora = FAMILY_TITLES.get(info.family, info.family)
-    base = FAMILY_TITLES.get(base_family, base_family)
+    lora = families.title(info.family)
+    base = families.title(base_family)
     return (f"{info.name} was trained for {lora} but the base model is {base}: it cannot be used with it. "
             f"Choose a {lora} base model, or a LoRA made for {base}.")
 

@@ -34,7 +34,7 @@ def build_metadata(cfg: TrainConfig, family, *, epoch: int, step: int, num_epoch
         "ss_network_dropout": cfg.network_dropout,
         "ss_network_args": json.dumps(network_args),
         "ss_base_model_version": family.ss_base_model_version,
-        "ss_v2": family.name == "sd2",
+        "ss_v2": family.ss_v2,
         "ss_sd_model_name": base_model_name,
         "ss_output_name": cfg.output_name,
         "ss_resolution": f"({w}, {h})",

@@ -8,9 +8,12 @@ LoRA file is named and written, and how sample images are made.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar, Mapping
 
 import torch
+
+from .. import families
+from ..families import FamilySpec
 
 
 @dataclass
@@ -19,17 +22,13 @@ class Components:
 
     family: "ModelFamily"
     pipeline: Any  # the diffusers pipeline the parts came from (used for sampling)
-    unet: torch.nn.Module  # the denoiser: a UNet (SD) or a transformer (Flux)
+    denoiser: torch.nn.Module  # a UNet (SD) or a transformer (Flux)
     vae: torch.nn.Module
     text_encoders: list[torch.nn.Module]
     tokenizers: list[Any]
     prediction_type: str = "epsilon"
     source: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def denoiser(self) -> torch.nn.Module:
-        return self.unet
 
 
 @dataclass
@@ -81,19 +80,40 @@ class Objective:
 
 
 class ModelFamily:
-    """One model family. Subclasses fill in the class attributes and the hooks."""
+    """One model family's torch side. Its facts (title, LoRA file names, resolutions ...) are its entry in
+    core/families (``self.spec``); subclasses fill in the class attributes below and the hooks."""
 
     name: ClassVar[str]
-    title: ClassVar[str]
     pipeline_class_name: ClassVar[str]
-    ss_base_model_version: ClassVar[str]
-    modelspec_architecture: ClassVar[str]
     te_lora_prefixes: ClassVar[tuple[str, ...]]  # kohya key prefix per text encoder
-    default_resolution: ClassVar[int]
     vae_needs_fp32: ClassVar[bool] = False
     uses_cfg: ClassVar[bool] = True  # classifier-free guidance with a negative prompt (Flux dev: distilled guidance)
-    denoiser_name: ClassVar[str] = "UNet"
     load_in_compute_dtype: ClassVar[bool] = False  # too large to load in fp32 first (Flux: 12B parameters)
+    ss_v2: ClassVar[bool] = False  # kohya's ss_v2 metadata flag (an SD 2.x base)
+
+    @property
+    def spec(self) -> FamilySpec:
+        return families.get(self.name)
+
+    @property
+    def title(self) -> str:
+        return self.spec.title
+
+    @property
+    def default_resolution(self) -> int:
+        return self.spec.native_resolution
+
+    @property
+    def denoiser_name(self) -> str:
+        return self.spec.denoiser_words
+
+    @property
+    def ss_base_model_version(self) -> str:
+        return self.spec.version
+
+    @property
+    def modelspec_architecture(self) -> str:
+        return self.spec.architecture + "/lora"
 
     def pipeline_class(self):
         from ..ml_lock import ML_IMPORT_LOCK
@@ -104,6 +124,24 @@ class ModelFamily:
             return getattr(diffusers, self.pipeline_class_name)
 
     # ------------------------------------------------------------ loading
+    folder_kwargs: ClassVar[dict[str, Any]] = {}  # extra from_pretrained arguments for its diffusers folders
+
+    def load_folder(self, model: str, dtype: torch.dtype, settings: Mapping[str, Any]) -> Any:
+        """The pipeline of a local diffusers folder."""
+        return self.pipeline_class().from_pretrained(model, dtype=dtype, local_files_only=True, **self.folder_kwargs)
+
+    def load_file(self, model: str, dtype: torch.dtype, *, base_config_dir: str, vae: str,
+                  settings: Mapping[str, Any], progress: Callable[[str], None] | None) -> Any:
+        """The pipeline of a single-file checkpoint, with the configs shipped for the family (or the user's), and
+        `vae` instead of the file's own when given."""
+        from .loading import load_vae, shipped_config_dir
+
+        config = base_config_dir or str(shipped_config_dir(self.name))
+        pipe = self.pipeline_class().from_single_file(model, config=config, dtype=dtype, local_files_only=True)
+        if vae:
+            pipe.vae = load_vae(vae, self.name, base_config_dir, dtype)
+        return pipe
+
     def components(self, pipe: Any, source: str, v_parameterization: bool) -> Components:
         encoders = [e for e in (getattr(pipe, "text_encoder", None), getattr(pipe, "text_encoder_2", None)) if e is not None]
         tokenizers = [t for t in (getattr(pipe, "tokenizer", None), getattr(pipe, "tokenizer_2", None)) if t is not None]
@@ -276,6 +314,15 @@ class ModelFamily:
                 out.update(to_diffusers(peft_sd, prefix, dtype, net.lora_scales(peft_sd, spec, conv), key != "unet"))
         return out
 
+    def tool_layer_names(self, table, layer, up_attention: set[int] | None) -> list[str]:  # pragma: no cover
+        """The LoRA tools' other names for one denoiser layer (core/lora/tools/names.py); sets
+        table.kohya_out[layer.key], the name it is written with."""
+        raise NotImplementedError
+
+    def tool_kohya_modules(self, modules: dict, table) -> dict:
+        """The tools' modules as the family's kohya-form files hold them (Flux: fused BFL layers)."""
+        return modules
+
     def metadata(self, comps: Components, cfg) -> dict[str, str]:
         """Family-specific header metadata (added to the common ss_* / modelspec keys)."""
         return {}
@@ -289,6 +336,10 @@ class ModelFamily:
         return dict(prompt=spec.prompt, negative_prompt=spec.negative or None, num_inference_steps=spec.steps,
                     guidance_scale=spec.cfg, **self.pipeline_kwargs(cfg.clip_skip))
 
+    def generate_kwargs(self, pipe: Any, negative: str, guidance: float, clip_skip: int) -> dict[str, Any]:
+        """The pipeline's arguments for one Generate-tab image besides prompt, size, steps, seed and callback."""
+        return dict(self.pipeline_kwargs(clip_skip), negative_prompt=negative or None, guidance_scale=guidance)
+
     def sample_scheduler(self, sampler: str, config):
         from ..generation.samplers import make_scheduler
 
@@ -296,4 +347,4 @@ class ModelFamily:
 
     @property
     def size_multiple(self) -> int:
-        return 8
+        return self.spec.size_multiple

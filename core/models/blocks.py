@@ -10,7 +10,7 @@ from torch import nn
 
 FLUX_BLOCK_LISTS = ("transformer_blocks", "single_transformer_blocks")
 UNET_BLOCK_LISTS = ("down_blocks", "mid_block", "up_blocks")
-BLOCK_WORDS = {"flux": "double + single transformer blocks", "unet": "down + mid + up blocks"}
+BLOCK_WORDS = {FLUX_BLOCK_LISTS: "double + single transformer blocks", UNET_BLOCK_LISTS: "down + mid + up blocks"}
 
 
 def block_lists(model: nn.Module) -> tuple[str, ...]:
@@ -36,4 +36,4 @@ def block_prefixes(model: nn.Module) -> tuple[str, ...]:
 
 
 def blocks_word(model: nn.Module) -> str:
-    return BLOCK_WORDS["flux" if hasattr(model, "single_transformer_blocks") else "unet"]
+    return BLOCK_WORDS[block_lists(model)]

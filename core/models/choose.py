@@ -9,9 +9,16 @@ import json
 import os
 from pathlib import Path
 
-SUPPORTED = ("sd15", "sd2", "sdxl", "flux")
-FLUX_PARTS = (("ae", "vae", "the autoencoder (ae.safetensors)"), ("clip_l", "text_encoder", "CLIP-L (clip_l.safetensors)"),
-              ("t5xxl", "text_encoder_2", "T5-XXL (t5xxl_fp16.safetensors)"))
+from .. import families
+
+
+def all_parts() -> list[families.Part]:
+    """Every setting that names a separate model file some family needs (clip_l, t5xxl, ae ...), once each."""
+    seen: dict[str, families.Part] = {}
+    for spec in families.all_families():
+        for part in spec.parts:
+            seen.setdefault(part.setting, part)
+    return list(seen.values())
 
 
 def is_dev(keys) -> bool:
@@ -21,23 +28,22 @@ def is_dev(keys) -> bool:
 
 def describe_base(model: str, base_config_dir: str = "") -> tuple[str | None, list[str]]:
     """(family, settings it still needs) for what the user chose as base model, reading only file headers:
-    ("flux", ["ae", "clip_l", "t5xxl"]) for a transformer-only Flux file. (None, []) when it cannot tell yet
-    (a hub id, a path being typed, an unreadable file: training says why)."""
+    ("flux", ["ae", "clip_l", "t5xxl"]) for a transformer-only Flux file (the family's parts, core/families).
+    (None, []) when it cannot tell yet (a hub id, a path being typed, an unreadable file: training says why)."""
     from . import detect
 
     p = Path(model or "").expanduser()
     try:
         if model and p.is_dir():
             fam = detect.detect_diffusers_folder(p)
-            return (fam if fam in SUPPORTED else None), []
+            return (fam if families.find(fam) else None), []
         if model and p.is_file():
             config_family = detect.detect_diffusers_folder(base_config_dir) if base_config_dir else None
             res = detect.inspect_model_file(p, config_family)
-            if res.family not in SUPPORTED:
+            spec = families.find(res.family)
+            if spec is None:
                 return None, []
-            if res.family == "flux":
-                return "flux", [setting for setting, part, _ in FLUX_PARTS if part not in res.components]
-            return res.family, []
+            return spec.name, [p.setting for p in spec.parts if p.role not in res.components]
     except (ValueError, OSError):
         pass
     return None, []

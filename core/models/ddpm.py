@@ -63,6 +63,24 @@ class DDPMObjective(Objective):
 class UNetFamily:
     """The model call and objective shared by the UNet families (SD1.x/2.x, SDXL)."""
 
+    kohya_unet_ldm = False  # kohya keys in sgm/LDM paths (input_blocks_4_1_...) rather than diffusers paths (SDXL)
+
+    def tool_layer_names(self, table, layer, up_attention: set[int] | None) -> list[str]:
+        """The LoRA tools' other names for one UNet layer: kohya keys in diffusers and LDM paths, ComfyUI's
+        diffusion_model.<ldm path>; records the kohya name it is written with in table.kohya_out."""
+        from ..lora.kohya_format import kohya_name
+        from .ldm_convert import unet_module_to_ldm
+
+        names = [kohya_name("lora_unet", layer.path)]
+        try:
+            ldm = unet_module_to_ldm(layer.path, self.name, up_attention_blocks=up_attention)
+        except ValueError:
+            ldm = None
+        if ldm:
+            names += [kohya_name("lora_unet", ldm), f"diffusion_model.{ldm}"]
+        table.kohya_out[layer.key] = kohya_name("lora_unet", ldm if (self.kohya_unet_ldm and ldm) else layer.path)
+        return names
+
     def make_objective(self, comps: Components, cfg, device: torch.device) -> Objective:
         return DDPMObjective(comps, cfg, device)
 

@@ -15,6 +15,8 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import families
+
 FAMILIES = ("sd15", "sd2", "sdxl", "sdxl_refiner", "flux", "sd3", "flux2", "chroma")
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 UNET = "model.diffusion_model."
@@ -136,18 +138,11 @@ def detect_single_file_family(keys_and_shapes: Shapes, metadata: dict[str, str] 
     components = _components(keys)
     v_pred_marker = "v_pred" in keys or "edm_vpred.sigma_max" in keys
 
-    # Transformer families first: their names never collide with the UNet ones. FLUX.2 and Chroma reuse
-    # Flux.1's block names, so they are told apart first (the marks diffusers' single-file loader uses).
-    if _starts(keys, "single_stream_modulation.", UNET + "single_stream_modulation.", "double_stream_modulation_img.",
-               "early_stream_modulations.", UNET + "early_stream_modulations."):
-        return DetectResult("flux2", False, "has FLUX.2 shared stream modulation", components)
-    if _starts(keys, "distilled_guidance_layer.", UNET + "distilled_guidance_layer."):
-        return DetectResult("chroma", False, "has Chroma's distilled guidance layer", components)
-    if _starts(keys, "double_blocks.", UNET + "double_blocks.", "single_transformer_blocks.",
-               "transformer.single_transformer_blocks."):
-        return DetectResult("flux", False, "has Flux double/single stream blocks", components)
-    if _starts(keys, "joint_blocks.", UNET + "joint_blocks.", "transformer.joint_blocks."):
-        return DetectResult("sd3", False, "has SD3 MMDiT joint blocks", components)
+    # Transformer families first: their names never collide with the UNet ones. Where families share block names
+    # (FLUX.2 and Chroma reuse Flux.1's), the one with the higher marker_rank is checked first (core/families).
+    for spec in sorted((f for f in families.known() if f.markers), key=lambda f: -f.marker_rank):
+        if _starts(keys, *spec.markers, *(UNET + m for m in spec.markers)):
+            return DetectResult(spec.name, False, spec.detect_words, components)
 
     adm = _shape(keys, UNET + "label_emb.0.0.weight", "label_emb.0.0.weight", "add_embedding.linear_1.weight")
     cross = _cross_attention_dim(keys)
@@ -162,31 +157,22 @@ def detect_single_file_family(keys_and_shapes: Shapes, metadata: dict[str, str] 
     inpaint = _shape(keys, UNET + "input_blocks.0.0.weight", "input_blocks.0.0.weight", "conv_in.weight")
     note = " (inpainting model: 9 input channels)" if inpaint and len(inpaint) == 4 and inpaint[1] == 9 else ""
 
+    unets = [f for f in families.known() if f.cross_attention_width]
     if adm is not None and len(adm) == 2:
-        if adm[1] == 2816:
-            why = "UNet has the SDXL text/time embedding (2816 inputs)"
-            if v_pred_marker:
-                why += " and a 'v_pred' marker key"
-            return DetectResult("sdxl", v_pred_marker, why + note, components)
-        if adm[1] == 2560:
-            return DetectResult("sdxl_refiner", False, "UNet has the SDXL refiner embedding (2560 inputs)" + note,
-                                components)
+        for spec in unets:
+            if spec.adm_inputs == adm[1]:
+                why = f"{spec.detect_words} ({adm[1]} inputs)" + (" and a 'v_pred' marker key" if v_pred_marker else "")
+                return DetectResult(spec.name, v_pred_marker and spec.name in families.names(), why + note, components)
     if cross is not None:
         width, key = cross
-        if width == 768:
-            return DetectResult("sd15", v_pred_marker, f"cross-attention width 768 (CLIP ViT-L) at {key}" + note,
-                                components)
-        if width == 1024:
-            return DetectResult(
-                "sd2", True,
-                "cross-attention width 1024 (OpenCLIP ViT-H) at " + key + note
-                + "; SD 2.x 768 px models use v-prediction, 512 px base models do not - the weights cannot tell",
-                components,
-            )
-        if width == 2048:
-            return DetectResult("sdxl", v_pred_marker, f"cross-attention width 2048 at {key}" + note, components)
-        if width == 1280:
-            return DetectResult("sdxl_refiner", False, f"cross-attention width 1280 at {key}" + note, components)
+        for spec in unets:
+            if spec.cross_attention_width == width:
+                v_pred = spec.v_pred_guess if spec.v_pred_guess is not None else v_pred_marker
+                words = spec.extra.get("encoder_words")
+                why = f"cross-attention width {width}" + (f" ({words})" if words else "") + f" at {key}" + note
+                if spec.extra.get("detect_note"):
+                    why += "; " + spec.extra["detect_note"]
+                return DetectResult(spec.name, v_pred if spec.name in families.names() else False, why, components)
     if config_family is not None:
         return DetectResult(config_family, v_pred_marker, "family taken from the given config folder", components)
     raise ModelFileError(
@@ -324,19 +310,6 @@ def inspect_model_file(path: str | Path, config_family: str | None = None) -> De
 
 # ----------------------------------------------------------------------------- diffusers folders
 
-_PIPELINE_FAMILIES = {
-    "StableDiffusionXLPipeline": "sdxl",
-    "StableDiffusionXLImg2ImgPipeline": "sdxl",
-    "StableDiffusionXLInpaintPipeline": "sdxl",
-    "FluxPipeline": "flux",
-    "FluxImg2ImgPipeline": "flux",
-    "Flux2Pipeline": "flux2",
-    "Flux2KleinPipeline": "flux2",
-    "ChromaPipeline": "chroma",
-    "StableDiffusion3Pipeline": "sd3",
-}
-
-
 def native_image_size(path: str | Path) -> int | None:
     """The image size a diffusers folder was trained at: the UNet's sample_size times the VAE's down-sampling
     (64 x 8 = 512 for SD1.5, 128 x 8 = 1024 for SDXL, 8 x 4 = 32 for the built-in toy model); None when the
@@ -363,8 +336,8 @@ def detect_diffusers_folder(path: str | Path) -> str:
         class_name = config["_class_name"]
     except (ValueError, KeyError, TypeError) as exc:
         raise ModelFileError(f"{index} is damaged ({exc}); download the model folder again.") from None
-    if class_name in _PIPELINE_FAMILIES:
-        family = _PIPELINE_FAMILIES[class_name]
+    family = families.of_pipeline(class_name)
+    if family is not None:
         # The SDXL refiner ships as an img2img pipeline without the first text encoder.
         if family == "sdxl" and (config.get("text_encoder") or [None])[0] is None:
             return "sdxl_refiner"

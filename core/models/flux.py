@@ -8,7 +8,7 @@ dev, a constant distilled-guidance value.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
@@ -44,14 +44,6 @@ def flow_sigmas(mode: str, batch: int, gen: torch.Generator, *, sigmoid_scale: f
         mu = 0.5 + (1.15 - 0.5) * (image_tokens - 256) / (4096 - 256)
         return math.exp(mu) / (math.exp(mu) + (1 / s - 1))
     raise ValueError(f"timestep_sampling '{mode}' is not one of sigma, uniform, sigmoid, shift, flux_shift")
-
-
-def sd_only_options(cfg) -> tuple[tuple[str, bool], ...]:
-    """The SD noise and loss options sd-scripts' Flux training does not use (it uses ip_noise_gamma)."""
-    return (("noise_offset_random_strength", cfg.noise_offset_random_strength),
-            ("adaptive_noise_scale", cfg.adaptive_noise_scale), ("multires_noise_iterations", cfg.multires_noise_iterations),
-            ("debiased_estimation_loss", cfg.debiased_estimation_loss),
-            ("min_timestep", cfg.min_timestep > 0), ("max_timestep", cfg.max_timestep < 1000))
 
 
 class FlowMatchObjective(Objective):
@@ -91,21 +83,30 @@ class FlowMatchObjective(Objective):
 
 class Flux(ModelFamily):
     name = "flux"
-    title = "Flux.1"
     pipeline_class_name = "FluxPipeline"
-    ss_base_model_version = "flux1"
-    modelspec_architecture = "flux-1-dev/lora"
     te_lora_prefixes = ("lora_te1",)
-    default_resolution = 1024
     uses_cfg = False
-    denoiser_name = "transformer"
     load_in_compute_dtype = True
 
-    @property
-    def size_multiple(self) -> int:
-        return 16
-
     # ------------------------------------------------------------ loading
+    def load_folder(self, model: str, dtype: torch.dtype, settings: Mapping[str, Any]) -> Any:
+        pipe = super().load_folder(model, dtype, settings)
+        if settings.get("t5xxl_precision") == "fp8":
+            from .t5_fp8 import store_t5_fp8
+
+            store_t5_fp8(pipe.text_encoder_2, dtype)
+        return pipe
+
+    def load_file(self, model: str, dtype: torch.dtype, *, base_config_dir: str, vae: str,
+                  settings: Mapping[str, Any], progress: Callable[[str], None] | None) -> Any:
+        """A Flux file: all in one, or the transformer alone with the clip_l / t5xxl / ae files named in
+        `settings` (core/models/flux_loading.py)."""
+        from .flux_loading import load_flux_single_file
+
+        parts = {p.setting: settings.get(p.setting) or "" for p in self.spec.parts}
+        return load_flux_single_file(model, vae=vae, base_config_dir=base_config_dir, dtype=dtype, progress=progress,
+                                     t5_fp8=settings.get("t5xxl_precision") == "fp8", **parts)
+
     def components(self, pipe: Any, source: str, v_parameterization: bool) -> Components:
         comps = Components(self, pipe, pipe.transformer, pipe.vae, [pipe.text_encoder, pipe.text_encoder_2],
                            [pipe.tokenizer, pipe.tokenizer_2], "flow", source)
@@ -117,9 +118,9 @@ class Flux(ModelFamily):
             raise ValueError("use_dora: DoRA is not available for Flux (ComfyUI and diffusers read a Flux DoRA file "
                              "differently, so no single file applies the trained change in both). Turn use_dora off.")
         if cfg.network_type in ("loha", "lokr"):
-            from ..config.schema import FLUX_LYCORIS
+            from ..config.schema import no_lycoris
 
-            raise ValueError(FLUX_LYCORIS)
+            raise ValueError(no_lycoris(self.name))
         if cfg.bucket_reso_steps % 16 or any(s % 16 for s in cfg.resolution_wh):
             raise ValueError(f"resolution {cfg.resolution} / bucket_reso_steps {cfg.bucket_reso_steps}: Flux needs "
                              "sides that are multiples of 16 pixels (e.g. 512, 768, 1024 and bucket_reso_steps 64).")
@@ -127,14 +128,6 @@ class Flux(ModelFamily):
         comps.extra["t5_length"] = cfg.t5xxl_max_token_length or T5_DEFAULT_LENGTH[variant]
         comps.extra["guidance"] = cfg.guidance_scale if variant == "dev" else None
         notes = []
-        ignored = [k for k, on in (("v_parameterization", cfg.v_parameterization), ("min_snr_gamma", cfg.min_snr_gamma),
-                                   ("noise_offset", cfg.noise_offset), ("clip_skip", cfg.clip_skip > 1),
-                                   ("lora_ff", cfg.lora_ff), ("lora_proj", cfg.lora_proj), ("conv_dim", cfg.conv_dim),
-                                   ("network_type locon", cfg.network_type == "locon"),
-                                   *sd_only_options(cfg))
-                   if on]
-        if ignored:
-            notes.append(f"{', '.join(ignored)} do not apply to Flux and are ignored.")
         if cfg.mixed_precision == "fp16":
             notes.append("mixed_precision fp16: Flux was made in bf16 and overflows in fp16 on many GPUs (NaN loss, "
                          "black samples). Use bf16 (RTX 30xx and newer).")
@@ -260,11 +253,43 @@ class Flux(ModelFamily):
             if comps.text_encoders[0] is not None:  # CLIP-L is trained: its pooled output is made live
                 with torch.no_grad():
                     cond = TextCond(cond.hidden_states, self.encode_text(comps, [spec.prompt], 1).pooled[0].cpu())
-            dev = comps.unet.device
+            dev = comps.denoiser.device
             kwargs.update(prompt_embeds=cond.hidden_states[None].to(dev), pooled_prompt_embeds=cond.pooled[None].to(dev))
         else:
             kwargs.update(prompt=spec.prompt, max_sequence_length=(comps.extra.get("t5_length", 512) if comps else 512))
         return kwargs
+
+    # ------------------------------------------------------------ LoRA tools
+    def tool_layer_names(self, table, layer, up_attention) -> list[str]:
+        """The LoRA tools' other names for one transformer layer: its path, lora_transformer_ / LyCORIS keys, and
+        the BFL names (sd-scripts, ComfyUI); layers fused in BFL (q/k/v, the single blocks' MLP input) are noted in
+        table.fused / table.bfl_parts. Flux LoRAs are written in the diffusers form (the kohya form: flux_bfl)."""
+        from ..lora.kohya_format import kohya_name
+        from ..lora.tools.flux_bfl import place
+
+        table.kohya_out[layer.key] = layer.key
+        names = [layer.path, kohya_name("lora_transformer", layer.path), kohya_name("lycoris", layer.path)]
+        p = place(layer.path)
+        if p is not None:
+            table.bfl_parts.setdefault(p.bfl, []).append((layer.key, p))
+            bfl_names = [kohya_name("lora_unet", p.bfl), f"diffusion_model.{p.bfl}"]
+            if p.layout == "whole":
+                names += bfl_names
+            else:
+                for n in bfl_names:
+                    table.fused[n] = p.bfl
+        return names
+
+    def tool_kohya_modules(self, modules: dict, table) -> dict:
+        """The modules as sd-scripts writes a Flux LoRA in the kohya form: BFL layers, q/k/v fused."""
+        from ..lora.tools.flux_bfl import to_bfl
+
+        return to_bfl(modules, table)
+
+    def generate_kwargs(self, pipe: Any, negative: str, guidance: float, clip_skip: int) -> dict[str, Any]:
+        """dev: distilled guidance, T5 at 512 tokens; schnell: no guidance input, 256 tokens. No negative prompt."""
+        dev = pipe.transformer.config.get("guidance_embeds")
+        return dict(max_sequence_length=512 if dev else 256, guidance_scale=guidance if dev else 0.0)
 
     def sample_scheduler(self, sampler: str, config):
         from diffusers import FlowMatchEulerDiscreteScheduler

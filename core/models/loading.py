@@ -8,21 +8,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 
+from .. import families
 from ..hub import HUB_ID
 from .base import Components, ModelFamily
-from .flux import Flux
-from .sd15 import SD2, SD15
-from .sdxl import SDXL
 
-FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (SD15(), SD2(), SDXL(), Flux())}
-NOT_SUPPORTED = {
-    "flux2": "a FLUX.2 model", "chroma": "a Chroma model (a Flux.1 schnell derivative with another guidance "
-    "layer)", "sd3": "a Stable Diffusion 3 model", "sdxl_refiner": "the SDXL refiner (it cannot be trained alone)",
-}
 CONFIG_ROOT = Path(__file__).parent / "configs"
 SINGLE_FILE_EXTS = {".safetensors", ".ckpt", ".pt", ".pth", ".bin"}
 
@@ -62,16 +55,17 @@ def detect_family(model: str, requested: str = "auto", base_config_dir: str = ""
         config_family = detect.detect_diffusers_folder(base_config_dir) if base_config_dir else None
         res = detect.inspect_model_file(model, config_family)
         fam, v_pred = res.family, bool(res.is_v_pred_guess)
-    if fam not in FAMILIES:
-        what = NOT_SUPPORTED.get(fam, f"a {fam} model")
+    if families.find(fam) is None:
+        other = families.OTHER_MODELS.get(fam)
+        what = other.extra["what"] if other else f"a {fam} model"
         raise ModelLoadError(
             f"{Path(model).name} is {what}, which is not supported. This version trains "
-            f"{', '.join(f.title for f in FAMILIES.values())}: choose one of those as the base model.")
+            f"{', '.join(f.title for f in families.all_families())}: choose one of those as the base model.")
     if requested != "auto" and requested != fam:
-        if {requested, fam} <= {"sd15", "sd2"}:
+        if requested in families.get(fam).siblings:
             return requested, v_pred
         raise ModelLoadError(
-            f"model_family is '{requested}' but {model} is an {FAMILIES[fam].title} model. "
+            f"model_family is '{requested}' but {model} is an {families.title(fam)} model. "
             f"Set model_family = \"auto\" or \"{fam}\".")
     return fam, v_pred
 
@@ -98,11 +92,9 @@ def download(repo_id: str, progress: Callable[[str], None] | None = None) -> str
                            "to its path.")
 
 
-CONFIG_FOLDERS = {"sd15": "sd15", "sd2": "sd2v", "sdxl": "sdxl", "flux": "flux-dev"}
-
-
-def shipped_config_dir(family: str) -> Path:
-    folder = CONFIG_ROOT / CONFIG_FOLDERS.get(family, family)
+def shipped_config_dir(family: str, variant: str | None = None) -> Path:
+    spec = families.find(family)
+    folder = CONFIG_ROOT / (spec.config_folder_for(variant) if spec else family)
     if not (folder / "model_index.json").is_file():
         raise ModelLoadError(f"The configs for single-file {family} checkpoints are missing from {CONFIG_ROOT}: reinstall.")
     return folder
@@ -116,50 +108,39 @@ def load_pipeline(
     base_config_dir: str = "",
     dtype: torch.dtype = torch.float32,
     progress: Callable[[str], None] | None = None,
-    flux_files: dict[str, str] | None = None,
+    settings: Mapping[str, Any] | None = None,
     large_model_dtype: torch.dtype | None = None,
-    t5_fp8: bool = False,
 ) -> tuple[Any, ModelFamily]:
     """Load a diffusers pipeline for `model` and return it with its family.
 
-    `flux_files`: the separate clip_l / t5xxl / ae files a transformer-only Flux file needs;
-    `large_model_dtype`: the dtype for families too large to load in fp32 first (Flux); `t5_fp8`: Flux's T5-XXL
-    with its Linear weights stored in fp8 (core/models/t5_fp8.py; an fp8 T5 file is not upcast first)."""
+    `settings`: the run's settings (a TrainConfig's values, or the few a caller has); the family reads the ones it
+    uses, such as the separate files a transformer-only Flux file needs (clip_l, t5xxl, ae) or t5xxl_precision.
+    `large_model_dtype`: the dtype for families too large to load in fp32 first (Flux)."""
     kind = source_kind(model)
     if kind == "hub":
         model = download(model, progress)
         kind = "folder"
     fam_name, _ = detect_family(model, family, base_config_dir)
-    fam = FAMILIES[fam_name]
+    fam = families.family_module(fam_name)
     if fam.load_in_compute_dtype and large_model_dtype is not None:
         dtype = large_model_dtype
-    cls = fam.pipeline_class()
+    settings = dict(settings or {})
     if progress:
         progress(f"Loading {fam.title} model from {model}")
     try:
         if kind == "folder":
-            extra = {"safety_checker": None} if fam_name in ("sd15", "sd2") else {}
-            pipe = cls.from_pretrained(model, dtype=dtype, local_files_only=True, **extra)
-            if fam_name == "flux" and t5_fp8:
-                from .t5_fp8 import store_t5_fp8
-
-                store_t5_fp8(pipe.text_encoder_2, dtype)
-        elif fam_name == "flux":
-            from .flux_loading import load_flux_single_file
-
-            return load_flux_single_file(model, vae=vae, base_config_dir=base_config_dir, dtype=dtype,
-                                         progress=progress, t5_fp8=t5_fp8, **(flux_files or {})), fam
+            pipe = fam.load_folder(model, dtype, settings)
+            if vae:
+                pipe.vae = load_vae(vae, fam_name, base_config_dir, dtype)
         else:
-            config = base_config_dir or str(shipped_config_dir(fam_name))
-            pipe = cls.from_single_file(model, config=config, dtype=dtype, local_files_only=True)
+            pipe = fam.load_file(model, dtype, base_config_dir=base_config_dir, vae=vae, settings=settings,
+                                 progress=progress)
     except ModelLoadError:
         raise
     except Exception as e:  # diffusers raises many types; say which file and why
         raise ModelLoadError(
             f"Could not load {model} as a {fam.title} model: {type(e).__name__}: {str(e).splitlines()[0][:400]}. "
             "If the file is incomplete, download it again.") from e
-    if vae:
-        pipe.vae = load_vae(vae, fam_name, base_config_dir, dtype)
     return pipe, fam
 
 
@@ -188,13 +169,11 @@ def load_components(
     base_config_dir: str = "",
     v_parameterization: bool = False,
     progress: Callable[[str], None] | None = None,
-    flux_files: dict[str, str] | None = None,
+    settings: Mapping[str, Any] | None = None,
     large_model_dtype: torch.dtype | None = None,
-    t5_fp8: bool = False,
 ) -> Components:
     """Load a base model for training (fp32 on the CPU, Flux in `large_model_dtype`; the trainer moves and
     casts parts)."""
     pipe, fam = load_pipeline(model, family=family, vae=vae, base_config_dir=base_config_dir, progress=progress,
-                              flux_files=flux_files, large_model_dtype=large_model_dtype, t5_fp8=t5_fp8)
+                              settings=settings, large_model_dtype=large_model_dtype)
     return fam.components(pipe, model, v_parameterization)
-

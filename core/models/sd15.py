@@ -8,12 +8,9 @@ from .ddpm import UNetFamily
 
 class SD15(UNetFamily, ModelFamily):
     name = "sd15"
-    title = "Stable Diffusion 1.5"
     pipeline_class_name = "StableDiffusionPipeline"
-    ss_base_model_version = "sd_v1"
-    modelspec_architecture = "stable-diffusion-v1/lora"
     te_lora_prefixes = ("lora_te",)
-    default_resolution = 512
+    folder_kwargs = {"safety_checker": None}
 
     def encode_text(self, comps: Components, captions: list[str], clip_skip: int) -> TextCond:
         (ids,) = self.tokenize(comps, captions)
@@ -34,7 +31,4 @@ class SD15(UNetFamily, ModelFamily):
 
 class SD2(SD15):
     name = "sd2"
-    title = "Stable Diffusion 2.x"
-    ss_base_model_version = "sd_v2"
-    modelspec_architecture = "stable-diffusion-v2-768-v/lora"
-    default_resolution = 768
+    ss_v2 = True

@@ -11,12 +11,9 @@ from .ddpm import UNetFamily
 
 class SDXL(UNetFamily, ModelFamily):
     name = "sdxl"
-    title = "Stable Diffusion XL"
     pipeline_class_name = "StableDiffusionXLPipeline"
-    ss_base_model_version = "sdxl_base_v1-0"
-    modelspec_architecture = "stable-diffusion-xl-v1-base/lora"
     te_lora_prefixes = ("lora_te1", "lora_te2")
-    default_resolution = 1024
+    kohya_unet_ldm = True
     vae_needs_fp32 = True  # the original SDXL VAE overflows in fp16 (black/NaN images)
 
     def encode_text(self, comps: Components, captions: list[str], clip_skip: int) -> TextCond:

@@ -59,11 +59,3 @@ def describe(t5: nn.Module, compute_dtype: torch.dtype) -> str:
     gb = sum(p.numel() * p.element_size() for p in t5.parameters()) / 1e9
     return (f"t5xxl_precision fp8: T5-XXL is stored in fp8 while caching ({n} Linear weights as float8_e4m3fn, "
             f"computed in {str(compute_dtype).replace('torch.', '')}; {gb:.2f} GB in all)")
-
-
-def not_for_this_family(family: str, cfg) -> str:
-    """The warning for t5xxl_precision set on a model without T5-XXL ('' when there is nothing to say)."""
-    if family == "flux" or cfg.t5xxl_precision == "auto":
-        return ""
-    return (f"t5xxl_precision = \"{cfg.t5xxl_precision}\" applies to Flux only (its T5-XXL text encoder); this "
-            f"{family} model has no T5, so it is ignored. Set t5xxl_precision = \"auto\" to silence this.")

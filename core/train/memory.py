@@ -197,10 +197,9 @@ class MemoryModes:
         Returns what was done, in words ('' for the default)."""
         blocks = denoiser_blocks(model)
         check_modes(self.precision, self.swap, len(blocks), blocks_word(model))
-        if not self.active:
-            move(model, self.device, self.dtype)
-            return ""
-        move(model, torch.device("cpu"), self.dtype)  # cast in RAM: the full-precision model never is on the GPU
+        # cast in RAM: the full-precision model never is on the GPU, and the denoiser waits there while the text
+        # encoders and the VAE cache their outputs (to_device), in every mode, so caching never sets the peak
+        move(model, torch.device("cpu"), self.dtype)
         if self.precision == "nf4":
             n = quantize_nf4(model, block_prefixes(model), self.dtype, None)  # quantised in to_device
             model.is_loaded_in_4bit = True  # peft then wraps the Linear4bit layers with its bnb LoRA layer
@@ -217,9 +216,8 @@ class MemoryModes:
                                     skip_modules_pattern=FP8_SKIP, skip_modules_classes=FP8_SKIP_CLASSES)
             notes.append("base_precision fp8: frozen Linear weights stored as float8_e4m3fn, computed in "
                          f"{str(self.dtype).replace('torch.', '')}")
-        if self.precision == "nf4":
-            self.pending = set()
         if not self.active or self.precision == "nf4":
+            self.pending = set()  # all of it goes to the device after caching (to_device)
             return "; ".join(notes)
         swapped: set[int] = set()
         if self.swap:
@@ -234,7 +232,8 @@ class MemoryModes:
 
     def to_device(self, model: nn.Module) -> None:
         """After the latents and text-encoder outputs are cached: the denoiser (but its swapped weights) onto the
-        device. Until then it waits in RAM, so the text encoders and the VAE do not share the GPU with it."""
+        device. Until then it waits in RAM (every mode), so the text encoders and the VAE do not share the GPU
+        with it."""
         swapped = self.pending
         if swapped is None:
             return

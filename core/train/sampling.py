@@ -16,7 +16,7 @@ def make_samples(comps, cfg, out_dir: Path, step: int, device: torch.device, dty
     w0, h0 = cfg.resolution_wh
     old_scheduler = pipe.scheduler
     vae_device = comps.vae.device
-    modules = [m for m in (comps.unet, *comps.text_encoders) if m is not None]
+    modules = [m for m in (comps.denoiser, *comps.text_encoders) if m is not None]
     was_training = [m.training for m in modules]
     devices = [next(m.parameters()).device for m in modules]  # cached-away text encoders wait on the CPU
     paths, prompts = [], []

@@ -19,7 +19,6 @@ from ..data.masks import attach_masks
 from ..lora import network as net
 from ..models.base import TextCond
 from ..models.loading import ModelLoadError, load_components
-from ..models.t5_fp8 import not_for_this_family
 from ..config.schema import TrainConfig
 from .optim import OptimizerError, make_optimizer, make_scheduler
 from .regularize import apply_max_norm, norm_fields
@@ -203,10 +202,10 @@ class Trainer(CacheMixin, CheckpointMixin, ValidationMixin):
         self.say(f"Loading base model {cfg.pretrained_model_name_or_path}", event="progress", stage="load_model", done=0, total=1)
         comps = load_components(cfg.pretrained_model_name_or_path, family=cfg.model_family, vae=cfg.vae,
                                 base_config_dir=cfg.base_config_dir, v_parameterization=cfg.v_parameterization,
-                                progress=lambda m: self.say(m), flux_files=dict(clip_l=cfg.clip_l, t5xxl=cfg.t5xxl, ae=cfg.ae),
-                                large_model_dtype=self.weight_dtype, t5_fp8=cfg.t5xxl_precision == "fp8")
+                                progress=lambda m: self.say(m), settings=cfg.model_dump(),
+                                large_model_dtype=self.weight_dtype)
         self.say(f"Loaded a {comps.family.title} model", event="progress", stage="load_model", done=1, total=1)
-        for w in comps.family.prepare(comps, cfg) + [not_for_this_family(comps.family.name, cfg)]:
+        for w in comps.family.prepare(comps, cfg) + [cfg.unused_by(comps.family.name)]:
             if w:
                 self.warn(w)
         return comps
@@ -224,7 +223,7 @@ class Trainer(CacheMixin, CheckpointMixin, ValidationMixin):
         self.spec = spec
         dev, wd = self.acc.device, self.weight_dtype
         fam = comps.family
-        comps.unet.requires_grad_(False)
+        comps.denoiser.requires_grad_(False)
         for te in comps.text_encoders:
             te.requires_grad_(False)
         note = place_text_encoders(comps.text_encoders, dev, wd)  # t5xxl_precision fp8: T5's Linears stay fp8
@@ -233,7 +232,7 @@ class Trainer(CacheMixin, CheckpointMixin, ValidationMixin):
         _move(comps.vae, dev, torch.float32 if fam.vae_needs_fp32 else wd)
         comps.vae.requires_grad_(False).eval()
         if not cfg.sdpa:
-            fam.set_plain_attention(comps.unet)
+            fam.set_plain_attention(comps.denoiser)
         self.conv_modules: dict[str, list[str]] = {}
         self.trained_te = fam.trainable_text_encoders(comps) if cfg.train_text_encoder else []
         te_params = []
@@ -242,18 +241,18 @@ class Trainer(CacheMixin, CheckpointMixin, ValidationMixin):
             torch.manual_seed(cfg.seed)  # LoRA initialisation: the same seed gives the same LoRA
             if not cfg.train_unet:
                 return []
-            main, conv = fam.denoiser_targets(comps.unet, spec)
+            main, conv = fam.denoiser_targets(comps.denoiser, spec)
             self.conv_modules["unet"] = conv
-            return net.inject(comps.unet, spec, (main, conv))
-        self.memory, unet_params = setup_denoiser(cfg, comps.unet, dev, wd, inject_unet, self.say)  # base_precision ...
+            return net.inject(comps.denoiser, spec, (main, conv))
+        self.memory, unet_params = setup_denoiser(cfg, comps.denoiser, dev, wd, inject_unet, self.say)  # base_precision ...
         for i in self.trained_te:
             te_params += net.inject(comps.text_encoders[i], spec, (net.text_encoder_targets(comps.text_encoders[i]), []))
             self.conv_modules[f"te{i}"] = []
         if cfg.gradient_checkpointing or self.memory.needs_checkpointing:
-            comps.unet.enable_gradient_checkpointing()
+            comps.denoiser.enable_gradient_checkpointing()
             for i in self.trained_te:
                 comps.text_encoders[i].gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        comps.unet.train(cfg.train_unet)
+        comps.denoiser.train(cfg.train_unet)
         for i, te in enumerate(comps.text_encoders):
             te.train(i in self.trained_te)
         n = sum(p.numel() for p in unet_params + te_params)
@@ -265,7 +264,7 @@ class Trainer(CacheMixin, CheckpointMixin, ValidationMixin):
     def trained_models(self, comps) -> dict[str, torch.nn.Module]:
         models = {}
         if self.cfg.train_unet:
-            models["unet"] = comps.unet
+            models["unet"] = comps.denoiser
         for i in self.trained_te:
             models[f"te{i}"] = comps.text_encoders[i]
         return models
@@ -286,7 +285,7 @@ class Trainer(CacheMixin, CheckpointMixin, ValidationMixin):
         self.phase = "caching latents and text-encoder outputs"
         self._cache(comps, ts)
         self.phase = "moving the model to the GPU"
-        self.memory.to_device(comps.unet)  # low-VRAM modes: the denoiser waited in RAM while caching
+        self.memory.to_device(comps.denoiser)  # the denoiser waited in RAM while caching
 
         groups = []
         if unet_params:
@@ -300,7 +299,7 @@ class Trainer(CacheMixin, CheckpointMixin, ValidationMixin):
 
         models = self.trained_models(comps)
         wrapped = {k: self.acc.prepare(m) if self.acc.num_processes > 1 else m for k, m in models.items()}
-        self.unet_fwd = wrapped.get("unet", comps.unet)
+        self.unet_fwd = wrapped.get("unet", comps.denoiser)
         self.te_fwd = [wrapped.get(f"te{i}", te) for i, te in enumerate(comps.text_encoders)]
         optimizer = self.acc.prepare(optimizer)
         self.optimizer, self.scheduler = optimizer, scheduler

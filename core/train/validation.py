@@ -120,7 +120,7 @@ class ValidationMixin:
         t0 = time.time()
         comps, cfg, dev, ts = self.comps, self.cfg, self.acc.device, self.ts
         fam = comps.family
-        modes = [(m, m.training) for m in [comps.unet, *comps.text_encoders] if m is not None]
+        modes = [(m, m.training) for m in [comps.denoiser, *comps.text_encoders] if m is not None]
         for m, _ in modes:
             m.eval()  # no LoRA, rank or module dropout
         total, count = 0.0, 0
@@ -138,7 +138,7 @@ class ValidationMixin:
                         batch = self.objective.fixed_batch(latents.expand(k, *latents.shape).contiguous(),
                                                            levels[lo:lo + k].float(), noise[lo:lo + k])
                         with self.acc.autocast():
-                            raw = fam.predict(comps.unet, comps, batch, TextCond.stack([cond] * k).to(dev),
+                            raw = fam.predict(comps.denoiser, comps, batch, TextCond.stack([cond] * k).to(dev),
                                               [sdxl_meta(item)] * k, self.weight_dtype)
                         pred = self.objective.prediction(raw, batch)
                         loss = torch.nn.functional.mse_loss(pred.float(), batch.target.float(), reduction="none")

@@ -10,16 +10,16 @@ from typing import Callable, Iterable
 
 import torch
 
+from ... import families
 from ..kohya_format import SAVE_DTYPES, kohya_name, model_hash, save_lora
 from .lorafile import LoraFile, Module, ToolError, guess_family
 from .names import PART_TITLES, Layer, NameTable, name_table
 
-FAMILY_WORDS = {"sd15": "Stable Diffusion 1.5", "sd2": "Stable Diffusion 2.x", "sdxl": "SDXL", "flux": "Flux.1"}
 Progress = Callable[[int, int, str], None]
 
 
 def family_words(family: str | None) -> str:
-    return FAMILY_WORDS.get(family or "", "an unknown model family")
+    return families.title(family, "an unknown model family") if family else "an unknown model family"
 
 
 def a_family(family: str | None) -> str:
@@ -189,9 +189,9 @@ def match_lora(lora: LoraFile, family: str | None = None, base_dir: str | None =
     if fam is None:
         raise ToolError(f"{lora.path.name}: cannot tell which model family this LoRA is for (no metadata, unknown "
                         "key names)")
-    if fam not in FAMILY_WORDS:
-        raise ToolError(f"{lora.path.name} is {a_family(fam)} LoRA; the LoRA tools handle SD 1.5, SD 2.x, SDXL "
-                        "and Flux.1")
+    if families.find(fam) is None:
+        raise ToolError(f"{lora.path.name} is {a_family(fam)} LoRA; the LoRA tools handle "
+                        + ", ".join(f.title for f in families.all_families()))
     table = name_table(fam, base_dir)
     matched, unmatched = resolve(lora, fam, table, shapes)
     return lora, fam, table, matched, unmatched
@@ -253,16 +253,14 @@ def module_tensors(layer: Layer, mod: Module, table: NameTable, fmt: str, dtype:
 
 
 def default_format(family: str) -> str:
-    return "diffusers" if family == "flux" else "kohya"
+    return families.get(family).lora_format
 
 
 def write_lora(out: Path, modules: dict[str, Matched], table: NameTable, fmt: str, dtype: torch.dtype,
                metadata: dict[str, str]) -> int:
     tensors: dict[str, torch.Tensor] = {}
-    if fmt == "kohya" and table.family == "flux":
-        from .flux_bfl import to_bfl
-
-        modules = to_bfl(modules, table)  # sd-scripts' names: BFL layers, q/k/v fused
+    if fmt == "kohya":  # sd-scripts' names (Flux: BFL layers, q/k/v fused)
+        modules = families.family_module(table.family).tool_kohya_modules(modules, table)
     seen: set[int] = set()
     for m in modules.values():
         for k, t in module_tensors(m.layer, m.module, table, fmt, dtype).items():

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import torch
 
-from .common import FAMILY_WORDS, a_family, family_words, match_lora, module_count, part_counts, parts_line
+from ... import families
+from .common import a_family, family_words, match_lora, module_count, part_counts, parts_line
 from .lorafile import FORMAT_TITLES, KIND_TITLES, ToolError, guess_family, read_lora
 from .names import PART_TITLES, name_table
 
@@ -68,7 +69,7 @@ def inspect_lora(path: str | Path) -> dict:
     warnings: list[str] = []
     parts: dict[str, int] = {}
     unmatched: list[tuple[str, str]] = []
-    if family in FAMILY_WORDS:
+    if families.find(family) is not None:
         _, _, _, matched, unmatched = match_lora(lora, family, shapes=False)
         parts = part_counts(matched)
         if unmatched:
@@ -164,7 +165,7 @@ def check_lora(path: str | Path, base: str, base_config_dir: str = "") -> dict:
     name = Path(lora.path).name
     result = {"file": str(lora.path), "base": base, "lora_family": lora_family, "base_family": base_family,
               "modules": len(lora.modules), "mapped": 0, "unmapped": [], "parts": {}}
-    if lora_family and lora_family != base_family and {lora_family, base_family} != {"sd15", "sd2"}:
+    if lora_family and lora_family != base_family and lora_family not in _siblings(base_family):
         result.update(ok=False, message=f"{name} is {a_family(lora_family)} LoRA; the base model is "
                                         f"{family_words(base_family)}. Choose {a_family(lora_family)} base model "
                                         f"or another LoRA.")
@@ -184,3 +185,8 @@ def check_lora(path: str | Path, base: str, base_config_dir: str = "") -> dict:
 
 
 __all__ = ["inspect_lora", "inspect_lines", "check_lora", "name_table", "PART_TITLES"]
+
+
+def _siblings(family: str | None) -> tuple[str, ...]:
+    spec = families.find(family)
+    return spec.siblings if spec else ()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ...generation.lora_files import family_of_architecture, family_of_version
+from ... import families
 
 KOHYA_SUFFIXES = {  # tensor name after the module name -> our tensor role
     "lora_down.weight": "down", "lora_up.weight": "up", "lora_mid.weight": "mid", "alpha": "alpha",
@@ -153,7 +153,7 @@ class LoraFile:
 
     def family_from_metadata(self) -> str | None:
         m = self.metadata
-        return family_of_architecture(m.get("modelspec.architecture", "")) or family_of_version(
+        return families.of_architecture(m.get("modelspec.architecture", "")) or families.of_version(
             m.get("ss_base_model_version", ""))
 
 
@@ -227,7 +227,8 @@ def guess_family(lora: LoraFile) -> str | None:
         return "flux"
     for n, mod in lora.modules.items():
         if re.search(r"attn2[._]to_k$", n) and "down" in mod.tensors:
-            fam = {768: "sd15", 1024: "sd2", 2048: "sdxl"}.get(int(mod.tensors["down"].shape[1]))
+            width = int(mod.tensors["down"].shape[1])
+            fam = next((f.name for f in families.all_families() if f.cross_attention_width == width), None)
             if fam:
                 return fam
     if any("input_blocks" in n or "output_blocks" in n for n in names):

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ... import families
 from .common import (Matched, Progress, Summary, Ticker, a_family, check_output, default_format, family_words,
                      parts_line, part_counts, refuse_unmatched, resolve, save_dtype, write_lora)
 from .lorafile import ToolError, guess_family, read_lora
@@ -113,7 +114,7 @@ def merge_into_base(base: str, items: list, out: str | Path, *, save_precision: 
     sd = pipeline_to_ldm_state_dict(family, pipe.unet, pipe.vae, pipe.text_encoder, getattr(pipe, "text_encoder_2", None))
     sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
     meta = {"lw_merged_loras": json.dumps([[Path(p).name, s] for p, s in pairs]), "lw_base_model": Path(base).name,
-            "modelspec.architecture": {"sd15": "stable-diffusion-v1", "sdxl": "stable-diffusion-xl-v1-base"}[family]}
+            "modelspec.architecture": families.get(family).architecture}
     save_single_file(outp, sd, meta)
     summary.notes.insert(0, f"{summary.applied} modules applied to {Path(base).name} ({family_words(family)}); "
                             f"saved in {save_precision or 'fp16'}.")

@@ -15,12 +15,11 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from ... import families
 from ..kohya_format import kohya_name
 
 PART_TITLES = {"unet": "UNet", "transformer": "transformer", "text_encoder": "text encoder",
                "text_encoder_2": "text encoder 2"}
-DENOISER = {"sd15": "unet", "sd2": "unet", "sdxl": "unet", "flux": "transformer"}
-KOHYA_TE = {"text_encoder": ("lora_te", "lora_te1"), "text_encoder_2": ("lora_te2",)}
 
 
 @dataclass
@@ -75,9 +74,29 @@ def _config_root(family: str, base_dir: str | None) -> Path:
     return shipped_config_dir(family)
 
 
+def _meta_part(folder: Path, default: str):
+    """A model of the config in `folder` (diffusers `_class_name` or transformers `architectures`), built on the
+    meta device by the caller."""
+    cfg = _read_json(folder / "config.json")
+    if "_class_name" in cfg:
+        import diffusers
+
+        cls = getattr(diffusers, cfg["_class_name"])
+        return cls.from_config(cfg)
+    import transformers
+
+    cls = getattr(transformers, (cfg.get("architectures") or [default])[0])
+    return cls(cls.config_class.from_pretrained(folder))
+
+
+TEXT_ENCODERS = (("text_encoder", "CLIPTextModel"), ("text_encoder_2", "CLIPTextModelWithProjection"))
+
+
 def _build(family: str, root: Path) -> NameTable:
     import torch
 
+    fam = families.family_module(family)
+    spec = fam.spec
     table = NameTable(family)
     layers: list[Layer] = []
     from ...ml_lock import ML_IMPORT_LOCK
@@ -85,28 +104,15 @@ def _build(family: str, root: Path) -> NameTable:
     # one build at a time; torch.device("meta") is thread-local (accelerate's init_empty_weights would patch nn.Module
     # for every thread, the Generate engine's loading included)
     with ML_IMPORT_LOCK, torch.device("meta"):
-        if family == "flux":
-            from diffusers import FluxTransformer2DModel
-
-            den = FluxTransformer2DModel.from_config(_read_json(root / "transformer" / "config.json"))
-        else:
-            from diffusers import UNet2DConditionModel
-
-            den = UNet2DConditionModel.from_config(_read_json(root / "unet" / "config.json"))
-        layers += _linear_conv_layers(den, DENOISER[family])
-        from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
-        te = CLIPTextModel(CLIPTextConfig.from_pretrained(root / "text_encoder"))
-        layers += _text_layers(te, "text_encoder")
-        if family == "sdxl":
-            te2 = CLIPTextModelWithProjection(CLIPTextConfig.from_pretrained(root / "text_encoder_2"))
-            layers += _text_layers(te2, "text_encoder_2")
-    up_attention = None
-    if family != "flux":
-        cfg = den.config
-        up_attention = {i for i, t in enumerate(cfg["up_block_types"]) if "CrossAttn" in t}
+        den = _meta_part(root / spec.denoiser, "")
+        layers += _linear_conv_layers(den, spec.denoiser)
+        for i, (part, default) in enumerate(TEXT_ENCODERS):
+            if (spec.lora_text_encoders is None or i in spec.lora_text_encoders) and (root / part).is_dir():
+                layers += _text_layers(_meta_part(root / part, default), part)
+    blocks = den.config.get("up_block_types")
+    up_attention = {i for i, t in enumerate(blocks) if "CrossAttn" in t} if blocks else None
     for layer in layers:
-        _add(table, layer, family, up_attention)
+        _add(table, layer, fam, up_attention)
     return table
 
 
@@ -118,40 +124,19 @@ def _text_layers(te, part: str) -> list[Layer]:
     return [layer for layer in layers if layer.path.startswith("text_model.encoder.")]
 
 
-def _add(table: NameTable, layer: Layer, family: str, up_attention) -> None:
-    from ...models.ldm_convert import unet_module_to_ldm
-
+def _add(table: NameTable, layer: Layer, fam, up_attention) -> None:
     key = layer.key
     table.layers[key] = layer
     names = [key]
-    if layer.part == "unet":
-        names.append(kohya_name("lora_unet", layer.path))
-        try:
-            ldm = unet_module_to_ldm(layer.path, family, up_attention_blocks=up_attention)
-        except ValueError:
-            ldm = None
-        if ldm:
-            names += [kohya_name("lora_unet", ldm), f"diffusion_model.{ldm}"]
-        table.kohya_out[key] = kohya_name("lora_unet", ldm if (family == "sdxl" and ldm) else layer.path)
-    elif layer.part == "transformer":
-        from .flux_bfl import place
-
-        table.kohya_out[key] = key  # Flux LoRAs are written in the diffusers form (the kohya form: flux_bfl)
-        names += [layer.path, kohya_name("lora_transformer", layer.path), kohya_name("lycoris", layer.path)]
-        p = place(layer.path)
-        if p is not None:
-            table.bfl_parts.setdefault(p.bfl, []).append((key, p))
-            bfl_names = [kohya_name("lora_unet", p.bfl), f"diffusion_model.{p.bfl}"]
-            if p.layout == "whole":
-                names += bfl_names
-            else:
-                for n in bfl_names:
-                    table.fused[n] = p.bfl
+    if layer.part == fam.spec.denoiser:
+        names += fam.tool_layer_names(table, layer, up_attention)
     else:
-        prefixes = KOHYA_TE[layer.part] if family == "sdxl" else ("lora_te", "lora_te1") if family == "flux" else ("lora_te",)
+        index = [p for p, _ in TEXT_ENCODERS].index(layer.part)
+        written = fam.te_lora_prefixes[index]
+        prefixes = tuple(dict.fromkeys(("lora_te", written) if index == 0 else (written,)))
         names += [kohya_name(p, layer.path) for p in prefixes]
         names.append(f"{layer.part}.{layer.path[len('text_model.'):]}")  # peft keys without `text_model.`
-        table.kohya_out[key] = kohya_name(prefixes[-1], layer.path)
+        table.kohya_out[key] = kohya_name(written, layer.path)
     for n in names:
         table.aliases.setdefault(n, key)
 
@@ -163,6 +148,6 @@ def _cached(family: str, root: str) -> NameTable:
 
 def name_table(family: str, base_dir: str | None = None) -> NameTable:
     """The layers of a `family` model (configs from the diffusers folder `base_dir`, else the shipped ones)."""
-    if family not in DENOISER:
-        raise ValueError(f"LoRA tools know SD 1.5, SD 2.x, SDXL and Flux, not {family!r}")
+    if families.find(family) is None:
+        raise ValueError(f"LoRA tools know {', '.join(f.title for f in families.all_families())}, not {family!r}")
     return _cached(family, str(_config_root(family, base_dir).resolve()))

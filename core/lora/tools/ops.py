@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from ... import families
 from .common import (Matched, change_shape, Progress, Summary, Ticker, a_family, check_output, default_format, family_words,
                      load_and_match, module_count, parts_line, part_counts, refuse_unmatched, save_dtype, write_lora)
 from .lorafile import Module, ToolError
@@ -63,7 +64,7 @@ def merge_loras(items: list, out: str | Path, *, rank: int | None = None, fmt: s
         refuse_unmatched(lora, unmatched, fam)
         loaded.append((lora, strength, matched, table))
     table = loaded[0][3]
-    if fmt is None and family == "flux" and all(lora.format != "diffusers" for lora, *_ in loaded):
+    if fmt is None and default_format(family) != "kohya" and all(lora.format != "diffusers" for lora, *_ in loaded):
         fmt = "kohya"  # sd-scripts / ComfyUI Flux LoRAs in: the same form out
     fmt = fmt or default_format(family)
     keys = list(dict.fromkeys(k for _, _, m, _ in loaded for k in m))
@@ -136,10 +137,8 @@ def resize_lora(path: str | Path, out: str | Path, *, rank: int | None = None, d
                         "resized on its own. Merge it into the base model (`lora merge --base`), then extract "
                         "(`lora extract`)")
     out_fmt = fmt or (lora.format if lora.format in FORMATS else "kohya")
-    if family == "flux" and out_fmt == "kohya":
-        from .flux_bfl import to_bfl
-
-        matched = to_bfl(matched, table)  # a fused layer is resized as one module, as sd-scripts has it
+    if out_fmt == "kohya":  # Flux: a fused BFL layer is resized as one module, as sd-scripts has it
+        matched = families.family_module(family).tool_kohya_modules(matched, table)
     result: dict[str, Matched] = {}
     fractions, ranks = {}, {}
     tick = Ticker(len(matched), "Resizing modules", progress)
@@ -196,8 +195,8 @@ def convert_lora(path: str | Path, to: str, out: str | Path, *, save_precision: 
     meta["ss_output_name"] = outp.stem
     written = write_lora(outp, matched, table, to, save_dtype(save_precision, lora.dtype), meta)
     tick(len(matched))
-    fused = (" (q/k/v and the MLP input fused into the BFL layers, as sd-scripts writes them)" if family == "flux"
-             and to == "kohya" else " (fused BFL layers split into their diffusers layers)" if family == "flux"
+    fused = (" (q/k/v and the MLP input fused into the BFL layers, as sd-scripts writes them)" if table.fused
+             and to == "kohya" else " (fused BFL layers split into their diffusers layers)" if table.fused
              and module_count(matched) != len(matched) else "")
     return Summary("Convert", str(outp), written=written, notes=[
         f"{written} modules written in the {to} form{fused}, from the {module_count(matched)} modules "

@@ -1,0 +1,39 @@
+"""Flux.1 dev and schnell: a 12B rectified-flow transformer with CLIP-L and T5-XXL, LoRAs in diffusers key form."""
+from __future__ import annotations
+
+from . import Estimate, FamilySpec, Part, Sampling
+
+
+def variant_of(model: str) -> str | None:
+    """dev or schnell, from the transformer's config or the file's tensor names."""
+    from ..models.choose import is_schnell
+
+    return "schnell" if is_schnell(model) else "dev"
+
+
+# dev: distilled guidance fed to the transformer (no negative prompt); schnell: 4 steps, no guidance input
+DEV = Sampling(negative_prompt=False, guidance_label="Distilled guidance (Flux dev; 3.5 is usual)", guidance=3.5,
+               samplers=False, clip_skip=False)
+
+FAMILIES = (
+    FamilySpec(
+        "flux", "Flux.1", "core.models.flux:Flux", pipelines=("FluxPipeline", "FluxImg2ImgPipeline"),
+        markers=("double_blocks.", "single_transformer_blocks.", "transformer.single_transformer_blocks."),
+        detect_words="has Flux double/single stream blocks", denoiser="transformer", denoiser_words="transformer", block_words="double + single transformer blocks",
+        config_folder="flux-{variant}", variants=("dev", "schnell"), native_resolution=1024, min_resolution=512,
+        size_multiple=16, versions=("flux1", "flux"), architectures=("flux-1-dev", "flux"),
+        fields=("clip_l", "t5xxl", "ae", "timestep_sampling", "sigmoid_scale", "discrete_flow_shift",
+                "model_prediction_type", "guidance_scale", "t5xxl_max_token_length", "flux_lora_layers",
+                "t5xxl_precision"),
+        parts=(Part("ae", "vae", "the autoencoder (ae.safetensors)"),
+               Part("clip_l", "text_encoder", "CLIP-L (clip_l.safetensors)"),
+               Part("t5xxl", "text_encoder_2", "T5-XXL (t5xxl_fp16.safetensors)")),
+        # diffusers loads a Flux LoRA only as a plain LoRA, so a LyCORIS file would not load everywhere
+        lora_format="diffusers", lycoris=False, lora_text_encoders=(0,),  # CLIP-L; T5-XXL is never trained
+        # measured on the tiny and real-width transformer (bench/train_step.py); 2x2 patches of 8 px latents
+        variant_of=variant_of, sampling=DEV,
+        variant_sampling={"schnell": Sampling(negative_prompt=False, guidance=None, steps=4, samplers=False,
+                                              clip_skip=False)},
+        estimate=Estimate((5.5e6, 460e3), 16, always_caches_text=True, fp8_encoder=1,
+                          fp8_encoder_words="T5-XXL"), extra={"order": 40}),
+)
