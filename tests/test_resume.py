@@ -206,3 +206,18 @@ def test_sigkill_then_resume_with_noise_options_is_bit_identical(tiny_sd15, tiny
     history = json.loads((out / "lora" / "state" / "trainer.json").read_text())["validation"]["history"]
     assert [h["step"] for h in history] == [0, 4, 8, 12, 16]  # the steps before the kill came back with the state
 
+
+
+def test_the_same_model_in_another_folder_trains_the_same_lora(tiny_sd15, tiny_dataset, tmp_path, one_thread):
+    """Results depend on the weights, not on where they are: the VAE's config records the folder it was loaded from
+    (_name_or_path), which once went into the latent cache key and so into the latents' noise draws."""
+    import shutil
+
+    from train_helpers import train_in_process
+
+    files = []
+    for where in ("a", "somewhere/much/longer/b"):
+        model = shutil.copytree(tiny_sd15, tmp_path / "models" / where)
+        cfg = tiny_config(model, tiny_dataset, tmp_path / "out" / where.replace("/", "_"), max_train_steps=2)
+        files.append(train_in_process(cfg).run.lora_path())
+    _assert_same(*files)

@@ -14,8 +14,11 @@ CACHE_VERSION = "1"
 
 
 def vae_fingerprint(vae: torch.nn.Module) -> str:
+    """The VAE's architecture and a sample of its weights; not where it was loaded from (diffusers' private config
+    keys such as _name_or_path), so a model copied to another folder gives the same cache keys and the same
+    latent draws."""
     h = hashlib.sha1(CACHE_VERSION.encode())
-    h.update(repr(sorted(dict(vae.config).items())).encode())
+    h.update(repr(sorted((k, v) for k, v in dict(vae.config).items() if not k.startswith("_"))).encode())
     for name, p in list(vae.state_dict().items())[:4] + list(vae.state_dict().items())[-4:]:
         h.update(name.encode())
         h.update(p.detach().float().cpu().numpy().tobytes()[:4096])
