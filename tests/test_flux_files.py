@@ -44,8 +44,8 @@ def test_separate_files_and_all_in_one_fp8_load_exactly(files):
     del c
     aio = load_components(str(files / "flux1-dev-aio-fp8.safetensors"), base_config_dir=str(files / "config"))
     bf16 = ref.transformer.to(torch.bfloat16)
-    assert _worst(aio.unet, bf16, torch.float8_e4m3fn) == 0  # fp8 upcast on load
-    assert aio.unet.dtype == torch.float32
+    assert _worst(aio.denoiser, bf16, torch.float8_e4m3fn) == 0  # fp8 upcast on load
+    assert aio.denoiser.dtype == torch.float32
     for mine, theirs in zip((aio.vae, *aio.text_encoders), (ref.vae, ref.text_encoder, ref.text_encoder_2)):
         assert _worst(mine, theirs) == 0
 

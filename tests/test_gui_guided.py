@@ -6,15 +6,11 @@ from __future__ import annotations
 import re
 
 from test_gui_training import REPO, app, field, fill, page, shot  # noqa: F401 (pytest fixtures)
-from test_gui_training import playwright_api
+from gui_server import choose, playwright_api
 
 if playwright_api is not None:
     expect = playwright_api.expect
 
-
-def choose(page, elem_id: str, option: str) -> None:
-    page.locator(f"#{elem_id} input").click()
-    page.get_by_role("option", name=option, exact=True).click()
 
 
 def test_guided_start_fills_the_form_and_shows_estimate_and_warnings(page, app):
@@ -22,9 +18,9 @@ def test_guided_start_fills_the_form_and_shows_estimate_and_warnings(page, app):
     expect(box).to_contain_text("Guided start")
     estimate = page.locator("#estimate-box")
     warnings = page.locator("#guardrails-box")
-    choose(page, "guided-subject", "art style")
-    choose(page, "guided-family", "SDXL")
-    choose(page, "guided-vram", "12 GB")
+    choose(page, "guided-subject", "art style", exact=True)
+    choose(page, "guided-family", "SDXL", exact=True)
+    choose(page, "guided-vram", "12 GB", exact=True)
     page.locator("#guided-data textarea, #guided-data input").first.fill(str(app["root"] / "data"))
     page.click("#guided-fill")
     result = page.locator("#guided-result")
@@ -42,7 +38,9 @@ def test_guided_start_fills_the_form_and_shows_estimate_and_warnings(page, app):
     fill(page, "resolution", "768")  # every value stays editable; the checks follow
     expect(warnings).to_contain_text("below SDXL's native 1024 px")
     fill(page, "resolution", "1024")
-    choose(page, "guided-vram", "8 GB")
+    choose(page, "guided-vram", "8 GB", exact=True)
+    expect(estimate).to_contain_text("Fits in 8 GB")  # the UNet waits in RAM while latents are cached
+    fill(page, "train_batch_size", 2)
     expect(estimate).to_contain_text("Does not fit in 8 GB")
     expect(estimate).to_contain_text("Cheapest changes")
     expect(estimate).to_contain_text("(fits)")
@@ -54,23 +52,23 @@ def test_guided_start_fills_the_form_and_shows_estimate_and_warnings(page, app):
 def test_preset_and_guided_start_leave_nothing_of_an_earlier_preset(page, app):
     """The Demo preset sets conv_dim, lora_ff and 32 px sample prompts; the next preset and the guided start reset
     what they do not choose to the defaults, and keep what the user typed (trigger word, output name, folder)."""
-    choose(page, "preset", "Demo (CPU)")
+    choose(page, "preset", "Demo (CPU)", exact=True)
     page.locator("#adv-network").get_by_text("LoRA network").click()
     expect(field(page, "conv_dim")).to_have_value("8")
     expect(field(page, "lora_ff")).to_be_checked()
     expect(field(page, "sample_prompts")).to_have_value(re.compile("--w 32"))
     fill(page, "trigger_word", "zqx")
     fill(page, "output_name", "mine")
-    choose(page, "preset", "SD1.5 character")
+    choose(page, "preset", "SD1.5 character", exact=True)
     expect(field(page, "conv_dim")).to_have_value("0")
     expect(field(page, "lora_ff")).not_to_be_checked()
     expect(field(page, "resolution")).to_have_value("512")
     expect(field(page, "sample_prompts")).to_have_value("")  # the Demo's prompts, unchanged: reset too
-    choose(page, "preset", "Demo (CPU)")
+    choose(page, "preset", "Demo (CPU)", exact=True)
     expect(field(page, "conv_dim")).to_have_value("8")
     fill(page, "sample_every_n_epochs", 3)
-    choose(page, "guided-family", "SDXL")
-    choose(page, "guided-vram", "12 GB")
+    choose(page, "guided-family", "SDXL", exact=True)
+    choose(page, "guided-vram", "12 GB", exact=True)
     page.locator("#guided-data textarea, #guided-data input").first.fill(str(app["root"] / "data"))
     page.click("#guided-fill")
     expect(page.locator("#guided-result")).to_contain_text("Filled in for SDXL")
@@ -108,7 +106,7 @@ def test_preset_list_is_narrowed_by_family_and_gpu_memory(page, app):
     page.wait_for_timeout(500)
     sdxl = listed(page)
     assert len(sdxl) == 18 and all(n.startswith("SDXL") for n in sdxl), sdxl  # 2 hand-made + 4 subjects x 4 sizes
-    choose(page, "preset-vram", "12 GB")
+    choose(page, "preset-vram", "12 GB", exact=True)
     page.wait_for_timeout(500)
     expect(page.get_by_role("option")).to_have_count(0)
     assert listed(page) == ["SDXL character", "SDXL style", "SDXL · character · 12 GB", "SDXL · style · 12 GB",
@@ -128,6 +126,6 @@ def test_preset_list_is_narrowed_by_family_and_gpu_memory(page, app):
     assert sd15[:3] == ["SD1.5 character", "SD1.5 style", "Demo (CPU)"]  # hand-made for 8 GB fit 12; the demo: any
     assert [n for n in sd15 if "·" in n] == [f"SD1.5 · {s} · 12 GB" for s in ("character", "style", "concept",
                                                                                "clothing")] + ["SDXL · style · 12 GB"]
-    choose(page, "preset", "Demo (CPU)")
+    choose(page, "preset", "Demo (CPU)", exact=True)
     expect(field(page, "resolution")).to_have_value("32")
     expect(page.locator("#guardrails-box")).not_to_contain_text("The preset is made for")
