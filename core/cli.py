@@ -97,7 +97,7 @@ def config_reference() -> str:
 SUBCOMMANDS = [
     ("convert-config", ".convert_config", "Convert a kohya_ss .json or sd-scripts .toml config to ours."),
     ("demo", ".demo", "Train a LoRA on the built-in toy model and check that it learned (offline, CPU, ~3 min)."),
-    ("dataset", ".dataset.cli", "Check a dataset folder, or prepare a kohya-layout copy of it (resize, crop, fix)."),
+    ("dataset", ".dataset_tools.cli", "Check a dataset folder, or prepare a kohya-layout copy of it (resize, crop, fix)."),
     ("caption", ".caption.cli", "Caption the images of a folder (BLIP, CLIP Interrogator, WD14 tags, Florence-2)."),
     ("lora", ".lora.tools.cli", "LoRA tools: inspect, check against a base model, merge, resize, extract, convert."),
     ("estimate", ".estimate.cli", "Estimate the peak VRAM of a config and what to change to fit your GPU."),

@@ -85,3 +85,69 @@ def ml_modules_imported_by(build: str, folder: Path) -> list[str]:
                          timeout=120, env=dict(os.environ, GRADIO_ANALYTICS_ENABLED="False"))
     assert out.returncode == 0, out.stderr
     return ast.literal_eval(out.stdout.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------- page helpers (every GUI module)
+ARTIFACTS = REPO / "test-artifacts"  # screenshots of the GUI tests, for a person to look at
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+
+
+def tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name, exact=True).click()
+
+
+def field(page, name: str):
+    """The input of the Training form's setting `name`."""
+    return page.locator(f"#field-{name}").locator("textarea, input").first
+
+
+def fill(page, name: str, value: object, enter: bool = False) -> None:
+    """Type `value` into the Training form's setting `name` and leave the field (Enter or Tab)."""
+    box = field(page, name)
+    box.wait_for(state="visible")
+    for _ in range(3):  # a field that was just rendered (opened accordion) may reset itself once
+        box.fill(str(value))
+        box.press("Enter" if enter else "Tab")
+        page.wait_for_timeout(200)
+        if box.input_value() == str(value):
+            return
+    playwright_api.expect(box).to_have_value(str(value))
+
+
+def fill_id(page, elem_id: str, value) -> None:
+    """Type `value` into the text box or number of the component `elem_id` and leave it."""
+    box = page.locator(f"#{elem_id} input, #{elem_id} textarea").first
+    box.fill(str(value))
+    box.press("Tab")
+    page.wait_for_timeout(200)
+    playwright_api.expect(box).to_have_value(str(value))
+
+
+def set_number(page, elem_id: str, value) -> None:
+    box = page.locator(f"#{elem_id} input[type=number]").first
+    box.fill(str(value))
+    box.press("Tab")
+    page.wait_for_timeout(200)
+    playwright_api.expect(box).to_have_value(str(value))
+
+
+def choose(page, elem_id: str, text: str, exact: bool = False) -> None:
+    """Open the dropdown `elem_id` and click its option named `text` (exact) or the first containing it."""
+    page.locator(f"#{elem_id} input").first.click()
+    if exact:
+        page.get_by_role("option", name=text, exact=True).click()
+        return
+    page.locator(f"#{elem_id} li[role=option]", has_text=text).first.click()
+    page.wait_for_timeout(300)

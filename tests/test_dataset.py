@@ -1,4 +1,4 @@
-"""Dataset tools (core/dataset): check, prepare, captions, and `python -m core dataset ...`, on a corpus of bad files.
+"""Dataset tools (core/dataset_tools): check, prepare, captions, and `python -m core dataset ...`, on a corpus of bad files.
 
 Pure PIL/numpy: no torch, no GPU, a few seconds.
 """
@@ -15,10 +15,10 @@ from PIL import Image
 
 from core.data.buckets import BucketChooser
 from core.data.dataset import load_items
-from core.dataset import PrepareError, check_folder, prepare
-from core.dataset import captions as cap
-from core.dataset import phash
-from core.dataset.prepare import focus_offset
+from core.dataset_tools import PrepareError, check_folder, prepare
+from core.dataset_tools import captions as cap
+from core.dataset_tools import phash
+from core.dataset_tools.prepare import focus_offset
 from dataset_corpus import GOOD_CAPTION, LEGACY_CAPTION, NON_ASCII, blobs, hash_tree, make_corpus
 
 REPO = Path(__file__).resolve().parent.parent

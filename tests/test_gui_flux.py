@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from gui_server import running_app
-from test_gui_training import ARTIFACTS, CHROMIUM, REPO, field, fill, free_port, playwright_api
+from gui_server import field, fill, free_port, playwright_api, running_app, shot
+from test_gui_training import CHROMIUM, REPO
 from tiny_flux import make_flux_single_files, make_tiny_flux
 
 if playwright_api is not None:
@@ -55,10 +55,6 @@ def page(browser, app):
     yield pg
     pg.close()
 
-
-def shot(page, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
 
 
 def test_flux_form_trains_and_generates(page, app):

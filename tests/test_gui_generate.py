@@ -7,28 +7,21 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from gui_server import ml_modules_imported_by, running_app
+from gui_server import (ARTIFACTS, CHROMIUM, choose, free_port, ml_modules_imported_by, playwright_api, running_app,
+                        set_number)
 from tiny_models import make_tiny_sd15
 from train_helpers import tiny_config, train_in_process
 
 REPO = Path(__file__).resolve().parent.parent
-ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 
-try:
-    from playwright import sync_api as playwright_api
+if playwright_api is not None:
     expect = playwright_api.expect
-except ImportError:
-    playwright_api = None
 
 APP = r"""
 import json, sys
@@ -47,11 +40,6 @@ demo.queue().launch(server_name="127.0.0.1", server_port=int(sys.argv[3]), css=C
                     allowed_paths=[settings["output_dir"], settings["loras_dir"]])
 """
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -81,20 +69,6 @@ def page(browser, app):
     pg.close()
 
 
-def choose(page, elem_id: str, text: str) -> None:
-    """Open a dropdown and click the option containing text."""
-    box = page.locator(f"#{elem_id} input").first
-    box.click()
-    page.locator(f"#{elem_id} li[role=option]", has_text=text).first.click()
-    page.wait_for_timeout(300)
-
-
-def set_number(page, elem_id: str, value) -> None:
-    box = page.locator(f"#{elem_id} input[type=number]").first
-    box.fill(str(value))
-    box.press("Tab")
-    page.wait_for_timeout(200)
-    expect(box).to_have_value(str(value))
 
 
 def gallery_image(page) -> bytes:

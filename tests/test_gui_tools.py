@@ -9,34 +9,22 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 from pathlib import Path
 
 import pytest
 
-from gui_server import ml_modules_imported_by, running_app
+from gui_server import (CHROMIUM, choose, fill_id, free_port, ml_modules_imported_by, playwright_api, running_app,
+                        set_number, shot, tab)
 from tiny_models import make_tiny_sd15, make_tiny_sdxl
 from train_helpers import tiny_config, train_in_process
 
 REPO = Path(__file__).resolve().parent.parent
-ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 GREEN, RED = "rgb(21, 128, 61)", "rgb(185, 28, 28)"
 
-try:
-    from playwright import sync_api as playwright_api
+if playwright_api is not None:
     expect = playwright_api.expect
-except ImportError:
-    playwright_api = None
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -73,40 +61,13 @@ def page(browser, app):
     pg.close()
 
 
-def tab(page, name: str) -> None:
-    page.get_by_role("tab", name=name, exact=True).click()
 
 
-def choose(page, elem_id: str, text: str) -> None:
-    box = page.locator(f"#{elem_id} input").first
-    box.click()
-    page.locator(f"#{elem_id} li[role=option]", has_text=text).first.click()
-    page.wait_for_timeout(300)
-
-
-def fill(page, elem_id: str, value) -> None:
-    box = page.locator(f"#{elem_id} input, #{elem_id} textarea").first
-    box.fill(str(value))
-    box.press("Tab")
-    page.wait_for_timeout(200)
-    expect(box).to_have_value(str(value))
-
-
-def set_number(page, elem_id: str, value) -> None:
-    box = page.locator(f"#{elem_id} input[type=number]").first
-    box.fill(str(value))
-    box.press("Tab")
-    page.wait_for_timeout(200)
-    expect(box).to_have_value(str(value))
 
 
 def color(locator) -> str:
     return locator.evaluate("e => getComputedStyle(e).color")
 
-
-def shot(page, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
 
 
 def no_traceback(page) -> None:
@@ -130,12 +91,12 @@ def test_tools_tab_end_to_end(page, app):
     page.locator("#tools-inspect-raw").get_by_text("Raw metadata (JSON)").click()
     expect(page.locator("#tools-inspect-json")).to_contain_text("ss_network_dim")
     shot(page, "tools_inspect.png")
-    fill(page, "tools-inspect-path", root / "loras" / "nometa_lora.safetensors")  # a path wins over the list
+    fill_id(page, "tools-inspect-path", root / "loras" / "nometa_lora.safetensors")  # a path wins over the list
     page.click("#tools-inspect-run")
     # no metadata: the family comes from the key names (lora_te_ / lora_unet_ in diffusers paths: SD 1.5)
     expect(page.locator("#tools-inspect-summary")).to_contain_text("This file holds no training metadata.")
     expect(page.locator("#tools-inspect-summary")).to_contain_text("SD1.5")
-    fill(page, "tools-inspect-path", root / "nope.safetensors")  # a path that is not there: an error line
+    fill_id(page, "tools-inspect-path", root / "nope.safetensors")  # a path that is not there: an error line
     page.click("#tools-inspect-run")
     expect(page.locator("#tools-inspect-status .lw-err")).to_be_visible()
     no_traceback(page)
@@ -158,7 +119,7 @@ def test_tools_tab_end_to_end(page, app):
     tab(page, "Merge")
     choose(page, "tools-merge-lora-1", "zqx_style — ")
     set_number(page, "tools-merge-strength-1", 0.5)
-    fill(page, "tools-merge-out", "zqx_half")
+    fill_id(page, "tools-merge-out", "zqx_half")
     page.click("#tools-merge-run")
     result = page.locator("#tools-merge-result")
     expect(result).to_contain_text("140 modules written")
@@ -166,7 +127,7 @@ def test_tools_tab_end_to_end(page, app):
     assert (loras / "zqx_half.safetensors").is_file()
     set_number(page, "tools-merge-strength-1", 1)
     choose(page, "tools-merge-lora-2", "zqx_half — ")  # refreshed after the first merge
-    fill(page, "tools-merge-out", "zqx_mix")
+    fill_id(page, "tools-merge-out", "zqx_mix")
     page.click("#tools-merge-run")
     expect(result).to_contain_text("1 x zqx_style.safetensors + 1 x zqx_half.safetensors")
     assert (loras / "zqx_mix.safetensors").is_file()
@@ -179,7 +140,7 @@ def test_tools_tab_end_to_end(page, app):
     assert (loras / "zqx_mix.safetensors").stat().st_mtime_ns == before
     no_traceback(page)
     choose(page, "tools-merge-base", "tiny-sd15")
-    fill(page, "tools-merge-out", "tiny_zqx")
+    fill_id(page, "tools-merge-out", "tiny_zqx")
     page.click("#tools-merge-run")
     expect(result).to_contain_text("modules applied to tiny-sd15", timeout=60_000)
     assert (models / "tiny_zqx.safetensors").is_file()
@@ -189,7 +150,7 @@ def test_tools_tab_end_to_end(page, app):
     tab(page, "Resize")
     choose(page, "tools-resize-lora", "zqx_style — ")
     set_number(page, "tools-resize-rank", 1)
-    fill(page, "tools-resize-out", "zqx_r1")
+    fill_id(page, "tools-resize-out", "zqx_r1")
     page.click("#tools-resize-run")
     expect(page.locator("#tools-resize-result")).to_contain_text("140 modules resized (rank 1); ranks now 1")
     assert (loras / "zqx_r1.safetensors").is_file()
@@ -206,8 +167,8 @@ def test_tools_tab_end_to_end(page, app):
     choose(page, "tools-extract-base", "tiny-sd15")
     choose(page, "tools-extract-tuned", "tiny_zqx.safetensors")
     set_number(page, "tools-extract-rank", 4)
-    fill(page, "tools-extract-config", app["sd15"])
-    fill(page, "tools-extract-out", "zqx_extracted")
+    fill_id(page, "tools-extract-config", app["sd15"])
+    fill_id(page, "tools-extract-out", "zqx_extracted")
     page.click("#tools-extract-run")
     expect(page.locator("#tools-extract-result .lw-ok")).to_contain_text("modules extracted", timeout=60_000)
     assert (loras / "zqx_extracted.safetensors").is_file()

@@ -10,7 +10,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,10 +20,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from gui_server import CHROMIUM, CHROMIUM_ARGS, playwright_api, running_app  # noqa: F401 (imported from here)
+from gui_server import (ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, field, fill, free_port, playwright_api,  # noqa: F401
+                        running_app, shot)  # (also imported from here by the other GUI modules)
 
 REPO = Path(__file__).resolve().parent.parent
-ARTIFACTS = REPO / "test-artifacts"
 if playwright_api is not None:
     expect = playwright_api.expect
 
@@ -35,11 +34,6 @@ def fake_trainer_command() -> str:
 
     return command_text([sys.executable, str(REPO / "tests" / "fake_trainer.py")])
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_dataset(root: Path, folder: str, n: int) -> None:
@@ -114,25 +108,7 @@ def page(browser, app):
     pg.close()
 
 
-def shot(page, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
 
-
-def field(page, name: str):
-    return page.locator(f"#field-{name}").locator("textarea, input").first
-
-
-def fill(page, name: str, value: object, enter: bool = False) -> None:
-    box = field(page, name)
-    box.wait_for(state="visible")
-    for _ in range(3):  # a field that was just rendered (opened accordion) may reset itself once
-        box.fill(str(value))
-        box.press("Enter" if enter else "Tab")
-        page.wait_for_timeout(200)
-        if box.input_value() == str(value):
-            return
-    expect(box).to_have_value(str(value))
 
 
 def setup_run(page, app, name: str, *, batch: int = 4, epochs: int = 2, prompts: str = "zqx, a square") -> None:

@@ -1,7 +1,7 @@
 """The caption editor of the Dataset tab: a gallery of the pictures, the caption of the chosen one editable
 in place (Enter saves and goes to the next one), bulk edits and the tag frequency table.
 
-Captions are read and written by core.dataset.captions (UTF-8 .txt files next to the pictures).
+Captions are read and written by core.dataset_tools.captions (UTF-8 .txt files next to the pictures).
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import gradio as gr
 
-from core.dataset import captions as cap
+from core.dataset_tools import captions as cap
 
 from . import run_view
 from .context import AppContext

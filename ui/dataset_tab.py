@@ -1,7 +1,7 @@
 """The Dataset tab: bring pictures in (upload or a folder), check them, make the kohya training folder,
 then edit the captions (ui.dataset_captions).
 
-All the work is done by core.dataset; this module only lays out the page and shows the results.
+All the work is done by core.dataset_tools; this module only lays out the page and shows the results.
 """
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import gradio as gr
 
-from core.dataset import CROPS, PrepareError, check_folder, prepare
-from core.dataset.inspect import DEFAULT_RESOLUTION
-from core.dataset.prepare import copy_uploads
+from core.dataset_tools import CROPS, PrepareError, check_folder, prepare
+from core.dataset_tools.inspect import DEFAULT_RESOLUTION
+from core.dataset_tools.prepare import copy_uploads
 
 from . import dataset_captions, run_view
 from .context import AppContext
@@ -33,7 +33,7 @@ def core_progress(progress: gr.Progress):
 
 
 def report_view(report) -> tuple[str, list[list[str]]]:
-    """The summary line (HTML) and the table rows of a core.dataset Report."""
+    """The summary line (HTML) and the table rows of a core.dataset_tools Report."""
     errors = any(p.severity == "error" for p in report.problems)
     kind = "warn" if errors else "ok"
     text = report.summary() + ("" if report.problems else " No problems found.")

@@ -13,7 +13,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MODEL_EXTS = (".safetensors", ".ckpt")
 
 
-def _setting(settings: Any, *names: str) -> str:
+def setting(settings: Any, *names: str) -> str:
     for n in names:
         v = settings.get(n) if isinstance(settings, dict) else getattr(settings, n, None)
         if isinstance(v, str) and v.strip():
@@ -22,18 +22,18 @@ def _setting(settings: Any, *names: str) -> str:
 
 
 def _output_dir(settings: Any) -> str:
-    return _setting(settings, "output_dir", "outputs_dir")
+    return setting(settings, "output_dir", "outputs_dir")
 
 
-def _generated_dir(settings: Any) -> Path:
+def generated_dir(settings: Any) -> Path:
     base = _output_dir(settings) or str(PROJECT_ROOT / "outputs")
     return Path(base).expanduser().resolve() / "generated"
 
 
-def _lora_dirs(settings: Any, ctx: Any = None) -> list[str]:
+def lora_dirs(settings: Any, ctx: Any = None) -> list[str]:
     dirs: list[str] = []
     more = ctx.output_dirs() if ctx is not None and hasattr(ctx, "output_dirs") else []
-    for d in [_output_dir(settings), _setting(settings, "loras_dir"), *more]:
+    for d in [_output_dir(settings), setting(settings, "loras_dir"), *more]:
         if d:
             p = str(Path(d).expanduser().resolve())
             if p not in dirs:
@@ -105,12 +105,12 @@ def native_size(model: str) -> int | None:
     p = Path(model).expanduser() if model else None
     size = native_image_size(p) if p is not None and p.is_dir() else None
     if size:
-        _SIZES_SEEN.add(size)
+        SIZES_SEEN.add(size)
     spec = families.find(base_family(model))
     return size or (spec.native_resolution if spec else None)
 
 
-_SIZES_SEEN = {f.native_resolution for f in families.all_families()}  # sizes that were a model's own: changed along with the model
+SIZES_SEEN = {f.native_resolution for f in families.all_families()}  # sizes that were a model's own: changed along with the model
 
 
 def base_family(model: str) -> str | None:
@@ -134,7 +134,7 @@ def base_family(model: str) -> str | None:
 def lora_choices(settings: Any, ctx: Any, family: str | None) -> tuple[list[tuple[str, str]], list[Any]]:
     from core.generation.lora_files import list_loras
 
-    infos = list_loras(_lora_dirs(settings, ctx), family)
+    infos = list_loras(lora_dirs(settings, ctx), family)
     return [(i.label, i.path) for i in infos], infos
 
 

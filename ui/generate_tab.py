@@ -22,7 +22,7 @@ from core.generation.samplers import A1111_NAMES, SAMPLERS
 from core import families
 from core.families import Sampling
 
-from .generate_choices import (_SIZES_SEEN, _generated_dir, _lora_dirs, _setting, base_family,
+from .generate_choices import (SIZES_SEEN, generated_dir, lora_dirs, setting, base_family,
                                lora_choices, lora_notes, model_choices, model_label, native_size,
                                newest_run_base_model)
 from .tools_view import generate_lora_info
@@ -45,12 +45,12 @@ def _generator(settings: Any, ctx: Any = None):
 
     with _GEN_LOCK:
         if _GENERATOR is None:
-            _GENERATOR = Generator(_generated_dir(settings))
-        _GENERATOR.outputs_dir = _generated_dir(settings)  # the Settings tab may have changed the folders
-        _GENERATOR.lora_dirs = _lora_dirs(settings, ctx)
+            _GENERATOR = Generator(generated_dir(settings))
+        _GENERATOR.outputs_dir = generated_dir(settings)  # the Settings tab may have changed the folders
+        _GENERATOR.lora_dirs = lora_dirs(settings, ctx)
         from core.models.choose import find_flux_parts  # what a transformer-only Flux file needs
 
-        _GENERATOR.model_files = find_flux_parts(_setting(settings, "models_dir"))
+        _GENERATOR.model_files = find_flux_parts(setting(settings, "models_dir"))
         return _GENERATOR
 
 
@@ -125,8 +125,8 @@ def build(settings: Any, ctx: Any = None) -> None:
     """Create the Generate tab's contents in the current Blocks context (inside the caller's gr.Tab)."""
     blocks = getattr(ctx, "blocks", None) or gr.context.Context.root_block
 
-    models = model_choices(_setting(settings, "models_dir"))
-    default_model = newest_run_base_model(_lora_dirs(settings, ctx)) or (models[0] if models else "")
+    models = model_choices(setting(settings, "models_dir"))
+    default_model = newest_run_base_model(lora_dirs(settings, ctx)) or (models[0] if models else "")
     if default_model and default_model not in models:
         models = [default_model, *models]
     size = native_size(default_model) or 512  # reads configs / a header only
@@ -196,7 +196,7 @@ def build(settings: Any, ctx: Any = None) -> None:
         with gr.Column(scale=6, min_width=380):
             gallery = gr.Gallery(label="Images", columns=2, height=560, object_fit="contain", preview=False,
                                  elem_id="gen-gallery", show_label=True)
-            status_md = gr.Markdown(NOTE.format(folder=_generated_dir(settings)), elem_id="gen-status",
+            status_md = gr.Markdown(NOTE.format(folder=generated_dir(settings)), elem_id="gen-status",
                                     elem_classes=["lw-small"])
             params_tb = gr.Textbox(label="Parameters of the selected image", lines=3, interactive=False,
                                    buttons=["copy"], elem_id="gen-params")
@@ -237,9 +237,9 @@ def build(settings: Any, ctx: Any = None) -> None:
         size = native_size(model)
         w = h = gr.update()
         if size:  # follow the model's native size unless the user chose another one
-            if int(width) in _SIZES_SEEN:
+            if int(width) in SIZES_SEEN:
                 w = size
-            if int(height) in _SIZES_SEEN:
+            if int(height) in SIZES_SEEN:
                 h = size
         return [*out, w, h]
 
@@ -269,7 +269,7 @@ def build(settings: Any, ctx: Any = None) -> None:
     def newest_epochs(model):
         from core.generation.lora_files import list_loras
 
-        infos = list_loras(_lora_dirs(settings, ctx), base_family(model))
+        infos = list_loras(lora_dirs(settings, ctx), base_family(model))
         if not infos:
             raise _error("No LoRA files found in your outputs / LoRA folders.")
         newest = infos[0]

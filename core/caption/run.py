@@ -15,9 +15,9 @@ from typing import Callable
 
 from PIL import Image, ImageOps
 
-from core.dataset.captions import add_prefix, join_tags, list_images, load_caption, save_caption, split_tags
-from core.dataset.inspect import MAX_PIXELS, open_image
-from core.dataset.prepare import to_rgb
+from core.dataset_tools.captions import add_prefix, join_tags, list_images, load_caption, save_caption, split_tags
+from core.dataset_tools.inspect import MAX_PIXELS, open_image
+from core.dataset_tools.prepare import to_rgb
 
 from .base import CaptionError, Captioner
 

@@ -9,14 +9,14 @@ from pathlib import Path
 from typing import Any
 
 
-def _as_int(v: Any) -> int | None:
+def as_int(v: Any) -> int | None:
     try:
         return None if v is None or isinstance(v, bool) else int(v)
     except (TypeError, ValueError):
         return None
 
 
-def _as_float(v: Any) -> float | None:
+def as_float(v: Any) -> float | None:
     try:
         f = None if v is None or isinstance(v, bool) else float(v)
     except (TypeError, ValueError):
@@ -139,7 +139,7 @@ class EventLog:
     def apply(self, ev: dict[str, Any]) -> None:
         kind = ev.get("type")
         self.count += 1
-        t = _as_float(ev.get("time"))
+        t = as_float(ev.get("time"))
         if t is not None:
             if self.first_time is None:
                 self.first_time = t
@@ -155,7 +155,7 @@ class EventLog:
                 self.end, self.errors = None, []  # a new attempt
             self.last_start = ev
             self.progress = None
-            step = _as_int(ev.get("step"))
+            step = as_int(ev.get("step"))
             if step:  # resumed from a saved state: later steps of the lost attempt are gone
                 self.losses = {s: v for s, v in self.losses.items() if s <= step}
                 self.validation = {s: v for s, v in self.validation.items() if s <= step}
@@ -166,15 +166,15 @@ class EventLog:
         elif kind == "step":
             self.last_step = ev
             self.progress = None
-            step = _as_int(ev.get("step"))
-            loss = _as_float(ev.get("loss"))
+            step = as_int(ev.get("step"))
+            loss = as_float(ev.get("loss"))
             if step is not None and loss is not None:
-                avg = _as_float(ev.get("avg_loss"))
+                avg = as_float(ev.get("avg_loss"))
                 self.losses[step] = (loss, loss if avg is None else avg)
         elif kind == "validation":
-            step, loss = _as_int(ev.get("step")), _as_float(ev.get("loss"))
+            step, loss = as_int(ev.get("step")), as_float(ev.get("loss"))
             if step is not None and loss is not None:
-                point = self.validation.setdefault(step, {"loss": loss, "epoch": _as_int(ev.get("epoch")),
+                point = self.validation.setdefault(step, {"loss": loss, "epoch": as_int(ev.get("epoch")),
                                                           "path": None})
                 point["path"] = ev.get("path") or point["path"]
         elif kind == "sample":

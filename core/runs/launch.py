@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from ..config.toml_io import atomic_write_text, save_config
-from .reader import (_LAUNCHED, _LOGS, CONSOLE_LOG, CONTROL_REQUESTS, LAUNCH_FILE, PROJECT_ROOT, TRAINER_CMD_ENV,
-                   EventLog, RunBusyError, RunExistsError, _key, _launch_pending, _read_json, has_state, is_run_dir,
+from .reader import (LAUNCHED, EVENT_LOGS, CONSOLE_LOG, CONTROL_REQUESTS, LAUNCH_FILE, PROJECT_ROOT, TRAINER_CMD_ENV,
+                   EventLog, RunBusyError, RunExistsError, run_key, is_launch_pending, read_json, has_state, is_run_dir,
                    read_run, run_dir_of)
 from .replace import replaceable_run_note
 from ..config.schema import TrainConfig
@@ -35,10 +35,10 @@ def request(run_dir: str | os.PathLike, kind: str) -> Path:
     path = run_dir / "control" / kind
     path.parent.mkdir(parents=True, exist_ok=True)
     path.touch()
-    launch = _read_json(run_dir / LAUNCH_FILE)
-    log = _LOGS.get(_key(run_dir)) or EventLog(run_dir / "events.jsonl")
+    launch = read_json(run_dir / LAUNCH_FILE)
+    log = EVENT_LOGS.get(run_key(run_dir)) or EventLog(run_dir / "events.jsonl")
     log.update()
-    if launch and _launch_pending(log, launch):
+    if launch and is_launch_pending(log, launch):
         launch["pending_requests"] = sorted(set(launch.get("pending_requests") or []) | {kind})
         atomic_write_text(run_dir / LAUNCH_FILE, json.dumps(launch, indent=1))
     return path
@@ -52,7 +52,7 @@ def trainer_command() -> list[str]:
     return [sys.executable, "-m", "core"]
 
 
-def _detach_kwargs() -> dict[str, Any]:
+def detach_kwargs() -> dict[str, Any]:
     if os.name == "nt":
         flags = getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0x200) | getattr(subprocess, "CREATE_NO_WINDOW", 0x8000000)
         return {"creationflags": flags}
@@ -98,10 +98,10 @@ def start_run(config: TrainConfig, resume: bool = False, *, overwrite: bool = Fa
         console.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {command_text(cmd)}\n".encode("utf-8"))
         console.flush()
         proc = subprocess.Popen(cmd, cwd=os.getcwd(), stdin=subprocess.DEVNULL, stdout=console,
-                                stderr=subprocess.STDOUT, env=child_env, close_fds=True, **_detach_kwargs())
-    _LAUNCHED[_key(run_dir)] = proc
+                                stderr=subprocess.STDOUT, env=child_env, close_fds=True, **detach_kwargs())
+    LAUNCHED[run_key(run_dir)] = proc
     if not resume:
-        _LOGS.pop(_key(run_dir), None)
+        EVENT_LOGS.pop(run_key(run_dir), None)
     atomic_write_text(run_dir / LAUNCH_FILE, json.dumps(
         {"pid": proc.pid, "started_at": started_at, "resume": resume, "command": cmd}, indent=1))
     return proc

@@ -71,7 +71,7 @@ def queue_dir() -> Path:
     return Path(os.environ.get(QUEUE_DIR_ENV, "").strip() or PROJECT_ROOT / "queue").expanduser()
 
 
-def _dir(qdir: str | os.PathLike | None) -> Path:
+def resolve_dir(qdir: str | os.PathLike | None) -> Path:
     return Path(qdir) if qdir else queue_dir()
 
 
@@ -134,7 +134,7 @@ def _unlock_file(f) -> None:
 @contextmanager
 def locked(qdir: str | os.PathLike | None = None, timeout: float = LOCK_TIMEOUT) -> Iterator[Path]:
     """Hold queue.lock (waiting up to ``timeout`` seconds) while queue.json is read and changed."""
-    d = _dir(qdir)
+    d = resolve_dir(qdir)
     lock = FileLock(d / "queue.lock")
     if not lock.acquire(timeout):
         raise QueueError(f"The queue is busy: another process has held {lock.path} for over {timeout:.0f} s. "
@@ -160,7 +160,7 @@ def _retrying(action):
 
 def load(qdir: str | os.PathLike | None = None) -> tuple[list[Entry], int]:
     """The entries in order and the next id. Reading needs no lock: queue.json is only ever replaced whole."""
-    path = _dir(qdir) / "queue.json"
+    path = resolve_dir(qdir) / "queue.json"
     try:
         data = json.loads(_retrying(lambda: path.read_text(encoding="utf-8")))
     except FileNotFoundError:
@@ -178,7 +178,7 @@ def save(entries: list[Entry], next_id: int, qdir: str | os.PathLike | None = No
     """Write queue.json atomically; call it only inside :func:`locked`."""
     doc = {"version": 1, "next_id": next_id, "entries": [e.to_dict() for e in entries]}
     text = json.dumps(doc, indent=1, ensure_ascii=False)
-    _retrying(lambda: atomic_write_text(_dir(qdir) / "queue.json", text))
+    _retrying(lambda: atomic_write_text(resolve_dir(qdir) / "queue.json", text))
 
 
 def entries(qdir: str | os.PathLike | None = None) -> list[Entry]:
@@ -357,7 +357,7 @@ def worker_info(qdir: str | os.PathLike | None = None) -> dict[str, Any] | None:
         if p.poll() is not None:
             _SPAWNED.remove(p)
     try:
-        info = json.loads((_dir(qdir) / "worker.json").read_text(encoding="utf-8"))
+        info = json.loads((resolve_dir(qdir) / "worker.json").read_text(encoding="utf-8"))
     except (OSError, ValueError, UnicodeDecodeError):
         return None
     if not isinstance(info, dict):
@@ -380,11 +380,11 @@ def ensure_worker(qdir: str | os.PathLike | None = None, env: dict[str, str] | N
     what ``python -m core queue work`` runs, without the other subcommands' imports: it lives as long as the
     queue) detached from this process, so closing the GUI or the terminal does not end it, unless one runs.
     ``env``: added to its environment (the GUI's Hugging Face token), and so to the trainers it starts."""
-    d = _dir(qdir)
+    d = resolve_dir(qdir)
     info = worker_info(d)
     if info:
         return int(info["pid"]), False
-    from .launch import _detach_kwargs
+    from .launch import detach_kwargs
 
     child_env = dict(os.environ)
     child_env.update(env or {})
@@ -396,6 +396,6 @@ def ensure_worker(qdir: str | os.PathLike | None = None, env: dict[str, str] | N
     with open(d / "worker.log", "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "core.runs.queue_worker"], cwd=str(PROJECT_ROOT),
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=child_env,
-                                close_fds=True, **_detach_kwargs())
+                                close_fds=True, **detach_kwargs())
     _SPAWNED.append(proc)
     return proc.pid, True

@@ -21,9 +21,9 @@ from typing import Callable
 
 from ..config.toml_io import ConfigError, atomic_write_text, load_config
 from .launch import start_run
-from .queue import (POLL_ENV, STATES, Entry, FileLock, _dir, entries, load, locked, save, update, waiting,
+from .queue import (POLL_ENV, STATES, Entry, FileLock, resolve_dir, entries, load, locked, save, update, waiting,
                     worker_info)
-from .reader import LAUNCH_FILE, RunBusyError, RunExistsError, RunInfo, _read_json, list_runs, read_run
+from .reader import LAUNCH_FILE, RunBusyError, RunExistsError, RunInfo, read_json, list_runs, read_run
 
 
 def _poll_seconds() -> float:
@@ -40,7 +40,7 @@ def _say(message: str) -> None:
 def work(qdir: str | os.PathLike | None = None, poll: float | None = None,
          say: Callable[[str], None] = _say) -> int:
     """Work off the queue until nothing waits; 0 at once when another worker has it (attached)."""
-    d = _dir(qdir)
+    d = resolve_dir(qdir)
     poll = poll or _poll_seconds()
     lock = FileLock(d / "worker.lock")
     if not lock.acquire(0):
@@ -65,7 +65,7 @@ def work(qdir: str | os.PathLike | None = None, poll: float | None = None,
                 update(d, entry.id, state="failed", ended_at=time.time(),
                        message=f"queue worker error: {type(e).__name__}: {e} (see {d / 'worker.log'})")
     finally:
-        if _read_json(d / "worker.json").get("pid") == os.getpid():
+        if read_json(d / "worker.json").get("pid") == os.getpid():
             (d / "worker.json").unlink(missing_ok=True)
         lock.release()
 
@@ -122,7 +122,7 @@ def _wait_for_outside_runs(d: Path, poll: float, say: Callable[[str], None]) -> 
 
 def _launched_since(run_dir: Path, since: float | None) -> bool:
     """The run folder's last launch is this entry's (launch.json is written after the entry is marked running)."""
-    started = _read_json(run_dir / LAUNCH_FILE).get("started_at")
+    started = read_json(run_dir / LAUNCH_FILE).get("started_at")
     return since is not None and isinstance(started, (int, float)) and started >= since - 0.001
 
 

@@ -27,7 +27,7 @@ import psutil
 
 from ..config.toml_io import atomic_write_text
 from ..config.schema import TrainConfig
-from .events import EventLog, _as_float, _as_int
+from .events import EventLog, as_float, as_int
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TRAINER_CMD_ENV = "LW_TRAINER_CMD"
@@ -47,15 +47,15 @@ class RunBusyError(RuntimeError):
 
 
 # --------------------------------------------------------------------------- process liveness
-_LAUNCHED: dict[str, subprocess.Popen] = {}
+LAUNCHED: dict[str, subprocess.Popen] = {}
 
 
 def pid_alive(pid: Any, started_at: float | None = None) -> bool:
     """True if ``pid`` is a live process (not a zombie) that is not younger than ``started_at``."""
-    pid = _as_int(pid)
+    pid = as_int(pid)
     if not pid or pid <= 0:
         return False
-    for proc in list(_LAUNCHED.values()):
+    for proc in list(LAUNCHED.values()):
         if proc.pid == pid:
             proc.poll()  # reap our own child, or it lingers as a zombie
     try:
@@ -73,7 +73,7 @@ def pid_alive(pid: Any, started_at: float | None = None) -> bool:
 
 def launched_returncode(run_dir: str | os.PathLike) -> int | None:
     """Exit code of a trainer this process launched for ``run_dir`` (None if unknown or still running)."""
-    proc = _LAUNCHED.get(_key(run_dir))
+    proc = LAUNCHED.get(run_key(run_dir))
     return None if proc is None else proc.poll()
 
 
@@ -120,14 +120,14 @@ class RunInfo:
         return max(0.0, min(1.0, self.step / self.total_steps))
 
 
-_LOGS: dict[str, EventLog] = {}
+EVENT_LOGS: dict[str, EventLog] = {}
 
 
-def _key(run_dir: str | os.PathLike) -> str:
+def run_key(run_dir: str | os.PathLike) -> str:
     return str(Path(run_dir).resolve())
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, UnicodeDecodeError):
@@ -181,8 +181,8 @@ def decide_status(*, end: dict[str, Any] | None, status_doc: dict[str, Any], ali
             return "running"
         return "failed"  # the process ended without writing a start event: it never ran
     if end is not None:
-        st, code = end.get("status"), _as_int(end.get("exit_code"))
-        doc_code = _as_int(status_doc.get("exit_code"))
+        st, code = end.get("status"), as_int(end.get("exit_code"))
+        doc_code = as_int(status_doc.get("exit_code"))
         if st == "completed":
             ok = code == 0 and doc_code in (None, 0) and returncode in (None, 0)
             return "completed" if ok else "failed"
@@ -199,25 +199,25 @@ def decide_status(*, end: dict[str, Any] | None, status_doc: dict[str, Any], ali
 def read_run(run_dir: str | os.PathLike) -> RunInfo:
     """Everything the GUI shows about one run. Cheap to call every second (reads only new events)."""
     run_dir = Path(run_dir)
-    key = _key(run_dir)
-    log = _LOGS.get(key)
+    key = run_key(run_dir)
+    log = EVENT_LOGS.get(key)
     if log is None:
-        log = _LOGS[key] = EventLog(run_dir / "events.jsonl")
+        log = EVENT_LOGS[key] = EventLog(run_dir / "events.jsonl")
     log.update()
-    doc = _read_json(run_dir / "status.json")
-    launch = _read_json(run_dir / LAUNCH_FILE)
+    doc = read_json(run_dir / "status.json")
+    launch = read_json(run_dir / LAUNCH_FILE)
 
     start_ev = log.last_start or {}
-    start_time = _as_float(start_ev.get("time"))
-    launch_time = _as_float(launch.get("started_at"))
-    launch_pending = _launch_pending(log, launch)
+    start_time = as_float(start_ev.get("time"))
+    launch_time = as_float(launch.get("started_at"))
+    launch_pending = is_launch_pending(log, launch)
     if not launch_pending and launch.get("pending_requests"):
         _deliver_pending_requests(run_dir, launch)
     if launch_pending:
-        pid, since = _as_int(launch.get("pid")), launch_time
+        pid, since = as_int(launch.get("pid")), launch_time
     else:
-        pid = _as_int(doc.get("pid")) or _as_int(start_ev.get("pid"))
-        since = _as_float(doc.get("started_at")) or start_time
+        pid = as_int(doc.get("pid")) or as_int(start_ev.get("pid"))
+        since = as_float(doc.get("started_at")) or start_time
     returncode = launched_returncode(run_dir)
     alive = pid_alive(pid, since) if log.end is None or launch_pending else False
     status = decide_status(end=None if launch_pending else log.end, status_doc=doc, alive=alive,
@@ -225,22 +225,22 @@ def read_run(run_dir: str | os.PathLike) -> RunInfo:
 
     info = RunInfo(name=run_dir.name, dir=run_dir, status=status, pid=pid, output_dir=run_dir.parent)
     last = log.last_step or {}
-    info.step = _as_int(last.get("step")) or _as_int(doc.get("step")) or _as_int(start_ev.get("step")) or 0
-    info.total_steps = _as_int(last.get("total_steps")) or _as_int(doc.get("total_steps")) \
-        or _as_int((log.plan or {}).get("total_steps"))
-    info.epoch = _as_int(last.get("epoch"))
-    info.epochs = _as_int((log.plan or {}).get("epochs"))
+    info.step = as_int(last.get("step")) or as_int(doc.get("step")) or as_int(start_ev.get("step")) or 0
+    info.total_steps = as_int(last.get("total_steps")) or as_int(doc.get("total_steps")) \
+        or as_int((log.plan or {}).get("total_steps"))
+    info.epoch = as_int(last.get("epoch"))
+    info.epochs = as_int((log.plan or {}).get("epochs"))
     info.plan_text = str((log.plan or {}).get("text", ""))
     if status == "running" and not launch_pending:
-        info.it_per_s = _as_float(last.get("it_per_s"))
-        info.eta_s = _as_float(last.get("eta_s"))
-    info.lr = _as_float(last.get("lr"))
+        info.it_per_s = as_float(last.get("it_per_s"))
+        info.eta_s = as_float(last.get("eta_s"))
+    info.lr = as_float(last.get("lr"))
     info.losses = [(s, l, a) for s, (l, a) in sorted(log.losses.items())]
     info.val_losses = [(s, v["loss"]) for s, v in sorted(log.validation.items())]
     info.best = log.best
-    info.validation_images = _as_int((log.plan or {}).get("validation_images")) or 0
+    info.validation_images = as_int((log.plan or {}).get("validation_images")) or 0
     info.warnings = list(log.warnings)
-    info.started_at = log.first_time or _as_float(doc.get("started_at")) or launch_time
+    info.started_at = log.first_time or as_float(doc.get("started_at")) or launch_time
     info.active_s = log.active_seconds
     if status == "running" and info.active_s is not None and log.last_time is not None:
         info.active_s += max(0.0, time.time() - log.last_time)
@@ -252,14 +252,14 @@ def read_run(run_dir: str | os.PathLike) -> RunInfo:
         elif log.progress is not None:
             p = log.progress
             info.stage = f"{str(p.get('stage', '')).replace('_', ' ')} {p.get('done', '?')}/{p.get('total', '?')}"
-        elif log.last_step is None or (start_time and _as_float(last.get("time")) and last["time"] < start_time):
+        elif log.last_step is None or (start_time and as_float(last.get("time")) and last["time"] < start_time):
             info.stage = "preparing (loading the model and data)"
 
     end = None if launch_pending else log.end
     if end is not None:
-        info.exit_code = _as_int(end.get("exit_code"))
+        info.exit_code = as_int(end.get("exit_code"))
         info.message = str(end.get("message", ""))
-        info.ended_at = _as_float(end.get("time"))
+        info.ended_at = as_float(end.get("time"))
         if status == "completed" and end.get("lora_path"):
             info.lora_path = str(end["lora_path"])
     else:
@@ -290,7 +290,7 @@ def _samples(run_dir: Path, log: EventLog) -> list[tuple[str, str]]:
     """Sample images with a step label, oldest first: from sample events, plus any PNGs in samples/."""
     seen: dict[str, tuple[int, int, str]] = {}
     for ev in log.sample_events:
-        step = _as_int(ev.get("step")) or 0
+        step = as_int(ev.get("step")) or 0
         for i, p in enumerate(ev.get("paths") or []):
             path = Path(p)
             if not path.is_absolute():
@@ -327,7 +327,7 @@ def list_runs(output_dirs: Iterable[str | os.PathLike]) -> list[RunInfo]:
         except OSError:
             continue
         for child in children:
-            k = _key(child)
+            k = run_key(child)
             if k in seen or not is_run_dir(child):
                 continue
             seen.add(k)
@@ -341,10 +341,10 @@ def run_dir_of(config: TrainConfig) -> Path:
     return Path(config.output_dir) / config.output_name
 
 
-def _launch_pending(log: EventLog, launch: dict[str, Any]) -> bool:
+def is_launch_pending(log: EventLog, launch: dict[str, Any]) -> bool:
     """A launch newer than the last start event: that trainer is still loading (or died loading)."""
-    launch_time = _as_float(launch.get("started_at"))
-    start_time = _as_float((log.last_start or {}).get("time"))
+    launch_time = as_float(launch.get("started_at"))
+    start_time = as_float((log.last_start or {}).get("time"))
     return launch_time is not None and (start_time is None or launch_time > start_time + 0.002)
 
 

@@ -5,8 +5,8 @@ import os
 import re
 from pathlib import Path
 
-from .events import EventLog, _as_float, _as_int
-from .reader import _read_json, has_state, pid_alive
+from .events import EventLog, as_float, as_int
+from .reader import read_json, has_state, pid_alive
 
 
 def _lora_files(run_dir: Path) -> list[Path]:
@@ -31,15 +31,15 @@ def replaceable_run_note(run_dir: str | os.PathLike) -> str | None:
     run_dir = Path(run_dir)
     log = EventLog(run_dir / "events.jsonl")  # a fresh reading, not the GUI's cached one
     log.update()
-    doc = _read_json(run_dir / "status.json")
+    doc = read_json(run_dir / "status.json")
     if log.last_step is not None or log.losses or log.lora_paths:
         return None
-    if _as_int(doc.get("step")) or has_state(run_dir) or _lora_files(run_dir):
+    if as_int(doc.get("step")) or has_state(run_dir) or _lora_files(run_dir):
         return None
     start = log.last_start or {}
     if log.end is None:
-        pid = _as_int(doc.get("pid")) or _as_int(start.get("pid"))
-        if pid_alive(pid, _as_float(doc.get("started_at")) or _as_float(start.get("time"))):
+        pid = as_int(doc.get("pid")) or as_int(start.get("pid"))
+        if pid_alive(pid, as_float(doc.get("started_at")) or as_float(start.get("time"))):
             return None  # still loading: not ours to take
         how, verb = "the trainer process ended without finishing", "ended"
     else:

@@ -40,7 +40,7 @@ import numpy as np
 
 from . import shapes as S
 from .measure import measure, to_tensor
-from .work import Paused, Progress, Work, _rng_state, _set_rng_state
+from .work import Paused, Progress, Work, rng_state, set_rng_state
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "core" / "models" / "configs"
@@ -148,7 +148,7 @@ def train_vae(vae, plan: Plan, progress: Progress, work: Work) -> tuple[list[flo
     if state:
         vae.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
-        _set_rng_state(rng, state["rng"])
+        set_rng_state(rng, state["rng"])
         gen.set_state(state["gen"])
         step0, losses, seconds = int(state["step"]), list(state["losses"]), float(state["seconds"])
         progress.say(f"vae: continuing from step {step0}")
@@ -177,7 +177,7 @@ def train_vae(vae, plan: Plan, progress: Progress, work: Work) -> tuple[list[flo
         losses.append(loss.item())
         st.step(step + 1, loss=float(np.mean(losses[-50:])))
         if work.out_of_time() and step + 1 < plan.vae_steps:
-            work.save("vae", {"model": vae.state_dict(), "opt": opt.state_dict(), "rng": _rng_state(rng),
+            work.save("vae", {"model": vae.state_dict(), "opt": opt.state_dict(), "rng": rng_state(rng),
                               "gen": gen.get_state(), "step": step + 1, "losses": losses,
                               "seconds": seconds + time.time() - t_start})
             raise Paused(f"vae step {step + 1}/{plan.vae_steps}")
@@ -240,7 +240,7 @@ def train_unet(vae, unet, te, plan: Plan, progress: Progress, work: Work) -> tup
         opt.load_state_dict(state["opt"])
         for e, v in zip(ema, state["ema"]):
             e.copy_(v)
-        _set_rng_state(rng, state["rng"])
+        set_rng_state(rng, state["rng"])
         gen.set_state(state["gen"])
         step0, losses, seconds = int(state["step"]), list(state["losses"]), float(state["seconds"])
         progress.say(f"unet+text: continuing from step {step0}")
@@ -279,7 +279,7 @@ def train_unet(vae, unet, te, plan: Plan, progress: Progress, work: Work) -> tup
         st.step(step + 1, loss=float(np.mean(losses[-50:])), lr=f"{lr:.1e}")
         if work.out_of_time() and step + 1 < plan.unet_steps:
             work.save("unet", {"unet": unet.state_dict(), "te": te.state_dict(), "opt": opt.state_dict(),
-                               "ema": ema, "rng": _rng_state(rng), "gen": gen.get_state(), "step": step + 1,
+                               "ema": ema, "rng": rng_state(rng), "gen": gen.get_state(), "step": step + 1,
                                "losses": losses, "seconds": seconds + time.time() - t_start})
             raise Paused(f"unet+text step {step + 1}/{plan.unet_steps}")
     with torch.no_grad():

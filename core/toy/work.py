@@ -83,12 +83,12 @@ class Work:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _rng_state(rng: np.random.Generator) -> dict:
+def rng_state(rng: np.random.Generator) -> dict:
     st = rng.bit_generator.state
     return {"state": str(st["state"]["state"]), "inc": str(st["state"]["inc"]),
             "has_uint32": int(st["has_uint32"]), "uinteger": int(st["uinteger"])}
 
 
-def _set_rng_state(rng: np.random.Generator, d: dict) -> None:
+def set_rng_state(rng: np.random.Generator, d: dict) -> None:
     rng.bit_generator.state = {"bit_generator": "PCG64", "state": {"state": int(d["state"]), "inc": int(d["inc"])},
                                "has_uint32": int(d["has_uint32"]), "uinteger": int(d["uinteger"])}

@@ -51,6 +51,8 @@ class Trainer(CacheMixin, CheckpointMixin, ValidationMixin):
         self.phase = "starting"  # what an out-of-memory or disk-full message says the run was doing
         self.save_sizes = (0, 0)  # bytes of the last LoRA file and training state written
         self.space_warned = False
+        self.ts = None  # the training set, once the dataset is read
+        self._reset_validation()
 
     # ------------------------------------------------------------------ entry
     def train(self) -> int:

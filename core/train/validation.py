@@ -60,15 +60,18 @@ def _distinct(history: list[dict]) -> list[dict]:
 
 
 class ValidationMixin:
-    # ------------------------------------------------------------------ data
-    def _split_validation(self, items: list, chooser) -> tuple[list, list]:
-        """(training items, validation items) for this run, recorded in validation.json."""
-        cfg = self.cfg
-        self.val_history: list[dict] = []
+    def _reset_validation(self) -> None:
+        """The validation state of a run that has measured nothing yet (the trainer's __init__ calls it)."""
+        self.val_history: list[dict] = []  # the losses measured so far (restored on resume)
         self.val_warned = False
         self.early_stopped = False
         self._val_cached: tuple[int, float, float] | None = None  # (step, loss, seconds it took)
         self._val_timed = False
+
+    # ------------------------------------------------------------------ data
+    def _split_validation(self, items: list, chooser) -> tuple[list, list]:
+        """(training items, validation items) for this run, recorded in validation.json."""
+        cfg = self.cfg
         if not cfg.validates:
             return items, []
         seed = cfg.effective_validation_seed
@@ -166,7 +169,7 @@ class ValidationMixin:
     def _validate(self, epoch: int, path: Path | None = None) -> float | None:
         """Measure (or reuse this step's measure), record a validation event, warn about overfitting and decide
         on early stopping. Returns the loss (None when the run does not validate)."""
-        if not self.main or not getattr(self, "ts", None) or not self.ts.val_indices:
+        if not self.main or self.ts is None or not self.ts.val_indices:
             return None
         loss = self._validation_loss()
         seconds = self._val_cached[2]
@@ -227,7 +230,7 @@ class ValidationMixin:
         return text
 
     def _best_fields(self) -> dict:
-        best = best_of(getattr(self, "val_history", []))
+        best = best_of(self.val_history)
         if best is None:
             return {}
         return {"best": {k: best[k] for k in ("epoch", "step", "loss", "path")}}

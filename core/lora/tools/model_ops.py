@@ -14,7 +14,7 @@ from .common import (Matched, Progress, Summary, Ticker, a_family, check_output,
 from .lorafile import ToolError, guess_family, read_lora
 from .lowrank import clamp_quantile, retained, svd_dense
 from .names import PART_TITLES, Layer, name_table
-from .ops import _lora_module, _parse_strength
+from .ops import lora_module, parse_strength
 
 PARTS = ("unet", "transformer", "text_encoder", "text_encoder_2")
 UNET_CONV = re.compile(r".*(resnets\.\d+\.(conv1|conv2|conv_shortcut)|downsamplers\.0\.conv|upsamplers\.0\.conv)$")
@@ -60,7 +60,7 @@ def merge_into_base(base: str, items: list, out: str | Path, *, save_precision: 
     included. Weights are summed in float32. `save_precision`: fp16 (SD default), bf16, float; Flux keeps its dtypes."""
     from ...models.ldm_convert import SUPPORTED_FAMILIES, pipeline_to_ldm_state_dict, save_single_file
 
-    pairs = [_parse_strength(i) for i in items]
+    pairs = [parse_strength(i) for i in items]
     if not pairs:
         raise ToolError("merge --base needs at least one --lora FILE:STRENGTH")
     outp = check_output(out, overwrite, [base, *(p for p, _ in pairs)])
@@ -201,7 +201,7 @@ def extract_lora(base: str, tuned: str, out: str | Path, *, rank: int = 32, conv
         k = min(r, int(s.numel()))
         fractions[layer.key] = retained(s, k)
         up, down = clamp_quantile(u[:, :k] * s[:k], vh[:k], clamp)
-        result[layer.key] = Matched(layer, _lora_module(layer.key, up, down, k, tuple(delta.shape)))
+        result[layer.key] = Matched(layer, lora_module(layer.key, up, down, k, tuple(delta.shape)))
         tick(i + 1, layer.key)
     if not result:
         raise ToolError(f"{Path(tuned).name} and {Path(base).name} do not differ in any layer a LoRA can hold: "

@@ -15,7 +15,7 @@ from .lowrank import check_dynamic, choose_rank, retained, svd_dense, svd_of_pro
 FORMATS = ("kohya", "diffusers")
 
 
-def _lora_module(name: str, up: torch.Tensor, down: torch.Tensor, alpha: float, layer_shape) -> Module:
+def lora_module(name: str, up: torch.Tensor, down: torch.Tensor, alpha: float, layer_shape) -> Module:
     """A plain LoRA module from 2-D factors, shaped for the layer (convolutions: up (out, r, 1, 1), down (r, in, k, k))."""
     if len(layer_shape) == 4:
         up = up.reshape(up.shape[0], up.shape[1], 1, 1)
@@ -29,7 +29,7 @@ def _base_dir(base: str | None) -> str | None:
     return None
 
 
-def _parse_strength(item) -> tuple[str, float]:
+def parse_strength(item) -> tuple[str, float]:
     if isinstance(item, (tuple, list)):
         return str(item[0]), float(item[1])
     text = str(item)
@@ -47,7 +47,7 @@ def merge_loras(items: list, out: str | Path, *, rank: int | None = None, fmt: s
                 progress: Progress | None = None) -> Summary:
     """One LoRA whose change is exactly sum(strength_i * change_i): ranks stacked (alpha = total rank, each part's
     scale folded into its up matrix), or with `rank`, the best rank-N approximation of that sum (SVD) per module."""
-    pairs = [_parse_strength(i) for i in items]
+    pairs = [parse_strength(i) for i in items]
     if len(pairs) < 1:
         raise ToolError("merge needs at least one --lora FILE:STRENGTH")
     outp = check_output(out, overwrite, [p for p, _ in pairs])
@@ -87,7 +87,7 @@ def merge_loras(items: list, out: str | Path, *, rank: int | None = None, fmt: s
                                 "by SVD")
             up = torch.cat([lr[0] * s for lr, s in low], dim=1)
             down = torch.cat([lr[1] for lr, _ in low], dim=0)
-            result[key] = Matched(layer, _lora_module(key, up, down, up.shape[1], shape))
+            result[key] = Matched(layer, lora_module(key, up, down, up.shape[1], shape))
         else:
             if all(lr is not None for lr, _ in low):
                 u, s, vh = svd_of_product(torch.cat([lr[0] * st for lr, st in low], dim=1),
@@ -97,7 +97,7 @@ def merge_loras(items: list, out: str | Path, *, rank: int | None = None, fmt: s
                 u, s, vh = svd_dense(dense)
             k = choose_rank(s, rank, None, None)
             fractions[key] = retained(s, k)
-            result[key] = Matched(layer, _lora_module(key, u[:, :k] * s[:k], vh[:k], k, shape))
+            result[key] = Matched(layer, lora_module(key, u[:, :k] * s[:k], vh[:k], k, shape))
         tick(i + 1, key)
     dtype = save_dtype(save_precision, loaded[0][0].dtype)
     meta = dict(loaded[0][0].metadata)
@@ -154,7 +154,7 @@ def resize_lora(path: str | Path, out: str | Path, *, rank: int | None = None, d
             u, s, vh = svd_dense(mod.delta(shape).flatten(1))
         k = choose_rank(s, rank, dynamic, param)
         fractions[key], ranks[key] = retained(s, k), k
-        result[key] = Matched(m.layer, _lora_module(mod.name, u[:, :k] * s[:k], vh[:k], scale * k, shape))
+        result[key] = Matched(m.layer, lora_module(mod.name, u[:, :k] * s[:k], vh[:k], scale * k, shape))
         tick(i + 1, key)
     dtype = save_dtype(save_precision, lora.dtype)
     meta = dict(lora.metadata)
