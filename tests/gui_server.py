@@ -59,13 +59,16 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
 
 
 @contextmanager
-def tab_page(browser, url: str, tab: str, ready_selector: str) -> Iterator:
-    """A new 1400x1000 page of the app at ``url`` with the tab named ``tab`` open, once ``ready_selector`` shows."""
-    pg = browser.new_page(viewport={"width": 1400, "height": 1000})
-    pg.set_default_timeout(30_000)
+def app_page(browser, url: str, ready_selector: str, tab: str | None = None, height: int = 1000,
+             timeout: float = 30_000) -> Iterator:
+    """A new 1400 px wide page of the app at ``url`` (with the tab named ``tab`` open), once ``ready_selector``
+    shows; closed afterwards."""
+    pg = browser.new_page(viewport={"width": 1400, "height": height})
+    pg.set_default_timeout(timeout)
     try:
         pg.goto(url)
-        pg.get_by_role("tab", name=tab).click()
+        if tab:
+            pg.get_by_role("tab", name=tab, exact=True).click()
         pg.wait_for_selector(ready_selector)
         yield pg
     finally:
@@ -126,21 +129,20 @@ def fill(page, name: str, value: object, enter: bool = False) -> None:
     playwright_api.expect(box).to_have_value(str(value))
 
 
-def fill_id(page, elem_id: str, value) -> None:
-    """Type `value` into the text box or number of the component `elem_id` and leave it."""
-    box = page.locator(f"#{elem_id} input, #{elem_id} textarea").first
+def _type_and_leave(page, box, value) -> None:
     box.fill(str(value))
     box.press("Tab")
     page.wait_for_timeout(200)
     playwright_api.expect(box).to_have_value(str(value))
+
+
+def fill_id(page, elem_id: str, value) -> None:
+    """Type `value` into the text box or number of the component `elem_id` and leave it."""
+    _type_and_leave(page, page.locator(f"#{elem_id} input, #{elem_id} textarea").first, value)
 
 
 def set_number(page, elem_id: str, value) -> None:
-    box = page.locator(f"#{elem_id} input[type=number]").first
-    box.fill(str(value))
-    box.press("Tab")
-    page.wait_for_timeout(200)
-    playwright_api.expect(box).to_have_value(str(value))
+    _type_and_leave(page, page.locator(f"#{elem_id} input[type=number]").first, value)
 
 
 def choose(page, elem_id: str, text: str, exact: bool = False) -> None:

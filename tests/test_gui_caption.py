@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gui_server import ml_modules_imported_by, running_app
+from gui_server import app_page, ml_modules_imported_by, running_app
 from test_gui_training import free_port, playwright_api, shot
 from tiny_captioners import make_images, make_tiny_wd14
 
@@ -40,13 +40,8 @@ def app(tmp_path_factory, browser):
 
 @pytest.fixture
 def page(browser, app):
-    pg = browser.new_page(viewport={"width": 1400, "height": 1000})
-    pg.set_default_timeout(30_000)
-    pg.goto(app["url"])
-    pg.get_by_role("tab", name="Captioning").click()
-    pg.wait_for_selector("#cap-start")
-    yield pg
-    pg.close()
+    with app_page(browser, app["url"], "#cap-start", tab="Captioning") as pg:
+        yield pg
 
 
 def test_caption_a_folder_with_wd14(page, app):

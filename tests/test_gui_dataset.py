@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from dataset_corpus import make_corpus
-from gui_server import running_app, tab_page
+from gui_server import app_page, running_app
 from test_gui_training import free_port, playwright_api, shot
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,7 +41,7 @@ def app(tmp_path_factory, browser):
 
 @pytest.fixture
 def page(browser, app):
-    with tab_page(browser, app["url"], "Dataset", "#ds-check") as pg:
+    with app_page(browser, app["url"], "#ds-check", tab="Dataset") as pg:
         yield pg
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gui_server import field, fill, free_port, playwright_api, running_app, shot
+from gui_server import app_page, field, fill, free_port, playwright_api, running_app, shot
 from test_gui_training import CHROMIUM, REPO
 from tiny_flux import make_flux_single_files, make_tiny_flux
 
@@ -48,12 +48,8 @@ def app(tmp_path_factory, tiny_dataset):
 
 @pytest.fixture
 def page(browser, app):
-    pg = browser.new_page(viewport={"width": 1400, "height": 1100})
-    pg.set_default_timeout(30_000)
-    pg.goto(app["url"])
-    pg.wait_for_selector("#start-btn")
-    yield pg
-    pg.close()
+    with app_page(browser, app["url"], "#start-btn", height=1100) as pg:
+        yield pg
 
 
 

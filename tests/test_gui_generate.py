@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from gui_server import (ARTIFACTS, CHROMIUM, choose, free_port, ml_modules_imported_by, playwright_api, running_app,
-                        set_number)
+from gui_server import (ARTIFACTS, CHROMIUM, app_page, choose, free_port, ml_modules_imported_by, playwright_api,
+                        running_app, set_number)
 from tiny_models import make_tiny_sd15
 from train_helpers import tiny_config, train_in_process
 
@@ -61,12 +61,8 @@ def app(tmp_path_factory, tiny_dataset):
 
 @pytest.fixture
 def page(browser, app):
-    pg = browser.new_page(viewport={"width": 1400, "height": 1000})
-    pg.set_default_timeout(30_000)
-    pg.goto(app["url"])
-    pg.wait_for_selector("#gen-generate")
-    yield pg
-    pg.close()
+    with app_page(browser, app["url"], "#gen-generate") as pg:
+        yield pg
 
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gui_server import running_app
+from gui_server import app_page, running_app
 from test_gui_training import field, free_port, playwright_api, shot
 
 REPO = Path(__file__).resolve().parent.parent
@@ -40,11 +40,8 @@ def fresh_app(tmp_path_factory):
 
 @pytest.fixture
 def page(browser, fresh_app):
-    pg = browser.new_page(viewport={"width": 1400, "height": 1000})
-    pg.goto(fresh_app["url"])
-    pg.wait_for_selector("#start-btn")
-    yield pg
-    pg.close()
+    with app_page(browser, fresh_app["url"], "#start-btn") as pg:
+        yield pg
 
 
 def test_fresh_install_offers_the_demo(page, fresh_app):

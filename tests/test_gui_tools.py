@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from gui_server import (CHROMIUM, choose, fill_id, free_port, ml_modules_imported_by, playwright_api, running_app,
-                        set_number, shot, tab)
+from gui_server import (CHROMIUM, app_page, choose, fill_id, free_port, ml_modules_imported_by, playwright_api,
+                        running_app, set_number, shot, tab)
 from tiny_models import make_tiny_sd15, make_tiny_sdxl
 from train_helpers import tiny_config, train_in_process
 
@@ -52,13 +52,8 @@ def app(tmp_path_factory, tiny_dataset):
 
 @pytest.fixture
 def page(browser, app):
-    pg = browser.new_page(viewport={"width": 1400, "height": 1000})
-    pg.set_default_timeout(30_000)
-    pg.goto(app["url"])
-    pg.get_by_role("tab", name="Tools", exact=True).click()
-    pg.wait_for_selector("#tools-inspect-run")
-    yield pg
-    pg.close()
+    with app_page(browser, app["url"], "#tools-inspect-run", tab="Tools") as pg:
+        yield pg
 
 
 

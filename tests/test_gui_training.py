@@ -20,8 +20,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from gui_server import (ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, field, fill, free_port, playwright_api,  # noqa: F401
-                        running_app, shot)  # (also imported from here by the other GUI modules)
+from gui_server import (ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, app_page, field, fill, free_port,  # noqa: F401
+                        playwright_api, running_app, shot)  # (also imported from here by the other GUI modules)
 
 REPO = Path(__file__).resolve().parent.parent
 if playwright_api is not None:
@@ -100,12 +100,8 @@ def app(tmp_path_factory):
 
 @pytest.fixture
 def page(browser, app):
-    pg = browser.new_page(viewport={"width": 1400, "height": 1000})
-    pg.set_default_timeout(20_000)
-    pg.goto(app["url"])
-    pg.wait_for_selector("#start-btn")
-    yield pg
-    pg.close()
+    with app_page(browser, app["url"], "#start-btn", timeout=20_000) as pg:
+        yield pg
 
 
 

@@ -12,6 +12,7 @@ from typing import Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .. import families
+from .family_settings import mark_family_fields, no_lycoris, unused_settings
 
 GROUPS: dict[str, str] = {
     "model": "Base model",
@@ -29,14 +30,6 @@ GROUPS: dict[str, str] = {
 
 
 FAMILY_CHOICES = ("auto", *families.names())
-
-
-def no_lycoris(family: str) -> str:
-    """Why network_type loha / lokr is refused for a family whose LoRAs are saved in the diffusers form."""
-    title = families.title(family)
-    return (f"network_type loha / lokr is not available for {title}: {title} LoRAs are saved with diffusers key names, "
-            f"which diffusers loads only as plain LoRA, so no LyCORIS file would load everywhere a {title} LoRA does. "
-            f"Use network_type = \"lora\" for {title}.")
 
 
 def param(default: Any, *, help: str, group: str, basic: bool = False, own: bool | None = None, **kw: Any) -> Any:
@@ -516,17 +509,8 @@ class TrainConfig(BaseModel):
         return self.seed if self.validation_seed is None else self.validation_seed
 
     def unused_by(self, family: str) -> str:
-        """A warning naming the family-only settings changed from their defaults that `family` does not use
-        ('' when there are none): they are ignored, and the user should know."""
-        names = [n for n in type(self).model_fields if family not in (used := families.using(n)) and used
-                 and getattr(self, n) != type(self).model_fields[n].default]
-        if not names:
-            return ""
-        for_whom = sorted({f for n in names for f in families.using(n)}, key=families.names().index)
-        one = len(names) == 1
-        return (f"{', '.join(names)} {'does' if one else 'do'} not apply to {families.title(family)} "
-                f"({'it is' if one else 'they are'} for {' / '.join(families.title(f) for f in for_whom)}) and "
-                f"{'is' if one else 'are'} ignored. Set {'it' if one else 'them'} back to the default to silence this.")
+        """The warning for family-only settings changed here that `family` does not use ('' when none)."""
+        return unused_settings(self, family)
 
     @property
     def train_unet(self) -> bool:
@@ -537,15 +521,4 @@ class TrainConfig(BaseModel):
         return not self.network_train_unet_only
 
 
-def _mark_family_fields() -> None:
-    """Each family-only setting says which families use it (from core/families), for the GUI and the docs."""
-    for name, info in TrainConfig.model_fields.items():
-        used_by = families.using(name)
-        if used_by:
-            info.json_schema_extra["families"] = list(used_by)
-    unknown = {f for spec in families.all_families() for f in spec.fields} - set(TrainConfig.model_fields)
-    if unknown:
-        raise RuntimeError(f"core/families names settings the schema does not have: {', '.join(sorted(unknown))}")
-
-
-_mark_family_fields()
+mark_family_fields(TrainConfig)

@@ -7,17 +7,16 @@ quantises), per block (what blocks_to_swap moves), and the LoRA a network spec p
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from .. import families
 from ..lora import network as net
 from ..models.blocks import block_prefixes, denoiser_blocks
+from ..models.meta import meta_diffusers, meta_transformers
 from ..models.loading import CONFIG_ROOT
 
 TE_FOLDERS = ("text_encoder", "text_encoder_2")
@@ -52,32 +51,6 @@ def config_folder(family: str, model: str = "", variant: str | None = None) -> P
     return CONFIG_ROOT / families.get(family).config_folder_for(variant)
 
 
-def _meta_diffusers(folder: Path):
-    from ..ml_lock import ML_IMPORT_LOCK
-
-    cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    with ML_IMPORT_LOCK:
-        import diffusers
-
-        cls = getattr(diffusers, cfg["_class_name"])
-    with torch.device("meta"):  # thread-local (accelerate's init_empty_weights patches nn.Module for every thread)
-        return cls.from_config(cls.load_config(str(folder)))
-
-
-def _meta_transformers(folder: Path):
-    from ..ml_lock import ML_IMPORT_LOCK
-
-    cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    arch = (cfg.get("architectures") or ["CLIPTextModel"])[0]
-    with ML_IMPORT_LOCK:
-        import transformers
-
-        cls = getattr(transformers, arch)
-    config = cls.config_class.from_pretrained(str(folder))
-    with torch.device("meta"):  # thread-local (accelerate's init_empty_weights patches nn.Module for every thread)
-        return cls(config)
-
-
 def _count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -101,9 +74,9 @@ def _denoiser_counts(model: nn.Module) -> DenoiserCounts:
 def model_counts(folder: str, family: str) -> ModelCounts:
     root = Path(folder)
     sub = families.get(family).denoiser
-    den = _meta_diffusers(root / sub)
-    tes = [_meta_transformers(root / t) for t in TE_FOLDERS if (root / t / "config.json").is_file()]
-    vae = _meta_diffusers(root / "vae") if (root / "vae" / "config.json").is_file() else None
+    den = meta_diffusers(root / sub)
+    tes = [meta_transformers(root / t) for t in TE_FOLDERS if (root / t / "config.json").is_file()]
+    vae = meta_diffusers(root / "vae") if (root / "vae" / "config.json").is_file() else None
     te_linear = [sum(_count(m) for m in t.modules() if isinstance(m, nn.Linear)) for t in tes]
     return ModelCounts(family, str(root), _denoiser_counts(den), [_count(t) for t in tes],
                        _count(vae) if vae is not None else 0, te_linear, den, tes)

@@ -124,7 +124,7 @@ def estimate(cfg, family: str | None = None) -> Estimate:
     else:
         cached = cfg.cache_text_encoder_outputs and not trained_tes and static_captions
         te_train = 0 if cached else sum(te_bytes)
-    vae_cb = 4 if est.vae_fp32 or cb == 4 else cb
+    vae_cb = 4 if spec.vae_fp32 or cb == 4 else cb
     vae_bytes = counts.vae * vae_cb
     w, h = cfg.resolution_wh
     pixels = w * h * cfg.train_batch_size

@@ -37,7 +37,6 @@ class Estimate:
     activations: tuple[float, float]  # bytes per latent token at 2-byte compute (no checkpointing, checkpointing)
     token_pixels: int  # image pixels per latent token side (8: SD's VAE, 16: Flux's 2x2 patches of 8)
     always_caches_text: bool = False  # the text-encoder outputs are cached whenever the captions do not change
-    vae_fp32: bool = False  # the VAE runs in fp32 whatever the mixed precision (SDXL's overflows in fp16)
     fp8_encoder: int | None = None  # the text encoder t5xxl_precision fp8 stores in fp8 (its index)
     fp8_encoder_words: str = ""  # what to call it ("T5-XXL")
 
@@ -67,6 +66,7 @@ class FamilySpec:
     native_resolution: int = 512  # the image size it was trained at: defaults of the form and Generate
     min_resolution: int = 512  # below this the guardrails warn
     size_multiple: int = 8  # image sides are multiples of this
+    vae_fp32: bool = False  # the VAE runs in fp32 whatever the mixed precision (SDXL's overflows in fp16: black images)
     versions: tuple[str, ...] = ()  # ss_base_model_version prefixes of its LoRA files (first = what we write)
     architectures: tuple[str, ...] = ()  # modelspec.architecture prefixes (first = what we write)
     siblings: tuple[str, ...] = ()  # families whose LoRAs load onto this one (SD 1.5 <-> SD 2.x layouts)
@@ -120,8 +120,8 @@ OTHER_MODELS: dict[str, FamilySpec] = {spec.name: spec for spec in (
                detect_words="has Chroma's distilled guidance layer",
                extra={"what": "a Chroma model (a Flux.1 schnell derivative with another guidance layer)"}),
     FamilySpec("flux2", "FLUX.2", "", pipelines=("Flux2Pipeline", "Flux2KleinPipeline"), versions=("flux2", "flux.2"),
-               architectures=("flux-2", "flux.2"), markers=("single_stream_modulation.", "double_stream_modulation_img.",
-                                                            "early_stream_modulations."), marker_rank=10,
+               architectures=("flux-2", "flux.2"), marker_rank=10,
+               markers=("single_stream_modulation.", "double_stream_modulation_img.", "early_stream_modulations."),
                detect_words="has FLUX.2 shared stream modulation", extra={"what": "a FLUX.2 model"}),
     FamilySpec("sdxl_refiner", "SDXL refiner", "", cross_attention_width=1280, adm_inputs=2560,
                detect_words="UNet has the SDXL refiner's widths",

@@ -19,7 +19,8 @@ FAMILIES = (
     FamilySpec(
         "flux", "Flux.1", "core.models.flux:Flux", pipelines=("FluxPipeline", "FluxImg2ImgPipeline"),
         markers=("double_blocks.", "single_transformer_blocks.", "transformer.single_transformer_blocks."),
-        detect_words="has Flux double/single stream blocks", denoiser="transformer", denoiser_words="transformer", block_words="double + single transformer blocks",
+        detect_words="has Flux double/single stream blocks", denoiser="transformer", denoiser_words="transformer",
+        block_words="double + single transformer blocks",
         config_folder="flux-{variant}", variants=("dev", "schnell"), native_resolution=1024, min_resolution=512,
         size_multiple=16, versions=("flux1", "flux"), architectures=("flux-1-dev", "flux"),
         fields=("clip_l", "t5xxl", "ae", "timestep_sampling", "sigmoid_scale", "discrete_flow_shift",
@@ -30,10 +31,10 @@ FAMILIES = (
                Part("t5xxl", "text_encoder_2", "T5-XXL (t5xxl_fp16.safetensors)")),
         # diffusers loads a Flux LoRA only as a plain LoRA, so a LyCORIS file would not load everywhere
         lora_format="diffusers", lycoris=False, lora_text_encoders=(0,),  # CLIP-L; T5-XXL is never trained
-        # measured on the tiny and real-width transformer (bench/train_step.py); 2x2 patches of 8 px latents
         variant_of=variant_of, sampling=DEV,
         variant_sampling={"schnell": Sampling(negative_prompt=False, guidance=None, steps=4, samplers=False,
                                               clip_skip=False)},
-        estimate=Estimate((5.5e6, 460e3), 16, always_caches_text=True, fp8_encoder=1,
-                          fp8_encoder_words="T5-XXL"), extra={"order": 40}),
+        # activations measured on the tiny and real-width transformer (bench/train_step.py); 2x2 patches of 8 px
+        estimate=Estimate((5.5e6, 460e3), 16, always_caches_text=True, fp8_encoder=1, fp8_encoder_words="T5-XXL"),
+        extra={"order": 40}),
 )

@@ -22,8 +22,10 @@ FAMILIES = (
         estimate=Estimate((700e3, 110e3), 8), extra={"order": 10, "encoder_words": "CLIP ViT-L"}),
     FamilySpec(
         "sd2", "SD2", "core.models.sd15:SD2", config_folder="sd2v", cross_attention_width=1024, v_pred_guess=True,
-        extra={"order": 20, "encoder_words": "OpenCLIP ViT-H", "detect_note": "SD 2.x 768 px models use v-prediction, 512 px base models do not - the "
-                                           "weights cannot tell"}, native_resolution=768, min_resolution=512,
-        versions=("sd_v2",), architectures=("stable-diffusion-v2-768-v", "stable-diffusion-v2"), siblings=("sd15",),
-        fields=UNET_FIELDS, estimate=Estimate((700e3, 110e3), 8)),
+        native_resolution=768, min_resolution=512, versions=("sd_v2",),
+        architectures=("stable-diffusion-v2-768-v", "stable-diffusion-v2"), siblings=("sd15",), fields=UNET_FIELDS,
+        estimate=Estimate((700e3, 110e3), 8),
+        extra={"order": 20, "encoder_words": "OpenCLIP ViT-H",
+               "detect_note": "SD 2.x 768 px models use v-prediction, 512 px base models do not - the weights cannot "
+                              "tell"}),
 )

@@ -86,8 +86,6 @@ class ModelFamily:
     name: ClassVar[str]
     pipeline_class_name: ClassVar[str]
     te_lora_prefixes: ClassVar[tuple[str, ...]]  # kohya key prefix per text encoder
-    vae_needs_fp32: ClassVar[bool] = False
-    uses_cfg: ClassVar[bool] = True  # classifier-free guidance with a negative prompt (Flux dev: distilled guidance)
     load_in_compute_dtype: ClassVar[bool] = False  # too large to load in fp32 first (Flux: 12B parameters)
     ss_v2: ClassVar[bool] = False  # kohya's ss_v2 metadata flag (an SD 2.x base)
 
@@ -100,8 +98,13 @@ class ModelFamily:
         return self.spec.title
 
     @property
-    def default_resolution(self) -> int:
-        return self.spec.native_resolution
+    def vae_needs_fp32(self) -> bool:
+        return self.spec.vae_fp32
+
+    @property
+    def uses_cfg(self) -> bool:
+        """Classifier-free guidance with a negative prompt (Flux dev: distilled guidance instead)."""
+        return self.spec.sampling.negative_prompt
 
     @property
     def denoiser_name(self) -> str:

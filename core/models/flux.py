@@ -85,7 +85,6 @@ class Flux(ModelFamily):
     name = "flux"
     pipeline_class_name = "FluxPipeline"
     te_lora_prefixes = ("lora_te1",)
-    uses_cfg = False
     load_in_compute_dtype = True
 
     # ------------------------------------------------------------ loading
@@ -118,7 +117,7 @@ class Flux(ModelFamily):
             raise ValueError("use_dora: DoRA is not available for Flux (ComfyUI and diffusers read a Flux DoRA file "
                              "differently, so no single file applies the trained change in both). Turn use_dora off.")
         if cfg.network_type in ("loha", "lokr"):
-            from ..config.schema import no_lycoris
+            from ..config.family_settings import no_lycoris
 
             raise ValueError(no_lycoris(self.name))
         if cfg.bucket_reso_steps % 16 or any(s % 16 for s in cfg.resolution_wh):

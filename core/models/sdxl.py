@@ -14,7 +14,6 @@ class SDXL(UNetFamily, ModelFamily):
     pipeline_class_name = "StableDiffusionXLPipeline"
     te_lora_prefixes = ("lora_te1", "lora_te2")
     kohya_unet_ldm = True
-    vae_needs_fp32 = True  # the original SDXL VAE overflows in fp16 (black/NaN images)
 
     def encode_text(self, comps: Components, captions: list[str], clip_skip: int) -> TextCond:
         hidden, pooled = [], None

@@ -74,41 +74,23 @@ def _config_root(family: str, base_dir: str | None) -> Path:
     return shipped_config_dir(family)
 
 
-def _meta_part(folder: Path, default: str):
-    """A model of the config in `folder` (diffusers `_class_name` or transformers `architectures`), built on the
-    meta device by the caller."""
-    cfg = _read_json(folder / "config.json")
-    if "_class_name" in cfg:
-        import diffusers
-
-        cls = getattr(diffusers, cfg["_class_name"])
-        return cls.from_config(cfg)
-    import transformers
-
-    cls = getattr(transformers, (cfg.get("architectures") or [default])[0])
-    return cls(cls.config_class.from_pretrained(folder))
-
-
 TEXT_ENCODERS = (("text_encoder", "CLIPTextModel"), ("text_encoder_2", "CLIPTextModelWithProjection"))
 
 
 def _build(family: str, root: Path) -> NameTable:
-    import torch
+    from ...ml_lock import ML_IMPORT_LOCK
+    from ...models.meta import meta_diffusers, meta_transformers
 
     fam = families.family_module(family)
     spec = fam.spec
     table = NameTable(family)
     layers: list[Layer] = []
-    from ...ml_lock import ML_IMPORT_LOCK
-
-    # one build at a time; torch.device("meta") is thread-local (accelerate's init_empty_weights would patch nn.Module
-    # for every thread, the Generate engine's loading included)
-    with ML_IMPORT_LOCK, torch.device("meta"):
-        den = _meta_part(root / spec.denoiser, "")
+    with ML_IMPORT_LOCK:  # one build at a time
+        den = meta_diffusers(root / spec.denoiser)
         layers += _linear_conv_layers(den, spec.denoiser)
         for i, (part, default) in enumerate(TEXT_ENCODERS):
             if (spec.lora_text_encoders is None or i in spec.lora_text_encoders) and (root / part).is_dir():
-                layers += _text_layers(_meta_part(root / part, default), part)
+                layers += _text_layers(meta_transformers(root / part, default), part)
     blocks = den.config.get("up_block_types")
     up_attention = {i for i, t in enumerate(blocks) if "CrossAttn" in t} if blocks else None
     for layer in layers:
