@@ -20,7 +20,7 @@ def test_the_registry_finds_every_family_module_without_a_list():
     modules = sorted(p.stem for p in (REPO / "core" / "families").glob("*.py") if p.stem != "__init__")
     declared = sorted({spec.module.split(":")[0].rsplit(".", 1)[-1] for spec in SPECS})
     assert modules and set(declared) <= set(modules)
-    assert families.names() == ("sd15", "sd2", "sdxl", "flux")
+    assert families.names() == ("sd15", "sd2", "sdxl", "flux", "flux2_klein")
     assert len({s.title for s in SPECS}) == len(SPECS)  # one title each, told apart
     with pytest.raises(families.UnknownFamily, match="unknown model family 'sd4' .known: sd15, sd2, sdxl, flux"):
         families.get("sd4")
@@ -57,11 +57,12 @@ def test_every_family_keeps_the_contract(spec):
 
 def test_lora_file_names_of_other_tools_are_read_to_the_right_family():
     cases = {"sd_v1": "sd15", "sd_v2": "sd2", "sdxl_base_v1-0": "sdxl", "flux1": "flux", "sd3": "sd3",
-             "flux.2": "flux2", "": None, "something": None}
+             "flux.2": "flux2", "flux2_klein_4b": "flux2_klein", "": None, "something": None}
     assert {v: families.of_version(v) for v in cases} == cases
     archs = {"stable-diffusion-v1/lora": "sd15", "stable-diffusion-v2-768-v/lora": "sd2", "flux-1-schnell/lora": "flux",
              "stable-diffusion-xl-v1-base/lora": "sdxl", "stable-diffusion-3-medium/lora": "sd3",
-             "flux-2-klein-4b/lora": "flux2", "": None}
+             "flux-2-klein-4b/lora": "flux2_klein", "Flux.2-klein-9b": "flux2_klein", "flux2_klein_4b": "flux2_klein",
+             "flux-2-dev/lora": "flux2", "": None}
     assert {a: families.of_architecture(a) for a in archs} == archs
     # a family this program does not train is named, not loaded
     assert families.title("sd3") == "SD3" and families.find("sd3") is None

@@ -92,20 +92,20 @@ def test_flux_trains_with_t5_in_fp8_while_caching(tiny_flux_dev, tiny_dataset, t
 def test_an_fp8_t5_file_is_kept_in_fp8(tiny_flux_dev, tmp_path):
     """As ComfyUI's t5xxl_fp8_e4m3fn.safetensors: the fp8 Linear weights are used as stored (not upcast first), the
     embeddings and norms are upcast; computed in fp32 the result is exactly the upcast model's."""
-    from core.models.flux_loading import _tensors, load_t5
+    from core.models.flux_loading import load_t5, read_tensors
 
     sd = load_file(str(tiny_flux_dev / "text_encoder_2" / "model.safetensors"))
     path = tmp_path / "t5xxl_fp8_e4m3fn.safetensors"
     save_file({k: v.to(FP8) if v.is_floating_point() else v for k, v in sd.items()}, str(path))
     stored = load_file(str(path))
     folder = tiny_flux_dev / "text_encoder_2"
-    t5 = load_t5(_tensors(path, "", None), folder, torch.float32, path.name, fp8=True)
+    t5 = load_t5(read_tensors(path, "", None), folder, torch.float32, path.name, fp8=True)
     linears = {n: m for n, m in t5.named_modules() if isinstance(m, torch.nn.Linear)}
     assert linears and is_t5_fp8(t5)
     for name, m in linears.items():
         assert m.weight.dtype == FP8 and torch.equal(m.weight.view(torch.uint8), stored[f"{name}.weight"].view(torch.uint8))
     assert t5.shared.weight.dtype == torch.float32 and torch.equal(t5.shared.weight, stored["shared.weight"].float())
-    upcast = load_t5(_tensors(path, "", torch.float32), folder, torch.float32, path.name)
+    upcast = load_t5(read_tensors(path, "", torch.float32), folder, torch.float32, path.name)
     assert not is_t5_fp8(upcast) and {w.dtype for w in fp8_linear_weights(upcast)} == {torch.float32}
     ids = torch.randint(3, 60, (2, T5_LEN), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

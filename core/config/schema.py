@@ -25,7 +25,7 @@ GROUPS: dict[str, str] = {
     "memory": "Speed and memory",
     "sample": "Sample images",
     "validation": "Validation and the best epoch",
-    "flux": "Flux",
+    "flux": "Flux.1 / FLUX.2",
 }
 
 
@@ -83,17 +83,24 @@ class TrainConfig(BaseModel):
              "when the base model file holds only the transformer.")
     ae: str = param(
         "", group="model", basic=True,
-        help="Flux: the autoencoder file (ae.safetensors), needed when the base model file holds only the transformer.")
+        help="Flux: the autoencoder file (ae.safetensors; FLUX.2 klein: flux2-vae.safetensors), needed when the base "
+             "model file holds only the transformer.")
+    qwen3: str = param(
+        "", group="model", basic=True,
+        help="FLUX.2 klein: the Qwen3 text encoder file (qwen_3_4b.safetensors for klein 4B, qwen_3_8b.safetensors "
+             "for 9B), needed when the base model file holds only the transformer (a ComfyUI 'diffusion_models' "
+             "file).")
     clip_skip: int = param(
         1, group="model", ge=1, le=4,
         help="Use the output of the N-th last text-encoder layer (2 is common for anime SD1.5 models).")
 
     # ----------------------------------------------------------------- flux
-    timestep_sampling: Literal["sigma", "uniform", "sigmoid", "shift", "flux_shift"] = param(
+    timestep_sampling: Literal["sigma", "uniform", "sigmoid", "shift", "flux_shift", "flux2_shift"] = param(
         "shift", group="flux",
         help="Flux: how noise levels are drawn. shift (recommended by sd-scripts): sigmoid of a normal draw, shifted "
              "towards more noise by discrete_flow_shift; sigmoid: the same without shift; uniform; sigma: the "
-             "scheduler's shifted levels; flux_shift: shifted by image size as Flux samples.")
+             "scheduler's shifted levels; flux_shift: shifted by image size as Flux.1 samples; flux2_shift: shifted "
+             "by image size as FLUX.2 samples (recommended for klein).")
     sigmoid_scale: float = param(
         1.0, group="flux", gt=0.0, le=10.0,
         help="Flux: scale of the normal draw for sigmoid/shift/flux_shift sampling (larger = closer to uniform).")
@@ -115,7 +122,8 @@ class TrainConfig(BaseModel):
     flux_lora_layers: Literal["all", "attention"] = param(
         "all", group="flux",
         help="Flux: 'all' trains every Linear layer of the double and single blocks (attention, feed-forward, "
-             "modulation), as sd-scripts; 'attention' only the attention projections (smaller file, less capacity).")
+             "modulation), as sd-scripts (FLUX.2 klein: attention and feed-forward, as musubi-tuner); 'attention' "
+             "only the attention projections (smaller file, less capacity).")
 
     # ----------------------------------------------------------------- data
     train_data_dir: str = param(

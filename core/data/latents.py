@@ -39,23 +39,31 @@ def cache_key(item: ImageItem, flip: bool, vae_fp: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()
 
 
+def scaled(vae, z: torch.Tensor) -> torch.Tensor:
+    """SD / Flux.1: the autoencoder's latents shifted and scaled to about unit variance."""
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    return (z - shift) * vae.config.scaling_factor
+
+
 @torch.no_grad()
-def encode(vae, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Pixels in [-1, 1] (B, 3, H, W) -> scaled latents, in fp32."""
+def encode(vae, pixels: torch.Tensor, generator: torch.Generator | None = None,
+           scale: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor] = scaled) -> torch.Tensor:
+    """Pixels in [-1, 1] (B, 3, H, W) -> the denoiser's latents, in fp32 (`scale`: the family's
+    ModelFamily.scale_latents)."""
     pixels = pixels.to(vae.device, vae.dtype)
     if pixels.device.type == "cpu":  # oneDNN's convolutions take channels-last input about 20% faster (measured)
         pixels = pixels.contiguous(memory_format=torch.channels_last)
     dist = vae.encode(pixels).latent_dist
     z = dist.sample(generator=generator) if generator is not None else dist.mean
-    shift = getattr(vae.config, "shift_factor", None) or 0.0
-    return ((z.float() - shift) * vae.config.scaling_factor).cpu()
+    return scale(vae, z.float()).cpu()
 
 
 class LatentCache:
     """Latents of every (image, flip) the run uses, computed once."""
 
-    def __init__(self, vae, disk_dir: Path | None):
-        self.vae = vae  # only until build() is done: the VAE is freed after caching, and this must not keep it
+    def __init__(self, vae, disk_dir: Path | None, scale=scaled):
+        self.vae = vae
+        self.scale = scale  # only until build() is done: the VAE is freed after caching, and this must not keep it
         self.disk_dir = disk_dir
         self.fp = vae_fingerprint(vae)
         self.mem: dict[tuple[int, bool], torch.Tensor] = {}
@@ -76,7 +84,7 @@ class LatentCache:
                 self.mem[(idx, flip)] = load_file(path)["latent"]
                 self.hits += 1
             else:
-                z = encode(self.vae, load_image(item, flip)[None], self._seed(key))[0]
+                z = encode(self.vae, load_image(item, flip)[None], self._seed(key), self.scale)[0]
                 self.mem[(idx, flip)] = z
                 if path is not None:
                     save_tensors({"latent": z.contiguous()}, path)

@@ -81,6 +81,7 @@ class FamilySpec:
     # names; or, for a UNet, the cross-attention width and the SDXL-style label embedding's input width
     markers: tuple[str, ...] = ()
     marker_rank: int = 0
+    marker_widths: tuple[int, ...] = ()  # when given, a marker's weight must have one of these input widths
     cross_attention_width: int | None = None
     adm_inputs: int | None = None
     detect_words: str = ""  # the evidence, in words ("has Flux double/single stream blocks")
@@ -119,10 +120,10 @@ OTHER_MODELS: dict[str, FamilySpec] = {spec.name: spec for spec in (
                markers=("distilled_guidance_layer.",), marker_rank=10,
                detect_words="has Chroma's distilled guidance layer",
                extra={"what": "a Chroma model (a Flux.1 schnell derivative with another guidance layer)"}),
-    FamilySpec("flux2", "FLUX.2", "", pipelines=("Flux2Pipeline", "Flux2KleinPipeline"), versions=("flux2", "flux.2"),
+    FamilySpec("flux2", "FLUX.2 dev", "", pipelines=("Flux2Pipeline",), versions=("flux2", "flux.2"),
                architectures=("flux-2", "flux.2"), marker_rank=10,
                markers=("single_stream_modulation.", "double_stream_modulation_img.", "early_stream_modulations."),
-               detect_words="has FLUX.2 shared stream modulation", extra={"what": "a FLUX.2 model"}),
+               detect_words="has FLUX.2 shared stream modulation", extra={"what": "a FLUX.2 dev model (FLUX.2 klein is trained; dev is not)"}),
     FamilySpec("sdxl_refiner", "SDXL refiner", "", cross_attention_width=1280, adm_inputs=2560,
                detect_words="UNet has the SDXL refiner's widths",
                extra={"what": "the SDXL refiner (it cannot be trained alone)"}),

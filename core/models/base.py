@@ -251,6 +251,12 @@ class ModelFamily:
             torch.cuda.empty_cache()
         return "the text encoder(s) freed from memory"
 
+    def scale_latents(self, vae: torch.nn.Module, z: torch.Tensor) -> torch.Tensor:
+        """The autoencoder's latents (fp32) as the denoiser takes them (SD / Flux.1: shifted and scaled)."""
+        from ..data.latents import scaled
+
+        return scaled(vae, z)
+
     def release_vae_encoder(self, comps: Components, samples: bool) -> None:
         """Every latent is cached: the VAE's encoder is no longer needed (nor its decoder, without samples)."""
         import gc

@@ -17,7 +17,6 @@ from pathlib import Path
 
 from .. import families
 
-FAMILIES = ("sd15", "sd2", "sdxl", "sdxl_refiner", "flux", "sd3", "flux2", "chroma")
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 UNET = "model.diffusion_model."
 _MAX_HEADER = 100 * 1024 * 1024
@@ -121,6 +120,14 @@ def _cross_attention_dim(keys: Shapes) -> tuple[int, str] | None:
     return int(keys[key][-1]), key
 
 
+def _marker_width_fits(keys: Shapes, prefixes: tuple[str, ...], widths: tuple[int, ...]) -> bool:
+    """The family's marker weights have one of its input widths (FLUX.2 klein and dev share tensor names)."""
+    if not widths:
+        return True
+    return any(k.startswith(prefixes) and k.endswith(".weight") and len(s) == 2 and s[-1] in widths
+               for k, s in keys.items())
+
+
 def detect_single_file_family(keys_and_shapes: Shapes, metadata: dict[str, str] | None = None,
                               name: str = "This file", config_family: str | None = None) -> DetectResult:
     """Detect the model family from tensor names and shapes (``{name: shape}``).
@@ -141,7 +148,9 @@ def detect_single_file_family(keys_and_shapes: Shapes, metadata: dict[str, str] 
     # Transformer families first: their names never collide with the UNet ones. Where families share block names
     # (FLUX.2 and Chroma reuse Flux.1's), the one with the higher marker_rank is checked first (core/families).
     for spec in sorted((f for f in families.known() if f.markers), key=lambda f: -f.marker_rank):
-        if _starts(keys, *spec.markers, *(UNET + m for m in spec.markers)):
+        prefixes = (*spec.markers, *(UNET + m for m in spec.markers))
+        if _starts(keys, *prefixes) and (config_family == spec.name
+                                         or _marker_width_fits(keys, prefixes, spec.marker_widths)):
             return DetectResult(spec.name, False, spec.detect_words, components)
 
     adm = _shape(keys, UNET + "label_emb.0.0.weight", "label_emb.0.0.weight", "add_embedding.linear_1.weight")

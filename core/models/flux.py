@@ -43,20 +43,29 @@ def flow_sigmas(mode: str, batch: int, gen: torch.Generator, *, sigmoid_scale: f
     if mode == "flux_shift":  # resolution-dependent shift, mu linear in the image tokens 256 -> 4096
         mu = 0.5 + (1.15 - 0.5) * (image_tokens - 256) / (4096 - 256)
         return math.exp(mu) / (math.exp(mu) + (1 / s - 1))
-    raise ValueError(f"timestep_sampling '{mode}' is not one of sigma, uniform, sigmoid, shift, flux_shift")
+    if mode == "flux2_shift":  # FLUX.2's resolution-dependent shift, as its pipeline samples in 50 steps
+        from diffusers.pipelines.flux2.pipeline_flux2_klein import compute_empirical_mu
+
+        mu = compute_empirical_mu(image_tokens, 50)
+        return math.exp(mu) / (math.exp(mu) + (1 / s - 1))
+    raise ValueError(f"timestep_sampling '{mode}' is not one of sigma, uniform, sigmoid, shift, flux_shift, "
+                     "flux2_shift")
 
 
 class FlowMatchObjective(Objective):
-    def __init__(self, cfg, device: torch.device):
+    """`patch`: latent pixels per token side (Flux.1 packs 2x2 latents into a token; FLUX.2's latents are patches)."""
+
+    def __init__(self, cfg, device: torch.device, patch: int = 2):
         self.cfg = cfg
         self.device = device
+        self.patch = patch
 
     def noisy_batch(self, latents: torch.Tensor, gen: torch.Generator) -> NoisyBatch:
         cfg, dev = self.cfg, self.device
         b, _, h, w = latents.shape
         noise = torch.randn(latents.shape, generator=gen).to(dev)
         s = flow_sigmas(cfg.timestep_sampling, b, gen, sigmoid_scale=cfg.sigmoid_scale, shift=cfg.discrete_flow_shift,
-                        image_tokens=(h // 2) * (w // 2)).to(dev)
+                        image_tokens=(h // self.patch) * (w // self.patch)).to(dev)
         sv = s.view(-1, 1, 1, 1)
         model_noise = noise
         if cfg.ip_noise_gamma:  # input perturbation, as sd-scripts' flux_train_utils

@@ -30,14 +30,14 @@ class FluxFileError(ModelLoadError):
     """A Flux part is missing or unreadable; the message names the file or setting and the fix."""
 
 
-def _keys(path: Path) -> list[str]:
+def tensor_names(path: Path) -> list[str]:
     from safetensors import safe_open
 
     with safe_open(str(path), "pt") as f:
         return list(f.keys())
 
 
-def _tensors(path: Path, prefix: str, dtype: torch.dtype | None, exclude: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+def read_tensors(path: Path, prefix: str, dtype: torch.dtype | None, exclude: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
     """The tensors under `prefix` (prefix removed), float8 and other floats cast to `dtype` (None: as stored)."""
     from safetensors import safe_open
 
@@ -78,13 +78,13 @@ def load_flux_single_file(path: str | Path, *, clip_l: str = "", t5xxl: str = ""
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
 
     path = Path(path)
-    keys = _keys(path)
+    keys = tensor_names(path)
     variant = "dev" if is_dev(keys) else "schnell"
     cdir = config_dir(variant, base_config_dir)
     say = progress or (lambda m: None)
     prefix = TRANSFORMER_PREFIX if any(k.startswith(TRANSFORMER_PREFIX) for k in keys) else ""
     say(f"Loading the Flux.1 {variant} transformer from {path.name}")
-    sd = _tensors(path, prefix, dtype, exclude=() if prefix else FOREIGN)
+    sd = read_tensors(path, prefix, dtype, exclude=() if prefix else FOREIGN)
     try:
         transformer = FluxTransformer2DModel.from_single_file(sd, config=str(cdir), subfolder="transformer",
                                                               torch_dtype=dtype, local_files_only=True)
@@ -94,7 +94,7 @@ def load_flux_single_file(path: str | Path, *, clip_l: str = "", t5xxl: str = ""
     del sd
     ae_file = _part("autoencoder (ae.safetensors)", "ae", ae or vae, any(k.startswith(VAE_PREFIX) for k in keys))
     say(f"Loading the autoencoder from {(ae_file or path).name}")
-    vae_sd = _tensors(ae_file, "", dtype) if ae_file else _tensors(path, VAE_PREFIX, dtype)
+    vae_sd = read_tensors(ae_file, "", dtype) if ae_file else read_tensors(path, VAE_PREFIX, dtype)
     try:
         vae_model = AutoencoderKL.from_single_file(vae_sd, config=str(cdir), subfolder="vae", torch_dtype=dtype,
                                                    local_files_only=True)
@@ -104,11 +104,11 @@ def load_flux_single_file(path: str | Path, *, clip_l: str = "", t5xxl: str = ""
     clip_file = _part("CLIP-L text encoder (clip_l.safetensors)", "clip_l", clip_l, any(k.startswith(CLIP_PREFIX) for k in keys))
     t5_file = _part("T5-XXL text encoder (t5xxl_fp16.safetensors)", "t5xxl", t5xxl, any(k.startswith(T5_PREFIX) for k in keys))
     say(f"Loading CLIP-L from {(clip_file or path).name}")
-    clip = load_clip_l(_tensors(clip_file, "", dtype) if clip_file else _tensors(path, CLIP_PREFIX, dtype),
+    clip = load_clip_l(read_tensors(clip_file, "", dtype) if clip_file else read_tensors(path, CLIP_PREFIX, dtype),
                        cdir / "text_encoder", dtype, (clip_file or path).name)
     say(f"Loading T5-XXL from {(t5_file or path).name}")
     read = None if t5_fp8 else dtype  # fp8: cast once by store_t5_fp8
-    t5 = load_t5(_tensors(t5_file, "", read) if t5_file else _tensors(path, T5_PREFIX, read),
+    t5 = load_t5(read_tensors(t5_file, "", read) if t5_file else read_tensors(path, T5_PREFIX, read),
                  cdir / "text_encoder_2", dtype, (t5_file or path).name, fp8=t5_fp8)
     tok, tok2 = load_tokenizers(cdir, progress)
     sched = FlowMatchEulerDiscreteScheduler.from_pretrained(str(cdir), subfolder="scheduler", local_files_only=True)
@@ -116,7 +116,7 @@ def load_flux_single_file(path: str | Path, *, clip_l: str = "", t5xxl: str = ""
                         tokenizer_2=tok2, transformer=transformer)
 
 
-def _build(cls, config_folder: Path, dtype: torch.dtype):
+def empty_model(cls, config_folder: Path, dtype: torch.dtype):
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(str(config_folder), local_files_only=True)
@@ -125,15 +125,16 @@ def _build(cls, config_folder: Path, dtype: torch.dtype):
     return model
 
 
-def _assign(model, sd: dict[str, torch.Tensor], name: str, what: str, optional: tuple[str, ...] = ()) -> Any:
+def assign_weights(model, sd: dict[str, torch.Tensor], name: str, what: str, optional: tuple[str, ...] = (),
+                   family: str = "Flux.1", error: type[ModelLoadError] | None = None) -> Any:
     own = model.state_dict()
     missing = [k for k in own if k not in sd and not k.endswith(optional)]
     wrong = [k for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
     if missing or wrong:
         example = (missing or wrong)[0]
-        raise FluxFileError(
+        raise (error or FluxFileError)(
             f"{name} is not a {what} file that fits this model ({len(missing)} weights missing, {len(wrong)} of "
-            f"another shape, e.g. {example}). Choose the {what} file that belongs to Flux.1.")
+            f"another shape, e.g. {example}). Choose the {what} file that belongs to {family}.")
     model.load_state_dict({k: v for k, v in sd.items() if k in own}, strict=False, assign=True)
     return model
 
@@ -143,11 +144,11 @@ def load_clip_l(sd: dict[str, torch.Tensor], config_folder: Path, dtype: torch.d
     from transformers import CLIPTextModel
 
     sd = {k.removeprefix("text_model."): v for k, v in sd.items()}
-    model = _build(CLIPTextModel, config_folder, dtype)
+    model = empty_model(CLIPTextModel, config_folder, dtype)
     if any(k.startswith("text_model.") for k in model.state_dict()):  # transformers 4 keeps the level
         sd = {k if k.startswith("text_projection") else f"text_model.{k}": v for k, v in sd.items()}
-    model = _assign(model, sd, name, "CLIP-L text encoder", optional=("position_ids",))
-    return _finish(model, dtype)
+    model = assign_weights(model, sd, name, "CLIP-L text encoder", optional=("position_ids",))
+    return finish_model(model, dtype)
 
 
 def load_t5(sd: dict[str, torch.Tensor], config_folder: Path, dtype: torch.dtype, name: str, fp8: bool = False):
@@ -158,18 +159,18 @@ def load_t5(sd: dict[str, torch.Tensor], config_folder: Path, dtype: torch.dtype
     if "shared.weight" not in sd and "encoder.embed_tokens.weight" in sd:
         sd["shared.weight"] = sd["encoder.embed_tokens.weight"]
     sd.setdefault("encoder.embed_tokens.weight", sd.get("shared.weight"))
-    model = _build(T5EncoderModel, config_folder, dtype)
-    model = _assign(model, {k: v for k, v in sd.items() if v is not None}, name, "T5-XXL text encoder")
+    model = empty_model(T5EncoderModel, config_folder, dtype)
+    model = assign_weights(model, {k: v for k, v in sd.items() if v is not None}, name, "T5-XXL text encoder")
     model.encoder.embed_tokens = model.shared
     if fp8:
         from .t5_fp8 import store_t5_fp8
 
         store_t5_fp8(model, dtype)
-        return _finish(model, None)
-    return _finish(model, dtype)
+        return finish_model(model, None)
+    return finish_model(model, dtype)
 
 
-def _finish(model, dtype: torch.dtype | None):
+def finish_model(model, dtype: torch.dtype | None):
     if dtype is not None:
         model.to(dtype)
     # buffers that are not stored in files (position ids) are still on the meta device

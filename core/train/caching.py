@@ -22,7 +22,7 @@ class CacheMixin:
         if cfg.cache_latents:
             trained = sorted({(i, f) for i in set(ts.uses) for f in ((False, True) if cfg.flip_aug else (False,))})
             needed = trained + [(i, False) for i in ts.val_indices]  # validation images: unflipped, never trained
-            cache = LatentCache(comps.vae, disk)
+            cache = LatentCache(comps.vae, disk, comps.family.scale_latents)
             t0 = time.time()
             last = [0.0]
 

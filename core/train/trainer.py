@@ -400,7 +400,7 @@ class Trainer(CacheMixin, CheckpointMixin, ValidationMixin):
             latents = torch.stack([self.latent_cache.get(s.item_index, s.flip) for s in batch])
         else:
             pixels = torch.stack([load_image(ts.items[s.item_index], s.flip) for s in batch])
-            latents = encode(comps.vae, pixels, gen)
+            latents = encode(comps.vae, pixels, gen, comps.family.scale_latents)
         latents = latents.to(dev, torch.float32)
         rng = random.Random(seed)
         captions = [process_caption(it.caption, rng, shuffle=cfg.shuffle_caption, keep_tokens=cfg.keep_tokens,

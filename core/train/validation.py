@@ -157,7 +157,8 @@ class ValidationMixin:
     def _validation_latents(self, idx: int, gen: torch.Generator) -> torch.Tensor:
         if self.latent_cache is not None:
             return self.latent_cache.get(idx, False)
-        return encode(self.comps.vae, load_image(self.ts.items[idx])[None], gen)[0]
+        return encode(self.comps.vae, load_image(self.ts.items[idx])[None], gen,
+                      self.comps.family.scale_latents)[0]
 
     def _validation_text(self, caption: str) -> TextCond:
         if self.text_cache is not None:

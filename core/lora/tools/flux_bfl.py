@@ -1,4 +1,4 @@
-"""Flux.1 LoRA modules between diffusers names and the BFL layout (what sd-scripts and ComfyUI name).
+"""Flux.1 and FLUX.2 LoRA modules between diffusers names and the BFL layout (what sd-scripts and ComfyUI name).
 
 diffusers splits layers the BFL checkpoint fuses: a double block's image and text attention q/k/v are the
 thirds of `img_attn.qkv` / `txt_attn.qkv`, a single block's q/k/v and MLP input are the rows of `linear1`
@@ -24,11 +24,15 @@ from .lorafile import KOHYA_SUFFIXES, Module, ToolError
 
 DOUBLE = {"attn.to_out.0": "img_attn.proj", "attn.to_add_out": "txt_attn.proj", "ff.net.0.proj": "img_mlp.0",
           "ff.net.2": "img_mlp.2", "ff_context.net.0.proj": "txt_mlp.0", "ff_context.net.2": "txt_mlp.2",
-          "norm1.linear": "img_mod.lin", "norm1_context.linear": "txt_mod.lin"}
+          "norm1.linear": "img_mod.lin", "norm1_context.linear": "txt_mod.lin",
+          # FLUX.2 (klein): SwiGLU feed-forward, modulation shared outside the blocks
+          "ff.linear_in": "img_mlp.0", "ff.linear_out": "img_mlp.2", "ff_context.linear_in": "txt_mlp.0",
+          "ff_context.linear_out": "txt_mlp.2"}
 DOUBLE_QKV = {"attn.to_q": ("img_attn.qkv", 0), "attn.to_k": ("img_attn.qkv", 1), "attn.to_v": ("img_attn.qkv", 2),
               "attn.add_q_proj": ("txt_attn.qkv", 0), "attn.add_k_proj": ("txt_attn.qkv", 1),
               "attn.add_v_proj": ("txt_attn.qkv", 2)}
-SINGLE = {"proj_out": "linear2", "norm.linear": "modulation.lin"}
+SINGLE = {"proj_out": "linear2", "norm.linear": "modulation.lin",
+          "attn.to_qkv_mlp_proj": "linear1", "attn.to_out": "linear2"}  # FLUX.2: linear1 / linear2 as one layer
 SINGLE_ROWS = {"attn.to_q": 0, "attn.to_k": 1, "attn.to_v": 2, "proj_mlp": 3}
 GLOBAL = {"x_embedder": "img_in", "context_embedder": "txt_in",
           "time_text_embed.timestep_embedder.linear_1": "time_in.in_layer",
@@ -37,7 +41,13 @@ GLOBAL = {"x_embedder": "img_in", "context_embedder": "txt_in",
           "time_text_embed.guidance_embedder.linear_2": "guidance_in.out_layer",
           "time_text_embed.text_embedder.linear_1": "vector_in.in_layer",
           "time_text_embed.text_embedder.linear_2": "vector_in.out_layer",
-          "proj_out": "final_layer.linear", "norm_out.linear": "final_layer.adaLN_modulation.1"}
+          "proj_out": "final_layer.linear", "norm_out.linear": "final_layer.adaLN_modulation.1",
+          # FLUX.2 (klein)
+          "time_guidance_embed.timestep_embedder.linear_1": "time_in.in_layer",
+          "time_guidance_embed.timestep_embedder.linear_2": "time_in.out_layer",
+          "double_stream_modulation_img.linear": "double_stream_modulation_img.lin",
+          "double_stream_modulation_txt.linear": "double_stream_modulation_txt.lin",
+          "single_stream_modulation.linear": "single_stream_modulation.lin"}
 SWAPPED = {"final_layer.adaLN_modulation.1"}
 _BLOCK = re.compile(r"(transformer_blocks|single_transformer_blocks)\.(\d+)\.(.+)")
 ROW_ROLES = ("up", "dora_scale", "w1a", "w2a")  # tensors whose rows are the layer's output rows
