@@ -42,6 +42,7 @@ def file_hash(path: Path) -> dict:
 
 def cases():
     from tiny_flux import make_tiny_flux
+    from tiny_klein import make_tiny_klein
     from tiny_models import make_tiny_sd15, make_tiny_sdxl
 
     # the models at the same paths in every checkout (two checkouts' test caches differ in path)
@@ -57,6 +58,8 @@ def cases():
         "flux_dev": (dev, flux),
         "flux_dev_attention": (dev, dict(flux, flux_lora_layers="attention")),
         "flux_schnell": (lambda: make_tiny_flux("schnell", root / "flux-schnell"), flux),
+        "flux2_klein_base": (lambda: make_tiny_klein("base", root / "klein-base"),
+                             dict(resolution="64", bucket_reso_steps=32, timestep_sampling="flux2_shift")),
     }
 
 

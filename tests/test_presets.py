@@ -116,7 +116,7 @@ def test_preset_keeps_the_users_inputs_and_resets_the_rest():
 def test_own_fields_are_the_users_files_folders_names_and_words():
     assert presets.own_fields() == {
         "pretrained_model_name_or_path", "model_family", "v_parameterization", "vae", "base_config_dir", "clip_l",
-        "t5xxl", "ae", "clip_skip",  # the base model group: what the user's model is
+        "t5xxl", "ae", "qwen3", "clip_skip",  # the base model group: what the user's model is
         "train_data_dir", "reg_data_dir", "trigger_word", "caption_extension", "conditioning_data_dir",
         "validation_data_dir",
         "output_dir", "output_name", "training_comment", "cache_dir", "sample_prompts"}

@@ -128,6 +128,27 @@ FAMILIES: dict[str, Family] = {
             "guidance_scale": (1.0, "guidance 1.0 while training (sd-scripts, FluxGym)"),
             "flux_lora_layers": ("all", "every Linear of the blocks, as sd-scripts"),
         }),
+    "flux2_klein": Family(
+        "flux2_klein", rank=32, alpha=32.0, variant="base 4B",
+        # musubi-tuner docs/flux_2.md and ai-toolkit's klein defaults: 32/32, 1e-4, AdamW8bit; train on base
+        reference=Reference(1e-4, 1.0, "musubi-tuner's and ai-toolkit's klein settings: 1e-4 at 32/32 (SimpleTuner, "
+                            "diffusers' klein example: 1e-4)"),
+        values={
+            "resolution": ("1024", "klein was made at 1024 px (ai-toolkit buckets 512/768/1024)"),
+            "min_bucket_reso": (512, "buckets from 512 px"),
+            "max_bucket_reso": (1536, "to 1536 px"),
+            "mixed_precision": ("bf16", "FLUX.2 klein is a bf16 model"),
+            "network_train_unet_only": (True, "transformer only; Qwen3 is never trained (every klein trainer)"),
+            "gradient_checkpointing": (True, "gradient checkpointing (musubi-tuner, ai-toolkit)"),
+            "optimizer_type": ("AdamW8bit", "AdamW8bit (ai-toolkit's default)"),
+            "lr_scheduler": ("constant", "constant LR (ai-toolkit, musubi-tuner)"),
+            "cache_latents": (True, "latents cached"),
+            "cache_latents_to_disk": (True, "and kept on disk for the next run"),
+            "timestep_sampling": ("flux2_shift", "noise levels shifted by image size as FLUX.2 samples (musubi-tuner's "
+                                                 "flux2_shift)"),
+            "model_prediction_type": ("raw", "the velocity target, as every klein trainer"),
+            "flux_lora_layers": ("all", "attention and feed-forward of every block (musubi-tuner, ai-toolkit)"),
+        }),
 }
 
 SUBJECTS: dict[str, Subject] = {
@@ -218,11 +239,23 @@ MEMORY: dict[str, dict[int, Tier]] = {
                                                 "basic)"),
                       "train_batch_size": (2, "batch 2 (sd-scripts' Flux guide on 24 GB)")}),
     },
+    "flux2_klein": {  # estimate (4B base, 1024 px, gradient checkpointing): 10.6 GB in bf16, 6.8 with fp8 weights;
+        # 10.1 GB while the captions are cached: Qwen3-4B alone is 8 GB in bf16
+        8: Tier(8, {}, fits=False,
+                no_fit="klein's Qwen3-4B text encoder alone takes 8 GB in bf16 while the captions are cached, and "
+                       "this version does not store it in fp8 yet: klein needs 12 GB here (SimpleTuner: 8 GB only "
+                       "with an int8 text encoder)"),
+        12: Tier(12, {"base_precision": ("fp8", "fp8 base weights (SimpleTuner: klein 4B in bf16 needs about 12 GB)"),
+                      "resolution": ("768", "768 px to keep room on 12 GB (ai-toolkit trains 512-1024)")}),
+        16: Tier(16, {"train_batch_size": (1, "batch 1 in bf16 (10.6 GB by the estimate at 1024 px)")}),
+        24: Tier(24, {"train_batch_size": (2, "batch 2 in bf16 with gradient checkpointing")}),
+    },
 }
 
 
 def family_of(name: str) -> Family:
-    key = {"flux-dev": "flux", "flux_dev": "flux", "sd1.5": "sd15", "sd": "sd15"}.get(name.lower(), name.lower())
+    key = {"flux-dev": "flux", "flux_dev": "flux", "sd1.5": "sd15", "sd": "sd15", "klein": "flux2_klein",
+           "flux2": "flux2_klein"}.get(name.lower(), name.lower())
     if key not in FAMILIES:
         raise ValueError(f"family {name!r}: use one of {', '.join(FAMILIES)}")
     return FAMILIES[key]
