@@ -226,3 +226,33 @@ def test_klein_sigkill_then_resume_is_bit_identical(tiny_klein_base, tiny_datase
     r = run_cli("train", "--config", str(run), "--resume")
     assert r.returncode == 0, r.stdout + r.stderr
     _assert_same(tmp_path / "run" / "lora.safetensors", tmp_path / "ref" / "lora.safetensors")
+
+
+def test_generate_uses_klein_loras_with_cfg_and_a_negative_prompt_and_makes_a_grid(tiny_klein_base, tiny_dataset,
+                                                                                  tmp_path):
+    import numpy as np
+
+    from core.generation.engine import Generator
+
+    out = tmp_path / "loras"
+    train_in_process(klein_config(tiny_klein_base, tiny_dataset, out, output_name="zqx_klein", max_train_steps=6,
+                                  save_every_n_steps=3, learning_rate=5e-2))
+    final = out / "zqx_klein.safetensors"
+    gen = Generator(tmp_path / "generated", [str(out)], model=str(tiny_klein_base))
+    small = dict(steps=3, width=64, height=64, sampler="euler", guidance=4.0)
+
+    def px(loras=(), negative="", **kw):
+        (res,) = gen.generate(PROMPT, negative, list(loras), seed=7, **{**small, **kw})
+        return np.asarray(res.image.convert("RGB")).astype(np.int16), res.parameters
+
+    base, _ = px()
+    on, params = px([(str(final), 1.0)])
+    zero, _ = px([(str(final), 0.0)])
+    assert np.abs(on - base).max() > 0 and np.array_equal(zero, base)
+    assert gen.warnings == [], gen.warnings  # no "unexpected keys" from diffusers' klein loader
+    assert "CFG scale: 4" in params and "zqx_klein" in params
+    neg, params = px(negative="blurry")
+    assert np.abs(neg - base).max() > 0 and "Negative prompt: blurry" in params
+    grid = gen.compare_grid(PROMPT, "", [str(out / "zqx_klein-step00000003.safetensors"), str(final)],
+                            strengths=(0.0, 1.0), seed=7, **small)
+    assert grid.image.size[0] > 64 * 2 and len(grid.cells) == 2
