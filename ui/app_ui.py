@@ -86,7 +86,7 @@ def build_app(settings: Settings) -> tuple[gr.Blocks, AppContext]:
     with gr.Blocks(title="LoRA Workshop", fill_width=True) as demo:
         ctx.blocks = demo
         gr.HTML('<div class="lw-header"><h1>LoRA Workshop</h1>'
-                "<p>Train LoRAs for Stable Diffusion 1.5, SDXL and Flux.1 on your own computer.</p></div>")
+                "<p>Train LoRAs for Stable Diffusion 1.5, SDXL, Flux.1 and FLUX.2 klein on your own computer.</p></div>")
         # Training opens first: on a fresh install it is ready to train the demo (toy model + demo dataset).
         with gr.Tabs(selected="training") as tabs:
             _build_optional_tab(ctx, "ui.dataset_tab", "Dataset", "dataset")

@@ -64,22 +64,31 @@ def is_schnell(model: str) -> bool:
     return False
 
 
-def find_flux_parts(models_dir: str | os.PathLike) -> dict[str, str]:
-    """The clip_l / t5xxl / ae files in a models folder (ComfyUI layout: text_encoders/, clip/, vae/ ... up to
-    two levels down), recognised by their usual names; the fp16 T5 is preferred over an fp8 one."""
+def find_flux_parts(models_dir: str | os.PathLike, family: str = "flux") -> dict[str, str]:
+    """The part files of a transformer-only Flux.1 file (clip_l / t5xxl / ae) or FLUX.2 klein file (qwen3 / ae) in a
+    models folder (ComfyUI layout: text_encoders/, clip/, vae/ ... up to two levels down), recognised by their
+    usual names; the fp16 T5 is preferred over an fp8 one."""
     root = Path(models_dir).expanduser()
     if not root.is_dir():
         return {}
     files = [p for p in sorted(root.glob("*")) + sorted(root.glob("*/*")) + sorted(root.glob("*/*/*"))
              if p.is_file() and p.suffix.lower() in (".safetensors", ".sft")]
     found: dict[str, str] = {}
+    klein = family == "flux2_klein"
     for p in files:
         n = p.name.lower()
+        flux2 = "flux2" in n or "flux.2" in n or "flux-2" in n
+        if klein:
+            if "qwen" in n and "3" in n and "qwen3" not in found:
+                found["qwen3"] = str(p)
+            elif flux2 and ("vae" in n or "ae" in n.split(".")[0].split("-")) and "ae" not in found:
+                found["ae"] = str(p)
+            continue
         if "clip_l" in n and "clip_l" not in found:
             found["clip_l"] = str(p)
         elif "t5xxl" in n and ("t5xxl" not in found or ("fp16" in n and "fp16" not in found["t5xxl"].lower())):
             found["t5xxl"] = str(p)
-        elif (n in ("ae.safetensors", "ae.sft") or ("flux" in n and ("vae" in n or n.startswith("ae")))) \
+        elif not flux2 and (n in ("ae.safetensors", "ae.sft") or ("flux" in n and ("vae" in n or n.startswith("ae")))) \
                 and "ae" not in found:
             found["ae"] = str(p)
     return found
