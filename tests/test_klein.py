@@ -256,3 +256,30 @@ def test_generate_uses_klein_loras_with_cfg_and_a_negative_prompt_and_makes_a_gr
     grid = gen.compare_grid(PROMPT, "", [str(out / "zqx_klein-step00000003.safetensors"), str(final)],
                             strengths=(0.0, 1.0), seed=7, **small)
     assert grid.image.size[0] > 64 * 2 and len(grid.cells) == 2
+
+
+def test_qwen3_in_fp8_while_caching(tiny_klein_base, tiny_dataset, tmp_path):
+    """qwen3_precision fp8: Qwen3's Linear weights are float8 while the captions are encoded, the outputs stay in
+    the compute dtype and close to the bf16 ones, the log says so, and the estimate halves Qwen3's share."""
+    from core.estimate import estimate
+    from core.models.t5_fp8 import FP8
+
+    cfg = klein_config(tiny_klein_base, tiny_dataset, tmp_path, max_train_steps=1, qwen3_precision="fp8")
+    trainer = train_in_process(cfg)
+    log = (tmp_path / "lora" / "train.log").read_text()
+    assert "Qwen3 stored in fp8 while caching" in log and "qwen3_precision fp8: Qwen3 is stored in fp8" in log
+    cached = next(iter(trainer.comps.extra["text_cache"].values())).hidden_states
+    assert cached.dtype == torch.float32
+    from core.models.loading import load_pipeline
+
+    pipe, fam = load_pipeline(str(tiny_klein_base), settings={"qwen3_precision": "fp8"})
+    assert {m.weight.dtype for m in pipe.text_encoder.modules() if isinstance(m, torch.nn.Linear)} == {FP8}
+    assert pipe.text_encoder.get_input_embeddings().weight.dtype == torch.float32
+    from core.config.toml_io import validate
+
+    real = dict(resolution="1024", mixed_precision="bf16", gradient_checkpointing=True, base_precision="fp8",
+                network_train_unet_only=True)  # the real klein base 4B (the shipped configs)
+    bf16 = estimate(validate(real), "flux2_klein")
+    fp8 = estimate(validate({**real, "qwen3_precision": "fp8"}), "flux2_klein")
+    assert bf16.phase == "caching" and fp8.caching_gb < bf16.caching_gb - 3, (bf16.caching_gb, fp8.caching_gb)
+    assert fp8.settings["qwen3_precision"] == "fp8" and "t5xxl_precision" not in fp8.settings

@@ -86,13 +86,15 @@ def test_filter_presets_by_family_and_gpu_memory(tmp_path):
     presets.save_user_preset("Mine", TrainConfig(network_dim=48), user_dir=tmp_path)
     listed = presets.list_presets(user_dir=tmp_path)
     names = lambda *a: [p.label for p in presets.filter_presets(listed, *a)]  # noqa: E731
-    assert names() == [p.label for p in listed] and len(listed) == 56
+    assert names() == [p.label for p in listed] and len(listed) == 72
     assert names("sdxl", 12) == ["SDXL character", "SDXL style", "SDXL · character · 12 GB", "SDXL · style · 12 GB",
                                  "SDXL · concept · 12 GB", "SDXL · clothing · 12 GB", "Mine (mine)"]
     sd15 = names("sd15", 8)  # the hand-made ones, the demo (any size) and the user's (any family) stay listed
     assert sd15[:3] == ["SD1.5 character", "SD1.5 style", "Demo (CPU)"] and sd15[-1] == "Mine (mine)" and len(sd15) == 8
     assert names("flux", 8) == [f"Flux.1 dev · {s} · 8 GB" for s in ("character", "style", "concept", "clothing")] + \
         ["Mine (mine)"]  # the 24 GB files are not listed for an 8 GB card
+    assert names("flux2_klein", 16)[:2] == ["FLUX.2 klein base 4B · character · 16 GB",
+                                           "FLUX.2 klein base 4B · style · 16 GB"]
     assert names("flux", 24)[:2] == ["Flux dev character", "Flux dev style"]
     assert len(names("sdxl")) == 2 + 16 + 1  # the hand-made ones, 4 subjects x 4 sizes, the user's
     assert {p.vram for p in presets.filter_presets(listed, None, 16) if p.generated} == {16}

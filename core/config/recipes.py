@@ -240,13 +240,12 @@ MEMORY: dict[str, dict[int, Tier]] = {
                       "train_batch_size": (2, "batch 2 (sd-scripts' Flux guide on 24 GB)")}),
     },
     "flux2_klein": {  # estimate (4B base, 1024 px, gradient checkpointing): 10.6 GB in bf16, 6.8 with fp8 weights;
-        # 10.1 GB while the captions are cached: Qwen3-4B alone is 8 GB in bf16
-        8: Tier(8, {}, fits=False,
-                no_fit="klein's Qwen3-4B text encoder alone takes 8 GB in bf16 while the captions are cached, and "
-                       "this version does not store it in fp8 yet: klein needs 12 GB here (SimpleTuner: 8 GB only "
-                       "with an int8 text encoder)"),
-        12: Tier(12, {"base_precision": ("fp8", "fp8 base weights (SimpleTuner: klein 4B in bf16 needs about 12 GB)"),
-                      "resolution": ("768", "768 px to keep room on 12 GB (ai-toolkit trains 512-1024)")}),
+        # 10.1 GB while the captions are cached with Qwen3-4B in bf16 (8 GB alone), 6.1 with it in fp8
+        8: Tier(8, {"base_precision": ("fp8", "fp8 base weights (SimpleTuner: klein 4B in 8 GB with int8 weights)"),
+                    "qwen3_precision": ("fp8", "Qwen3 in fp8 while the captions are cached (in bf16 it alone takes "
+                                               "8 GB)"),
+                    "resolution": ("768", "768 px (6.1 GB by the estimate; ai-toolkit trains 512-1024)")}),
+        12: Tier(12, {"base_precision": ("fp8", "fp8 base weights (SimpleTuner: klein 4B in bf16 needs about 12 GB)")}),
         16: Tier(16, {"train_batch_size": (1, "batch 1 in bf16 (10.6 GB by the estimate at 1024 px)")}),
         24: Tier(24, {"train_batch_size": (2, "batch 2 in bf16 with gradient checkpointing")}),
     },

@@ -380,6 +380,11 @@ class TrainConfig(BaseModel):
         help="Flux: how T5-XXL is kept while the captions are encoded (then it is freed). auto: in the mixed_precision "
              "dtype, 9.5 GB. fp8: its Linear weights stored as float8 and computed in the mixed_precision dtype, about "
              "4.9 GB, as sd-scripts' fp8_base does; the cached captions differ slightly. An fp8 T5 file stays fp8.")
+    qwen3_precision: Literal["auto", "fp8"] = param(
+        "auto", group="memory",
+        help="FLUX.2 klein: how the Qwen3 text encoder is kept while the captions are encoded (then it is freed). "
+             "auto: in the mixed_precision dtype (Qwen3-4B 8 GB, Qwen3-8B 16 GB). fp8: its Linear weights stored as "
+             "float8 and computed in the mixed_precision dtype, about half; the cached captions differ slightly.")
     blocks_to_swap: int = param(
         0, group="memory", ge=0, le=57,
         help="Keep the frozen weights of the last N blocks in CPU RAM and copy each in for its forward pass: less "

@@ -112,12 +112,13 @@ def estimate(cfg, family: str | None = None) -> Estimate:
     static_captions = not cfg.shuffle_caption and cfg.caption_dropout_rate == 0
     te_bytes = [n * cb for n in counts.text_encoders]
     fp8_te = est.fp8_encoder
-    te_fp8 = fp8_te is not None and cfg.t5xxl_precision == "fp8" and len(te_bytes) > fp8_te
+    te_fp8 = fp8_te is not None and getattr(cfg, est.fp8_setting) == "fp8" and len(te_bytes) > fp8_te
     if te_fp8:  # Linear weights in float8, the embeddings and norms in the compute dtype (core/models/t5_fp8.py)
         te_bytes[fp8_te] = counts.te_linear[fp8_te] * 1 + (counts.text_encoders[fp8_te] - counts.te_linear[fp8_te]) * cb
-    elif fp8_te is None and cfg.t5xxl_precision != "auto":
-        only = ", ".join(families.title(f) for f in families.using("t5xxl_precision"))
-        notes.append(f"t5xxl_precision = \"{cfg.t5xxl_precision}\" applies to {only} only; ignored for {spec.title}")
+    for other in sorted({f.estimate.fp8_setting for f in families.all_families()} - {est.fp8_setting, ""}):
+        if getattr(cfg, other) != "auto":
+            only = ", ".join(families.title(f) for f in families.using(other))
+            notes.append(f"{other} = \"{getattr(cfg, other)}\" applies to {only} only; ignored for {spec.title}")
     if est.always_caches_text:  # the encoders that are not trained are cached whenever the captions stay the same
         cached = static_captions
         te_train = sum(b for i, b in enumerate(te_bytes) if i in trained_tes or not cached)
@@ -163,7 +164,7 @@ def estimate(cfg, family: str | None = None) -> Estimate:
         notes.append("gradient_checkpointing is turned on by base_precision fp8 / blocks_to_swap")
     settings = {"resolution": cfg.resolution, "train_batch_size": cfg.train_batch_size, "network_dim": cfg.network_dim,
                 "mixed_precision": cfg.mixed_precision, "base_precision": prec, "blocks_to_swap": swap,
-                "t5xxl_precision": cfg.t5xxl_precision if fp8_te is not None else "auto",
+                **({est.fp8_setting: getattr(cfg, est.fp8_setting)} if fp8_te is not None else {}),
                 "gradient_checkpointing": checkpointing, "optimizer_type": cfg.optimizer_type,
                 "cache_latents": cfg.cache_latents, "text_encoder_outputs_cached": cached,
                 "lora_parameters": lora_n, "denoiser_parameters": den.total, "blocks": len(den.blocks),
@@ -204,10 +205,14 @@ def _candidates(cfg, fam: str) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-# Flux's T5-XXL in fp8: offered whenever the caching phase sets the peak, T5-XXL being the largest part of it (the
-# denoiser waits in RAM while caching), before the next change is tried
-T5_FP8 = ("store T5-XXL in fp8 while the captions are cached (about half its 9.5 GB; the cached captions differ "
-          "slightly)", {"t5xxl_precision": "fp8"})
+def encoder_fp8(family: str) -> tuple[str, dict[str, str]] | None:
+    """Flux's T5-XXL / klein's Qwen3 in fp8: offered whenever the caching phase sets the peak, that encoder being the
+    largest part of it (the denoiser waits in RAM while caching), before the next change is tried."""
+    est = families.get(family).estimate
+    if est.fp8_encoder is None:
+        return None
+    return (f"store {est.fp8_encoder_words} in fp8 while the captions are cached (about half its size; the cached "
+            "captions differ slightly)", {est.fp8_setting: "fp8"})
 
 
 def _apply(base: Estimate, current, why: str, change: dict[str, Any], vram_gb: float, family: str | None,
@@ -235,11 +240,12 @@ def suggest(cfg, vram_gb: float, family: str | None = None) -> Estimate:
         return base
     fam = base.family
     current = cfg
-    t5_left = families.get(fam).estimate.fp8_encoder is not None and cfg.t5xxl_precision == "auto"
+    te_fp8 = encoder_fp8(fam)
+    te_left = te_fp8 is not None and getattr(cfg, next(iter(te_fp8[1]))) == "auto"
     for why, change in _candidates(cfg, fam) + [("", {})]:
-        if t5_left and estimate(current, family).phase == "caching":
-            t5_left = False
-            current, fits = _apply(base, current, *T5_FP8, vram_gb, family)
+        if te_left and estimate(current, family).phase == "caching":
+            te_left = False
+            current, fits = _apply(base, current, *te_fp8, vram_gb, family)
             if fits:
                 break
         if not change:

@@ -37,8 +37,9 @@ class Estimate:
     activations: tuple[float, float]  # bytes per latent token at 2-byte compute (no checkpointing, checkpointing)
     token_pixels: int  # image pixels per latent token side (8: SD's VAE, 16: Flux's 2x2 patches of 8)
     always_caches_text: bool = False  # the text-encoder outputs are cached whenever the captions do not change
-    fp8_encoder: int | None = None  # the text encoder t5xxl_precision fp8 stores in fp8 (its index)
+    fp8_encoder: int | None = None  # the text encoder its fp8_setting stores in fp8 while caching (its index)
     fp8_encoder_words: str = ""  # what to call it ("T5-XXL")
+    fp8_setting: str = ""  # the setting ("t5xxl_precision") whose value "fp8" does that
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ FAMILIES = (
         variant_sampling={"schnell": Sampling(negative_prompt=False, guidance=None, steps=4, samplers=False,
                                               clip_skip=False)},
         # activations measured on the tiny and real-width transformer (bench/train_step.py); 2x2 patches of 8 px
-        estimate=Estimate((5.5e6, 460e3), 16, always_caches_text=True, fp8_encoder=1, fp8_encoder_words="T5-XXL"),
+        estimate=Estimate((5.5e6, 460e3), 16, always_caches_text=True, fp8_encoder=1, fp8_encoder_words="T5-XXL",
+                          fp8_setting="t5xxl_precision"),
         extra={"order": 40}),
 )

@@ -46,13 +46,29 @@ class Flux2Klein(ModelFamily):
     load_in_compute_dtype = True
 
     # ------------------------------------------------------------ loading
+    def load_folder(self, model: str, dtype: torch.dtype, settings: Mapping[str, Any]) -> Any:
+        return self.qwen3_fp8(super().load_folder(model, dtype, settings), dtype, settings)
+
+    @staticmethod
+    def qwen3_fp8(pipe: Any, dtype: torch.dtype, settings: Mapping[str, Any]) -> Any:
+        """Qwen3 without its output head (only hidden states are used: Qwen3-8B's untied head is 1.2 GB in bf16,
+        and its logits for 512 tokens another 0.3 GB); qwen3_precision fp8: its Linear weights stored in fp8 while
+        the captions are cached."""
+        pipe.text_encoder.lm_head = nn.Identity()
+        if settings.get("qwen3_precision") == "fp8":
+            from .t5_fp8 import store_t5_fp8
+
+            store_t5_fp8(pipe.text_encoder, dtype, "qwen3_precision fp8: Qwen3")
+        return pipe
+
     def load_file(self, model: str, dtype: torch.dtype, *, base_config_dir: str, vae: str,
                   settings: Mapping[str, Any], progress: Callable[[str], None] | None) -> Any:
         """A klein transformer file with the qwen3 and ae files named in `settings` (core/models/klein_loading.py)."""
         from .klein_loading import load_klein_single_file
 
-        return load_klein_single_file(model, ae=settings.get("ae") or vae, qwen3=settings.get("qwen3") or "",
+        pipe = load_klein_single_file(model, ae=settings.get("ae") or vae, qwen3=settings.get("qwen3") or "",
                                       base_config_dir=base_config_dir, dtype=dtype, progress=progress)
+        return self.qwen3_fp8(pipe, dtype, settings)
 
     def components(self, pipe: Any, source: str, v_parameterization: bool) -> Components:
         comps = Components(self, pipe, pipe.transformer, pipe.vae, [pipe.text_encoder], [pipe.tokenizer], "flow",
@@ -97,7 +113,8 @@ class Flux2Klein(ModelFamily):
         from diffusers import Flux2KleinPipeline
 
         te = comps.text_encoders[0]
-        hidden = Flux2KleinPipeline._get_qwen3_prompt_embeds(te, comps.tokenizers[0], captions, dtype=te.dtype,
+        dtype = te.get_input_embeddings().weight.dtype  # the compute dtype, also when the Linears are stored in fp8
+        hidden = Flux2KleinPipeline._get_qwen3_prompt_embeds(te, comps.tokenizers[0], captions, dtype=dtype,
                                                             device=te.device, max_sequence_length=TEXT_TOKENS,
                                                             hidden_states_layers=TEXT_LAYERS)
         return TextCond(hidden)
@@ -110,7 +127,8 @@ class Flux2Klein(ModelFamily):
         return tok, TEXT_TOKENS, TEXT_TOKENS - len(tok(template).input_ids)
 
     def text_settings(self, comps: Components, cfg) -> str:
-        return f"{self.name}|tokens={TEXT_TOKENS}|layers={','.join(map(str, TEXT_LAYERS))}"
+        fp8 = "|qwen3=fp8" if cfg.qwen3_precision == "fp8" else ""  # fp8 outputs differ: their own cache entries
+        return f"{self.name}|tokens={TEXT_TOKENS}|layers={','.join(map(str, TEXT_LAYERS))}{fp8}"
 
     def trainable_text_encoders(self, comps: Components) -> list[int]:
         return []  # Qwen3 is never trained (as every trainer of klein)
@@ -126,11 +144,14 @@ class Flux2Klein(ModelFamily):
 
         negatives = [parse_prompt_line(p).negative for p in cfg.sample_prompts] if prompts else []
         texts = sorted(set(captions) | set(prompts) | set(negatives) | ({""} if prompts else set()))
+        from .t5_fp8 import is_t5_fp8
+
+        fp8 = ", Qwen3 stored in fp8 while caching" if is_t5_fp8(comps.text_encoders[0]) else ""
         full, hits = self.encode_all(comps, texts, cfg, 8)
         comps.extra["text_cache"] = full
         self.release_text_encoders(comps, keep=[])  # samples use the cached prompt embeddings
         say("info", f"Cached text encoder outputs for {len(texts)} captions and prompts"
-                    + (f" ({hits} read from the disk cache)" if hits else "") + "; Qwen3 freed from memory")
+                    + (f" ({hits} read from the disk cache)" if hits else "") + fp8 + "; Qwen3 freed from memory")
         return {c: full[c] for c in captions}
 
     # -------------------------------------------------------------- model

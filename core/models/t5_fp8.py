@@ -1,4 +1,5 @@
-"""Flux's T5-XXL in fp8 while the captions are encoded (t5xxl_precision = "fp8").
+"""Flux's T5-XXL in fp8 while the captions are encoded (t5xxl_precision = "fp8"); also klein's Qwen3
+(qwen3_precision = "fp8"), whose feed-forward Linears are plain ones and are cast one by one.
 
 diffusers' layerwise casting (diffusers.hooks.apply_layerwise_casting, as core/train/memory.py uses for the
 denoiser) stores every Linear weight of T5 as float8_e4m3fn and casts it to the compute dtype for its forward
@@ -30,7 +31,7 @@ def fp8_linear_weights(model: nn.Module) -> list[torch.Tensor]:
     return [m.weight for m in model.modules() if isinstance(m, nn.Linear)]
 
 
-def store_t5_fp8(t5: nn.Module, compute_dtype: torch.dtype) -> int:
+def store_t5_fp8(t5: nn.Module, compute_dtype: torch.dtype, label: str = "t5xxl_precision fp8: T5-XXL") -> int:
     """Store `t5`'s Linear weights in float8_e4m3fn, computed in `compute_dtype`; everything else (embeddings,
     norms) in `compute_dtype`. Linear weights that are float8 already (an fp8 T5 file kept as it is) are not
     touched. Returns how many Linear weights are stored in fp8. Done once per model."""
@@ -50,12 +51,12 @@ def store_t5_fp8(t5: nn.Module, compute_dtype: torch.dtype) -> int:
             names.add(name.rsplit(".", 1)[-1])
     apply_layerwise_casting(t5, storage_dtype=FP8, compute_dtype=compute_dtype,
                             skip_modules_pattern=tuple(sorted(names)) or None, skip_modules_classes=(nn.Embedding,))
-    setattr(t5, _MARK, True)
+    setattr(t5, _MARK, label)
     return len(fp8_linear_weights(t5))
 
 
 def describe(t5: nn.Module, compute_dtype: torch.dtype) -> str:
     n = len(fp8_linear_weights(t5))
     gb = sum(p.numel() * p.element_size() for p in t5.parameters()) / 1e9
-    return (f"t5xxl_precision fp8: T5-XXL is stored in fp8 while caching ({n} Linear weights as float8_e4m3fn, "
+    return (f"{getattr(t5, _MARK)} is stored in fp8 while caching ({n} Linear weights as float8_e4m3fn, "
             f"computed in {str(compute_dtype).replace('torch.', '')}; {gb:.2f} GB in all)")
