@@ -94,6 +94,7 @@ def klein_to_bfl(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     q/k/v fused, norms as .scale, norm_out's halves swapped back."""
     out: dict[str, torch.Tensor] = {}
     for key, t in sd.items():
+        t = t.detach().clone()  # never the model's own storage
         module, param = key.rsplit(".", 1)
         parts = module.split(".")
         if parts[0] == "transformer_blocks":

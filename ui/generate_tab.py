@@ -48,9 +48,9 @@ def _generator(settings: Any, ctx: Any = None):
             _GENERATOR = Generator(generated_dir(settings))
         _GENERATOR.outputs_dir = generated_dir(settings)  # the Settings tab may have changed the folders
         _GENERATOR.lora_dirs = lora_dirs(settings, ctx)
-        from core.models.choose import find_flux_parts  # what a transformer-only Flux file needs
+        from core.models.choose import find_all_parts  # what a transformer-only Flux / klein file needs
 
-        _GENERATOR.model_files = find_flux_parts(setting(settings, "models_dir"))
+        _GENERATOR.model_files = find_all_parts(setting(settings, "models_dir"))
         return _GENERATOR
 
 

@@ -20,7 +20,7 @@ from core.runs.launch import command_line, request, start_run
 from core.runs.reader import RunBusyError, RunExistsError, is_run_dir, list_runs, read_run, run_dir_of
 from core.runs.steps_plan import steps_plan
 from core.config.schema import TrainConfig
-from core.models.choose import all_parts, describe_base, find_flux_parts
+from core.models.choose import all_parts, describe_base, find_parts
 
 from . import queue_panel, run_view
 from .context import AppContext
@@ -262,7 +262,7 @@ def build(ctx: AppContext) -> None:
         """Show the settings of the base model's family only, and ask for the files a Flux transformer needs."""
         cfg = form.best_effort(values)
         family, needs = describe_base(cfg.pretrained_model_name_or_path, cfg.base_config_dir)
-        found = find_flux_parts(ctx.settings.models_dir, family) if needs else {}
+        found = find_parts(ctx.settings.models_dir, family) if needs else {}
         fill = {k: v for k, v in found.items() if k in needs and not getattr(cfg, k)}  # files found: filled in
         return form.family_updates(family, needs, values, fill)
 

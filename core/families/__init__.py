@@ -28,6 +28,11 @@ class Part:
     setting: str
     role: str
     words: str
+    # how its file is usually named (fnmatch patterns, lower case), for finding it in a models folder: `avoid` rules
+    # out another family's file of the same role, `prefer` picks among several
+    names: tuple[str, ...] = ()
+    avoid: tuple[str, ...] = ()
+    prefer: str = ""
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,13 @@ class FamilySpec:
     lora_format: str = "kohya"  # kohya: lora_unet_/lora_te_ keys; diffusers: transformer./text_encoder. keys
     lycoris: bool = True  # LoHa / LoKr files load wherever this family's LoRAs do
     lora_text_encoders: tuple[int, ...] | None = None  # the text encoders a LoRA may train (None = all)
+    # the single-file layout `lora merge --base` writes: "ldm" (SD: A1111 / ComfyUI checkpoints), "bfl" (Black Forest
+    # Labs' transformer files), "" (not available)
+    checkpoint_layout: str = ""
+    # LoRA files without metadata: parts of module names only this family's LoRAs have, and for files in the BFL
+    # layout the output / input width of a double block's img_mlp.0 (Flux.1 4; FLUX.2's SwiGLU 2 x 3)
+    lora_marks: tuple[str, ...] = ()
+    bfl_mlp_ratio: float = 0.0
     estimate: Estimate = field(default_factory=lambda: Estimate((700e3, 110e3), 8))
     # single-file detection (core/models/detect.py): tensor-name prefixes that mark a transformer of the family
     # (also found under model.diffusion_model.), checked highest marker_rank first where families share block

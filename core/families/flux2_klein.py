@@ -49,10 +49,14 @@ FAMILIES = (
         versions=("flux2_klein", "flux.2-klein", "flux2-klein"), architectures=("flux-2-klein", "flux.2-klein", "flux2_klein"),
         fields=("ae", "qwen3", "timestep_sampling", "sigmoid_scale", "discrete_flow_shift", "model_prediction_type",
                 "flux_lora_layers", "qwen3_precision"),
-        parts=(Part("ae", "vae", "the FLUX.2 autoencoder (flux2-vae.safetensors)"),
-               Part("qwen3", "text_encoder", "the Qwen3 text encoder (qwen_3_4b.safetensors / qwen_3_8b.safetensors)")),
+        parts=(Part("ae", "vae", "the FLUX.2 autoencoder (flux2-vae.safetensors)",
+                    names=("*flux2*vae*", "*flux-2*vae*", "*flux.2*vae*", "*flux2*ae.*", "*klein*vae*")),
+               Part("qwen3", "text_encoder", "the Qwen3 text encoder (qwen_3_4b.safetensors / qwen_3_8b.safetensors)",
+                    names=("*qwen*3*",), avoid=("*vl*",))),
         # diffusers loads these LoRAs only as plain LoRA (transformer.* keys); Qwen3 is never trained
-        lora_format="diffusers", lycoris=False, lora_text_encoders=(),
+        lora_format="diffusers", lycoris=False, lora_text_encoders=(), checkpoint_layout="bfl",
+        lora_marks=("to_qkv_mlp_proj", "linear_in", "linear_out", "stream_modulation", "time_guidance_embed"),
+        bfl_mlp_ratio=6.0,
         variant_of=variant_of, sampling=BASE, variant_sampling={"4b": DISTILLED, "9b": DISTILLED},
         # activations per latent token: Flux.1's figures scaled by the width (3072 of 4B as Flux.1's; 9B is wider)
         estimate=Estimate((5.5e6, 460e3), 16, always_caches_text=True, fp8_encoder=0, fp8_encoder_words="Qwen3",

@@ -17,7 +17,7 @@ FAMILIES = (
     FamilySpec(
         "sd15", "SD1.5", "core.models.sd15:SD15", config_folder="sd15", cross_attention_width=768,
         native_resolution=512, min_resolution=512, versions=("sd_v1", "sd1", "sd_1.5"),
-        architectures=("stable-diffusion-v1",), siblings=("sd2",), fields=UNET_FIELDS,
+        architectures=("stable-diffusion-v1",), siblings=("sd2",), fields=UNET_FIELDS, checkpoint_layout="ldm",
         # bytes of activations per latent pixel (SD1.5 UNet, batch 1), without / with gradient checkpointing
         estimate=Estimate((700e3, 110e3), 8), extra={"order": 10, "encoder_words": "CLIP ViT-L"}),
     FamilySpec(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+import json
 import logging
 import os
 import random
@@ -117,7 +118,7 @@ class Generator:
         self.default_vae = vae
         self._device, self._dtype = device, dtype
         # settings for loading: the separate files a denoiser-only file needs (a Flux transformer: clip_l, t5xxl, ae)
-        self.model_files: dict[str, str] = {}
+        self.model_files: dict[str, dict[str, str]] = {}  # per family: the part files a transformer-only file needs
         self.pipe = None
         self.family = None  # ModelFamily of the loaded base
         self.model_key: tuple[str, str] | None = None
@@ -156,7 +157,7 @@ class Generator:
             raise GenerateError("No base model chosen: pick one in the list or type a path / Hugging Face repo id.")
         p = Path(model).expanduser()
         key = (str(p.resolve()) if p.exists() else model, str(Path(vae).expanduser().resolve()) if vae else "",
-               tuple(sorted(self.model_files.items())))
+               json.dumps(self.model_files, sort_keys=True))
         with self.lock:
             if self.pipe is not None and self.model_key == key:
                 return self.pipe
@@ -165,7 +166,10 @@ class Generator:
                 progress(0.0, f"Loading the base model {Path(model).name}")
             import torch
 
-            pipe, fam = load_pipeline(model, vae=vae, dtype=self.dtype, settings=dict(self.model_files),
+            from ..models.choose import describe_base
+
+            parts = self.model_files.get(describe_base(model)[0] or "", {})
+            pipe, fam = load_pipeline(model, vae=vae, dtype=self.dtype, settings=dict(parts),
                                       large_model_dtype=torch.bfloat16 if self.device.type == "cuda" else self.dtype,
                                       progress=(lambda msg: progress(0.0, msg)) if progress else None)
             self._prepare(pipe, fam)

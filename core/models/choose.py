@@ -1,7 +1,7 @@
 """What the user chose as base model, from file headers and configs only (no torch: the GUI asks as one types).
 
 `describe_base` says which family a base model is and which separate files it still needs (a transformer-only
-Flux file needs clip_l, t5xxl and ae); `find_flux_parts` finds those files in a models folder by their usual names.
+Flux file needs clip_l, t5xxl and ae); `find_parts` finds those files in a models folder by their usual names.
 """
 from __future__ import annotations
 
@@ -64,31 +64,28 @@ def is_schnell(model: str) -> bool:
     return False
 
 
-def find_flux_parts(models_dir: str | os.PathLike, family: str = "flux") -> dict[str, str]:
-    """The part files of a transformer-only Flux.1 file (clip_l / t5xxl / ae) or FLUX.2 klein file (qwen3 / ae) in a
-    models folder (ComfyUI layout: text_encoders/, clip/, vae/ ... up to two levels down), recognised by their
-    usual names; the fp16 T5 is preferred over an fp8 one."""
+def find_parts(models_dir: str | os.PathLike, family: str) -> dict[str, str]:
+    """The separate files a transformer-only file of `family` needs (Flux.1: clip_l / t5xxl / ae; FLUX.2 klein:
+    qwen3 / ae) in a models folder (ComfyUI layout: text_encoders/, clip/, vae/ ... up to two levels down),
+    recognised by their usual names (each part's `names` in core/families)."""
+    from fnmatch import fnmatch
+
+    spec = families.find(family)
     root = Path(models_dir).expanduser()
-    if not root.is_dir():
+    if spec is None or not spec.parts or not root.is_dir():
         return {}
     files = [p for p in sorted(root.glob("*")) + sorted(root.glob("*/*")) + sorted(root.glob("*/*/*"))
              if p.is_file() and p.suffix.lower() in (".safetensors", ".sft")]
     found: dict[str, str] = {}
-    klein = family == "flux2_klein"
-    for p in files:
-        n = p.name.lower()
-        flux2 = "flux2" in n or "flux.2" in n or "flux-2" in n
-        if klein:
-            if "qwen" in n and "3" in n and "qwen3" not in found:
-                found["qwen3"] = str(p)
-            elif flux2 and ("vae" in n or "ae" in n.split(".")[0].split("-")) and "ae" not in found:
-                found["ae"] = str(p)
-            continue
-        if "clip_l" in n and "clip_l" not in found:
-            found["clip_l"] = str(p)
-        elif "t5xxl" in n and ("t5xxl" not in found or ("fp16" in n and "fp16" not in found["t5xxl"].lower())):
-            found["t5xxl"] = str(p)
-        elif not flux2 and (n in ("ae.safetensors", "ae.sft") or ("flux" in n and ("vae" in n or n.startswith("ae")))) \
-                and "ae" not in found:
-            found["ae"] = str(p)
+    for part in spec.parts:
+        fits = [p for p in files if any(fnmatch(p.name.lower(), n) for n in part.names)
+                and not any(fnmatch(p.name.lower(), n) for n in part.avoid)]
+        best = [p for p in fits if part.prefer and fnmatch(p.name.lower(), part.prefer)] or fits
+        if best:
+            found[part.setting] = str(best[0])
     return found
+
+
+def find_all_parts(models_dir: str | os.PathLike) -> dict[str, dict[str, str]]:
+    """find_parts for every family that has parts: {family: {setting: file}}."""
+    return {spec.name: found for spec in families.all_families() if (found := find_parts(models_dir, spec.name))}

@@ -1,4 +1,4 @@
-"""Merging LoRAs into a Flux.1 single file, in its own (BFL) layout.
+"""Merging LoRAs into a Flux.1 or FLUX.2 klein single file, in its own (BFL) layout.
 
 A Flux LoRA names diffusers modules; the BFL file fuses some of them: q/k/v of a double block's image and text
 attention are thirds of `img_attn.qkv` / `txt_attn.qkv`, and a single block's q/k/v and MLP input are the rows
@@ -22,7 +22,7 @@ CLIP_PREFIX = "text_encoders.clip_l.transformer."
 
 
 def merge_into_flux_file(base: str, plans: list, out: Path, *, clip_l: str = "", save_precision: str | None = None,
-                         overwrite: bool = False, progress: Progress | None = None) -> Summary:
+                         overwrite: bool = False, progress: Progress | None = None, title: str = "Flux.1") -> Summary:
     """`plans`: [(LoraFile, strength, matched {key: Matched}, unmatched)] already resolved against a Flux table."""
     from safetensors import safe_open
     from safetensors.torch import load_file
@@ -36,7 +36,7 @@ def merge_into_flux_file(base: str, plans: list, out: Path, *, clip_l: str = "",
         meta = dict(f.metadata() or {})
     prefix = TRANSFORMER_PREFIX if any(k.startswith(TRANSFORMER_PREFIX) for k in sd) else ""
     if f"{prefix}double_blocks.0.img_attn.qkv.weight" not in sd:
-        raise ToolError(f"{base_p.name} is not a Flux.1 transformer file in the BFL layout (flux1-dev.safetensors "
+        raise ToolError(f"{base_p.name} is not a {title} transformer file in the BFL layout (flux1-dev.safetensors "
                         "form); merge into that file")
     clip_in_base = any(k.startswith(CLIP_PREFIX) for k in sd)
     needs_clip = any(m.layer.part == "text_encoder" for _, _, matched, _ in plans for m in matched.values())
@@ -88,6 +88,6 @@ def merge_into_flux_file(base: str, plans: list, out: Path, *, clip_l: str = "",
             clip_sd = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in clip_sd.items()}
         save_single_file(clip_out, clip_sd)
         summary.notes.append(f"CLIP-L with its modules applied: {clip_out}")
-    summary.notes.insert(0, f"{summary.applied} modules applied to {base_p.name} (Flux.1, BFL layout, dtypes kept"
+    summary.notes.insert(0, f"{summary.applied} modules applied to {base_p.name} ({title}, BFL layout, dtypes kept"
                             + (f", saved in {save_precision}" if dtype is not None else "") + ").")
     return summary

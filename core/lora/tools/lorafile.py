@@ -215,13 +215,22 @@ def read_lora(path: str | Path) -> LoraFile:
 
 
 def guess_family(lora: LoraFile) -> str | None:
-    """sd15 / sd2 / sdxl / flux from the metadata, else from the key names and the cross-attention width."""
+    """The family from the metadata, else from the key names and widths (cross-attention, Flux's feed-forward)."""
     fam = lora.family_from_metadata()
     if fam:
         return fam
     names = list(lora.modules)
     if any(n.startswith(("lora_te2_", "lora_te1_", "text_encoder_2.")) for n in names):
         return "sdxl"
+    for spec in families.all_families():  # FLUX.2 klein's diffusers names
+        if spec.lora_marks and any(mark in n for n in names for mark in spec.lora_marks):
+            return spec.name
+    for n, mod in lora.modules.items():  # BFL names: the feed-forward's width tells Flux.1 from FLUX.2
+        if re.search(r"double_blocks[._]\d+[._]img_mlp[._]0$", n) and {"up", "down"} <= set(mod.tensors):
+            ratio = mod.tensors["up"].shape[0] / mod.tensors["down"].shape[1]
+            fam = next((f.name for f in families.all_families() if f.bfl_mlp_ratio == ratio), None)
+            if fam:
+                return fam
     if any(n.startswith("transformer.") or "double_blocks" in n or "single_blocks" in n
            or "single_transformer_blocks" in n for n in names):
         return "flux"

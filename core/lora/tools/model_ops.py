@@ -58,7 +58,7 @@ def merge_into_base(base: str, items: list, out: str | Path, *, save_precision: 
     """A single-file checkpoint in the original layout (LDM/sgm for SD, what A1111, ComfyUI and diffusers'
     from_single_file load; BFL for Flux) equal to `base` with each LoRA added at its strength, text encoders
     included. Weights are summed in float32. `save_precision`: fp16 (SD default), bf16, float; Flux keeps its dtypes."""
-    from ...models.ldm_convert import SUPPORTED_FAMILIES, pipeline_to_ldm_state_dict, save_single_file
+    from ...models.ldm_convert import pipeline_to_ldm_state_dict, save_single_file
 
     pairs = [parse_strength(i) for i in items]
     if not pairs:
@@ -70,12 +70,15 @@ def merge_into_base(base: str, items: list, out: str | Path, *, save_precision: 
         family, _ = detect_family(base, "auto", config_dir)
     except ModelLoadError as e:
         raise ToolError(str(e)) from e
-    if family not in SUPPORTED_FAMILIES and family != "flux":
-        raise ToolError(f"merging into a checkpoint is available for Stable Diffusion 1.5, SDXL and Flux.1; "
-                        f"{Path(base).name} is {a_family(family)} model. Load the LoRA next to the model instead")
-    if family == "flux" and Path(base).expanduser().is_dir():
-        raise ToolError(f"{Path(base).name} is a Flux diffusers folder: merge into the Flux single file "
-                        "(flux1-dev.safetensors, BFL layout) that ComfyUI and Forge load")
+    layout = families.get(family).checkpoint_layout
+    if not layout:
+        able = ", ".join(f.title for f in families.all_families() if f.checkpoint_layout)
+        raise ToolError(f"merging into a checkpoint is available for {able}; {Path(base).name} is {a_family(family)} "
+                        "model. Load the LoRA next to the model instead")
+    if layout == "bfl" and Path(base).expanduser().is_dir():
+        title = families.title(family)
+        raise ToolError(f"{Path(base).name} is a {title} diffusers folder: merge into the {title} transformer file "
+                        "(Black Forest Labs' layout, as flux1-dev.safetensors) that ComfyUI and Forge load")
     table = name_table(family, _table_dir(base, config_dir))
     plans = []
     for path, strength in pairs:
@@ -88,11 +91,11 @@ def merge_into_base(base: str, items: list, out: str | Path, *, save_precision: 
         if not skip_unmatched:
             refuse_unmatched(lora, unmatched, family)
         plans.append((lora, strength, matched, unmatched))
-    if family == "flux":
+    if layout == "bfl":
         from .flux_merge import merge_into_flux_file
 
         return merge_into_flux_file(base, plans, outp, clip_l=clip_l, save_precision=save_precision,
-                                    overwrite=overwrite, progress=progress)
+                                    overwrite=overwrite, progress=progress, title=families.title(family))
     save_precision = save_precision or "fp16"
     dtype = save_dtype(save_precision, torch.float16)
     pipe, _ = _load(base, "base model", progress, config_dir)
