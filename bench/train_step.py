@@ -10,12 +10,18 @@ own process so that peak memory is measured per case.
   python bench/train_step.py --matrix gpu      # the GPU figures
   python bench/train_step.py --family flux --size real --blocks 1,1 --resolution 256
   python bench/train_step.py --matrix flux-cpu # real-width Flux with 1-2 blocks, extrapolated to 19 + 38 blocks
+  python bench/train_step.py --matrix klein-cpu  # real-width FLUX.2 klein 4B with 1-2 blocks, to 5 + 20 blocks
 
 Flux at real width: the transformer has the real width (3072, 24 heads) and `--blocks D,S` double and single
 blocks (19,38 is the real model); CLIP-L and the autoencoder are real size; T5-XXL has its real width (4096) with
 `--t5-layers` layers (24 is the real one; its outputs are cached and it is freed before the first step, so it adds
 to loading time and to the peak only before training). The flux-cpu matrix measures (1,1), (2,1) and (1,2) blocks
 and extrapolates time and memory linearly per block to the real 19 + 38.
+
+FLUX.2 klein at real width: the 4B transformer (3072, 24 heads) with `--blocks D,S` (5,20 is the real 4B), the real
+FLUX.2 autoencoder, and a Qwen3 of the real width (2560, so its stacked layers 9/18/27 have klein's 7680) and 27
+layers but 2 heads, a 256-wide MLP and the test tokenizer's vocabulary: its outputs are cached and it is freed
+before the first step, so it changes loading and caching only (`core estimate` models the real Qwen3 there).
 """
 from __future__ import annotations
 
@@ -44,6 +50,11 @@ MATRICES = {
     "flux-cpu": [
         ["--family", "flux", "--size", "real", "--resolution", "256", "--steps", "2", "--blocks", b,
          "--network-train-unet-only", "--t5-layers", "1", "--mixed-precision", "no"]
+        for b in ("1,1", "2,1", "1,2")
+    ],
+    "klein-cpu": [
+        ["--family", "flux2_klein", "--size", "real", "--resolution", "256", "--steps", "2", "--blocks", b,
+         "--network-train-unet-only", "--mixed-precision", "no"]
         for b in ("1,1", "2,1", "1,2")
     ],
     "gpu": [
@@ -83,6 +94,32 @@ def real_flux_components(blocks: tuple[int, int], t5_layers: int):
                  text_encoder_2=T5EncoderModel(t5cfg).to(dtype), tokenizer_2=t5_tokenizer(),
                  scheduler=FlowMatchEulerDiscreteScheduler.from_pretrained(folder / "scheduler"))
     return family_module("flux").components(FluxPipeline(**parts), "random flux", False)
+
+
+def real_klein_components(blocks: tuple[int, int]):
+    import torch
+    from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2KleinPipeline, Flux2Transformer2DModel
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    from core.families import family_module
+    from core.models.loading import shipped_config_dir
+    from tiny_klein import qwen_tokenizer
+
+    folder = shipped_config_dir("flux2_klein", "base-4b")
+    torch.manual_seed(0)
+    tcfg = dict(Flux2Transformer2DModel.load_config(folder / "transformer"))
+    tcfg.update(num_layers=blocks[0], num_single_layers=blocks[1])
+    dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    tok = qwen_tokenizer()
+    real = Qwen3Config.from_pretrained(folder / "text_encoder")
+    qcfg = Qwen3Config(hidden_size=real.hidden_size, num_hidden_layers=27, num_attention_heads=2, num_key_value_heads=1,
+                       head_dim=128, intermediate_size=256, vocab_size=len(tok), tie_word_embeddings=True,
+                       max_position_embeddings=1024, rms_norm_eps=real.rms_norm_eps, pad_token_id=tok.pad_token_id)
+    parts = dict(transformer=Flux2Transformer2DModel.from_config(tcfg).to(dtype),
+                 vae=AutoencoderKLFlux2.from_config(AutoencoderKLFlux2.load_config(folder / "vae")).to(dtype),
+                 text_encoder=Qwen3ForCausalLM(qcfg).to(dtype), tokenizer=tok,
+                 scheduler=FlowMatchEulerDiscreteScheduler.from_pretrained(folder / "scheduler"))
+    return family_module("flux2_klein").components(Flux2KleinPipeline(**parts), "random klein", False)
 
 
 def real_components(family: str):
@@ -133,13 +170,22 @@ def run_case(args) -> dict:
 
     if args.size == "real":
         blocks = tuple(int(x) for x in args.blocks.split(","))
-        comps = real_flux_components(blocks, args.t5_layers) if args.family == "flux" else real_components(args.family)
+        if args.family == "flux":
+            comps = real_flux_components(blocks, args.t5_layers)
+        elif args.family == "flux2_klein":
+            comps = real_klein_components(blocks)
+        else:
+            comps = real_components(args.family)
         trainer_mod.load_components = lambda *a, **k: comps
         model = "random"
     elif args.family == "flux":
         from tiny_flux import make_tiny_flux
 
         model = str(make_tiny_flux("dev"))
+    elif args.family == "flux2_klein":
+        from tiny_klein import make_tiny_klein
+
+        model = str(make_tiny_klein("base"))
     else:
         from tiny_models import make_tiny_sd15, make_tiny_sdxl
 
@@ -180,19 +226,20 @@ def run_case(args) -> dict:
         "steps_timed": len(times) - 1, "sec_per_step": round(sec, 4), "it_per_s": round(1 / sec, 3) if sec else None,
         "peak_mem_mib": round(peak, 1), "peak_kind": kind,
         **({"blocks": args.blocks, "t5_layers": args.t5_layers} if args.family == "flux" and args.size == "real" else {}),
+        **({"blocks": args.blocks} if args.family == "flux2_klein" and args.size == "real" else {}),
     }
 
 
-def extrapolate_flux(results: list[dict]) -> dict:
+def extrapolate_flux(results: list[dict], real: tuple[int, int] = (19, 38)) -> dict:
     """Time and peak memory of (1,1), (2,1), (1,2) blocks -> per double block, per single block, the rest, and
-    the real 19 + 38 blocks (linear in the block counts)."""
+    the real model's blocks (Flux.1 19 + 38, klein 4B 5 + 20; linear in the block counts)."""
     by = {r["blocks"]: r for r in results}
-    out = {"extrapolated_to": "19,38", "basis": "linear per block from (1,1), (2,1), (1,2) at real width"}
+    out = {"extrapolated_to": f"{real[0]},{real[1]}", "basis": "linear per block from (1,1), (2,1), (1,2) at real width"}
     for key in ("sec_per_step", "peak_mem_mib"):
         base, d, s = by["1,1"][key], by["2,1"][key] - by["1,1"][key], by["1,2"][key] - by["1,1"][key]
         out[f"{key}_per_double_block"] = round(d, 3)
         out[f"{key}_per_single_block"] = round(s, 3)
-        out[key] = round(base + 18 * d + 37 * s, 2)
+        out[key] = round(base + (real[0] - 1) * d + (real[1] - 1) * s, 2)
     out["it_per_s"] = round(1 / out["sec_per_step"], 4) if out["sec_per_step"] > 0 else None
     out["device"] = results[0]["device"]
     return out
@@ -200,8 +247,9 @@ def extrapolate_flux(results: list[dict]) -> dict:
 
 def parse(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--family", choices=["sd15", "sdxl", "flux"], default="sd15")
-    p.add_argument("--blocks", default="19,38", help="Flux at real size: double,single blocks (19,38 = Flux.1)")
+    p.add_argument("--family", choices=["sd15", "sdxl", "flux", "flux2_klein"], default="sd15")
+    p.add_argument("--blocks", default="", help="Flux / klein at real size: double,single blocks (default the real "
+                                                "model: 19,38 Flux.1, 5,20 klein 4B)")
     p.add_argument("--t5-layers", type=int, default=24, help="Flux at real size: T5-XXL layers (24 = the real one)")
     p.add_argument("--size", choices=["tiny", "real"], default="tiny")
     p.add_argument("--resolution", type=int, default=64)
@@ -229,9 +277,10 @@ def main(argv=None) -> int:
             res["wall_s"] = round(time.time() - t0, 1)
             results.append(res)
             print(json.dumps(res), flush=True)
-        if args.matrix == "flux-cpu" and all("error" not in r for r in results):
-            print(json.dumps(extrapolate_flux(results)), flush=True)
+        if args.matrix in ("flux-cpu", "klein-cpu") and all("error" not in r for r in results):
+            print(json.dumps(extrapolate_flux(results, (19, 38) if args.matrix == "flux-cpu" else (5, 20))), flush=True)
         return 0 if all("error" not in r for r in results) else 1
+    args.blocks = args.blocks or ("5,20" if args.family == "flux2_klein" else "19,38")
     print(json.dumps(run_case(args)))
     return 0
 

@@ -66,9 +66,13 @@ def resolve_family(cfg, family: str | None = None) -> tuple[str, str]:
         from ..models.loading import detect_family
 
         fam = detect_family(model, "auto", cfg.base_config_dir)[0]
-    if families.find(fam) is None:
+    spec = families.find(fam)
+    if spec is None:
         raise ValueError(f"family {fam!r}: use {', '.join(families.names())}")
-    return fam, str(config_folder(fam, model if local else ""))
+    if cfg.base_config_dir and (Path(cfg.base_config_dir).expanduser() / "model_index.json").is_file():
+        return fam, str(Path(cfg.base_config_dir).expanduser())
+    variant = spec.variant_of(model) if local and spec.variant_of else None  # a single file: its size / variant
+    return fam, str(config_folder(fam, model if local else "", variant))
 
 
 def estimate(cfg, family: str | None = None) -> Estimate:
