@@ -1,6 +1,7 @@
 """FLUX.2 klein in the real GUI (headless Debian chromium, the real trainer): a transformer-only klein file asks for
 (and finds) its Qwen3 and FLUX.2 autoencoder files, not Flux.1's; a tiny klein folder trains to "completed" with
-sample images. Screenshots: test-artifacts/klein_parts.png, klein_trained.png."""
+sample images, and the Generate tab draws with the LoRA (CFG, negative prompt). Screenshots:
+test-artifacts/klein_parts.png, klein_trained.png, klein_generate.png."""
 from __future__ import annotations
 
 import json
@@ -80,3 +81,27 @@ def test_klein_form_finds_its_parts_and_trains(page, app):
     assert sorted((app["root"] / "out" / "klein_gui" / "samples").glob("*.png")), "no sample images"
     assert (app["root"] / "out" / "klein_gui.safetensors").is_file()
     shot(page, "klein_trained.png")
+
+    # Generate with the new LoRA: klein base samples with CFG and a negative prompt
+    page.get_by_role("tab", name="Generate").click()
+    box = page.locator("#gen-model input").first
+    box.click()
+    page.locator("#gen-model li[role=option]", has_text="tiny-klein-base").first.click()
+    expect(page.locator("#gen-negative")).to_be_visible()
+    expect(page.locator("#gen-cfg")).to_contain_text("klein base")
+    lora = page.locator("#gen-lora-1 input").first
+    lora.click()
+    page.locator("#gen-lora-1 li[role=option]", has_text="klein_gui").first.click()
+    for elem, value in (("gen-width", 64), ("gen-height", 64), ("gen-steps", 3)):
+        num = page.locator(f"#{elem} input[type=number]").first
+        num.fill(str(value))
+        num.press("Tab")
+    page.locator("#gen-prompt textarea").fill("zqx, a red square")
+    page.locator("#gen-negative textarea").fill("blurry")
+    page.click("#gen-generate")
+    expect(page.locator("#gen-status")).to_contain_text("Done: 1 image", timeout=180_000)
+    expect(page.locator("#gen-gallery img").first).to_be_visible()
+    params = page.locator("#gen-params textarea")
+    expect(params).to_have_value(__import__("re").compile(r"<lora:klein_gui:1>[\s\S]*Negative prompt: blurry"
+                                                           r"[\s\S]*CFG scale: 4"))
+    shot(page, "klein_generate.png")

@@ -252,7 +252,7 @@ def test_generate_uses_klein_loras_with_cfg_and_a_negative_prompt_and_makes_a_gr
     zero, _ = px([(str(final), 0.0)])
     assert np.abs(on - base).max() > 0 and np.array_equal(zero, base)
     assert gen.warnings == [], gen.warnings  # no "unexpected keys" from diffusers' klein loader
-    assert "CFG scale: 4" in params and "zqx_klein" in params
+    assert "CFG scale: 4" in params and "zqx_klein" in params and "Sampler: Euler," in params
     neg, params = px(negative="blurry")
     assert np.abs(neg - base).max() > 0 and "Negative prompt: blurry" in params
     grid = gen.compare_grid(PROMPT, "", [str(out / "zqx_klein-step00000003.safetensors"), str(final)],
@@ -285,3 +285,13 @@ def test_qwen3_in_fp8_while_caching(tiny_klein_base, tiny_dataset, tmp_path):
     fp8 = estimate(validate({**real, "qwen3_precision": "fp8"}), "flux2_klein")
     assert bf16.phase == "caching" and fp8.caching_gb < bf16.caching_gb - 3, (bf16.caching_gb, fp8.caching_gb)
     assert fp8.settings["qwen3_precision"] == "fp8" and "t5xxl_precision" not in fp8.settings
+
+
+def test_guided_start_fills_the_form_for_a_klein_base_on_8_gb(tiny_klein_base, tiny_dataset):
+    from core.config.guided import guided_start
+
+    g = guided_start("character", str(tiny_klein_base), None, str(tiny_dataset), 8)
+    assert g.ok and g.family == "flux2_klein", g.problems
+    v = g.values
+    assert (v["base_precision"], v["qwen3_precision"], v["timestep_sampling"]) == ("fp8", "fp8", "flux2_shift")
+    assert any("Qwen3 in fp8" in r for r in g.reasons)

@@ -311,8 +311,10 @@ class Generator:
         self.pipe.scheduler = self.family.sample_scheduler(sampler, self._scheduler_config)
 
     def _params(self, clean, negative, steps, sampler, guidance, seed, w, h, clip_skip, loras) -> str:
-        if not self.family.uses_cfg:  # Flux: one sampler, distilled guidance, no negative prompt
-            params = a1111_parameters(clean, "", steps, "euler", float(guidance), seed, w, h, model=self.model,
+        way = self.family.spec.sampling_for(self.model)  # the loaded model's variant (klein distilled: no CFG)
+        sampler = sampler if way.samplers else "euler"  # flow-matching models sample with their own Euler
+        if not way.negative_prompt:  # Flux: one sampler, distilled guidance (or none), no negative prompt
+            params = a1111_parameters(clean, "", steps, sampler, float(guidance), seed, w, h, model=self.model,
                                       loras=loras)
             return params.replace("CFG scale:", "Distilled CFG Scale:", 1)
         params = a1111_parameters(clean, negative, steps, sampler, float(guidance), seed, w, h, model=self.model,
