@@ -7,7 +7,8 @@ import sys
 from typing import Any, get_origin
 
 from .config.fields import all_fields
-from .config.schema import GROUPS, TrainConfig
+from .config.params import GROUPS
+from .config.schema import TrainConfig
 
 
 def _add_schema_options(parser: argparse.ArgumentParser) -> None:

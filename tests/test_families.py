@@ -42,6 +42,7 @@ def test_every_family_keeps_the_contract(spec):
     fields = TrainConfig.model_fields
     for name in spec.fields:
         assert spec.name in fields[name].json_schema_extra["families"], name
+    assert set(spec.settings) <= set(spec.fields)  # the settings it declares itself are among those it uses
     for part in spec.parts:
         assert part.setting in spec.fields and part.role in ("vae", "text_encoder", "text_encoder_2")
     # single files load offline with the configs it ships, one folder per variant

@@ -100,7 +100,8 @@ def listed(page) -> list[str]:
 
 def test_preset_list_is_narrowed_by_family_and_gpu_memory(page, app):
     everything = listed(page)
-    assert len(everything) == 55 and "Demo (CPU)" in everything and "Flux.1 dev · style · 16 GB" in everything
+    assert len(everything) == 71 and "Demo (CPU)" in everything and "Flux.1 dev · style · 16 GB" in everything
+    assert "FLUX.2 klein base 4B · character · 8 GB" in everything
     page.locator("#preset-family").get_by_label("SDXL", exact=True).check()
     expect(page.locator("#preset-family").get_by_label("SDXL", exact=True)).to_be_checked()
     page.wait_for_timeout(500)

@@ -14,7 +14,8 @@ import gradio as gr
 
 from core.config.toml_io import ConfigError, validate
 from core.config.fields import all_fields
-from core.config.schema import GROUPS, TrainConfig
+from core.config.params import GROUPS
+from core.config.schema import TrainConfig
 
 WORDS = {"lr": "LR", "snr": "SNR", "vae": "VAE", "lora": "LoRA", "ff": "FF", "sdpa": "SDPA", "n": "N", "reso": "resolution",
          "dir": "folder", "num": "number of", "dim": "dim", "te": "TE", "dora": "DoRA", "unet": "UNet", "proj": "proj",

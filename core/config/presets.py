@@ -21,7 +21,8 @@ import tomli_w
 
 from .toml_io import ConfigError, atomic_write_text, flatten, validate
 from .fields import all_fields, field_meta
-from .schema import GROUPS, TrainConfig
+from .params import GROUPS
+from .schema import TrainConfig
 
 PRESETS_DIR = Path(__file__).resolve().parents[2] / "presets"
 USER_DIR = PRESETS_DIR / "user"

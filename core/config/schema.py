@@ -3,45 +3,21 @@
 Each field is declared once with :func:`param`: type, default, range or choices, plain-words
 help, group and basic/advanced level. The CLI (``--help``, ``--set``), TOML configs, presets
 and the GUI form are all derived from :class:`TrainConfig`. Key names follow kohya's
-sd-scripts wherever the concept is the same.
+sd-scripts wherever the concept is the same. A setting that one model family alone has (Flux.1's clip_l,
+klein's qwen3 ...) is declared by that family (core/families, `FamilySpec.settings`, with the same
+:func:`core.config.params.param`) and added to :class:`TrainConfig` here.
 """
 from __future__ import annotations
 
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, create_model, field_validator, model_validator
 
 from .. import families
 from .family_settings import mark_family_fields, no_lycoris, unused_settings
-
-GROUPS: dict[str, str] = {
-    "model": "Base model",
-    "data": "Dataset and captions",
-    "output": "Output and saving",
-    "network": "LoRA network",
-    "optim": "Learning rate and optimizer",
-    "train": "Training length and batches",
-    "quality": "Loss and noise",
-    "memory": "Speed and memory",
-    "sample": "Sample images",
-    "validation": "Validation and the best epoch",
-    "flux": "Flux.1 / FLUX.2",
-}
-
+from .params import param
 
 FAMILY_CHOICES = ("auto", *families.names())
-
-
-def param(default: Any, *, help: str, group: str, basic: bool = False, own: bool | None = None, **kw: Any) -> Any:
-    """Declare one parameter: its default, help text, GUI group and level, plus pydantic limits. `own`: the user's
-    own input (their model and its files, folders, names, words) that presets keep; the whole model group is.
-    Which model families a parameter applies to is not said here: each family lists the family-only settings it
-    uses (core/families), and the GUI shows those only for it."""
-    assert group in GROUPS, group
-    extra: dict[str, Any] = {"group": group, "basic": basic}
-    if own if own is not None else group == "model":
-        extra["own"] = True
-    return Field(default, description=help, json_schema_extra=extra, **kw)
 
 
 OptimizerName = Literal["AdamW", "AdamW8bit", "Lion", "Lion8bit", "Prodigy", "Adafactor", "SGD"]
@@ -73,23 +49,10 @@ class TrainConfig(BaseModel):
         "", group="model",
         help="Optional diffusers config folder for a single-file checkpoint whose architecture differs from "
              "the standard one. Normally left empty: the standard configs ship with the program.")
-    clip_l: str = param(
-        "", group="model", basic=True,
-        help="Flux: the CLIP-L text encoder file (clip_l.safetensors), needed when the base model file holds only "
-             "the transformer (flux1-dev.safetensors from Black Forest Labs, a ComfyUI 'unet' file).")
-    t5xxl: str = param(
-        "", group="model", basic=True,
-        help="Flux: the T5-XXL text encoder file (t5xxl_fp16.safetensors or t5xxl_fp8_e4m3fn.safetensors), needed "
-             "when the base model file holds only the transformer.")
     ae: str = param(
         "", group="model", basic=True,
         help="Flux: the autoencoder file (ae.safetensors; FLUX.2 klein: flux2-vae.safetensors), needed when the base "
              "model file holds only the transformer.")
-    qwen3: str = param(
-        "", group="model", basic=True,
-        help="FLUX.2 klein: the Qwen3 text encoder file (qwen_3_4b.safetensors for klein 4B, qwen_3_8b.safetensors "
-             "for 9B), needed when the base model file holds only the transformer (a ComfyUI 'diffusion_models' "
-             "file).")
     clip_skip: int = param(
         1, group="model", ge=1, le=4,
         help="Use the output of the N-th last text-encoder layer (2 is common for anime SD1.5 models).")
@@ -111,14 +74,6 @@ class TrainConfig(BaseModel):
         "raw", group="flux",
         help="Flux: how the transformer output is compared. raw (recommended): as the velocity noise - image; "
              "additive: output + noisy input; sigma_scaled: as an estimate of the clean image.")
-    guidance_scale: float = param(
-        1.0, group="flux", ge=0.0, le=100.0,
-        help="Flux dev: the distilled-guidance value fed to the transformer while training (1.0 is what sd-scripts' "
-             "guide and FluxGym train with). Samples use --g in the prompt line (default 3.5).")
-    t5xxl_max_token_length: int = param(
-        0, group="flux", ge=0, le=512,
-        help="Flux: T5 tokens per caption, 16-512 (0 = the model's own: 512 for dev, 256 for schnell). Lower = "
-             "faster, but long captions are cut.")
     flux_lora_layers: Literal["all", "attention"] = param(
         "all", group="flux",
         help="Flux: 'all' trains every Linear layer of the double and single blocks (attention, feed-forward, "
@@ -375,16 +330,6 @@ class TrainConfig(BaseModel):
              "stored as float8 and computed in the mixed_precision dtype, about half the VRAM of the weights (kohya's "
              "fp8_base). nf4: 4-bit NF4 through bitsandbytes (QLoRA), about a quarter. The LoRA itself always trains "
              "in full precision and its file is the same. fp8 turns on gradient_checkpointing.")
-    t5xxl_precision: Literal["auto", "fp8"] = param(
-        "auto", group="memory",
-        help="Flux: how T5-XXL is kept while the captions are encoded (then it is freed). auto: in the mixed_precision "
-             "dtype, 9.5 GB. fp8: its Linear weights stored as float8 and computed in the mixed_precision dtype, about "
-             "4.9 GB, as sd-scripts' fp8_base does; the cached captions differ slightly. An fp8 T5 file stays fp8.")
-    qwen3_precision: Literal["auto", "fp8"] = param(
-        "auto", group="memory",
-        help="FLUX.2 klein: how the Qwen3 text encoder is kept while the captions are encoded (then it is freed). "
-             "auto: in the mixed_precision dtype (Qwen3-4B 8 GB, Qwen3-8B 16 GB). fp8: its Linear weights stored as "
-             "float8 and computed in the mixed_precision dtype, about half; the cached captions differ slightly.")
     blocks_to_swap: int = param(
         0, group="memory", ge=0, le=57,
         help="Keep the frozen weights of the last N blocks in CPU RAM and copy each in for its forward pass: less "
@@ -534,4 +479,7 @@ class TrainConfig(BaseModel):
         return not self.network_train_unet_only
 
 
+# the settings a family declares itself (core/families: FamilySpec.settings), after those every family shares
+TrainConfig = create_model("TrainConfig", __base__=TrainConfig, __module__=__name__,  # type: ignore[misc]
+                           **{name: decl for spec in families.all_families() for name, decl in spec.settings.items()})
 mark_family_fields(TrainConfig)

@@ -14,7 +14,8 @@ from pydantic import ValidationError
 
 from ..failures import free_bytes
 from .fields import field_meta
-from .schema import GROUPS, TrainConfig
+from .params import GROUPS
+from .schema import TrainConfig
 
 
 class ConfigError(ValueError):

@@ -77,6 +77,9 @@ class FamilySpec:
     architectures: tuple[str, ...] = ()  # modelspec.architecture prefixes (first = what we write)
     siblings: tuple[str, ...] = ()  # families whose LoRAs load onto this one (SD 1.5 <-> SD 2.x layouts)
     fields: tuple[str, ...] = ()  # family-only settings it uses (shown and validated for it alone)
+    # settings only this family has, declared here ({name: (type, core.config.params.param(...))}): the schema adds
+    # them to TrainConfig, so a new family adds its own settings without editing the schema (list them in `fields`)
+    settings: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     parts: tuple[Part, ...] = ()  # separate files a denoiser-only checkpoint needs
     lora_format: str = "kohya"  # kohya: lora_unet_/lora_te_ keys; diffusers: transformer./text_encoder. keys
     lycoris: bool = True  # LoHa / LoKr files load wherever this family's LoRAs do

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
+from ..config.params import param
 from . import Estimate, FamilySpec, Part, Sampling
 
 SIZES = {3072: "4b", 4096: "9b"}  # the transformer's width -> its size
@@ -33,6 +35,19 @@ def variant_of(model: str) -> str | None:
     return None
 
 
+SETTINGS = {
+    "qwen3": (str, param(
+        "", group="model", basic=True,
+        help="FLUX.2 klein: the Qwen3 text encoder file (qwen_3_4b.safetensors for klein 4B, qwen_3_8b.safetensors "
+             "for 9B), needed when the base model file holds only the transformer (a ComfyUI 'diffusion_models' "
+             "file).")),
+    "qwen3_precision": (Literal["auto", "fp8"], param(
+        "auto", group="memory",
+        help="FLUX.2 klein: how the Qwen3 text encoder is kept while the captions are encoded (then it is freed). "
+             "auto: in the mixed_precision dtype (Qwen3-4B 8 GB, Qwen3-8B 16 GB). fp8: its Linear weights stored as "
+             "float8 and computed in the mixed_precision dtype, about half; the cached captions differ slightly.")),
+}
+
 BASE = Sampling(negative_prompt=True, guidance_label="Guidance (CFG; klein base: about 4)", guidance=4.0, steps=50,
                 samplers=False, clip_skip=False)
 DISTILLED = Sampling(negative_prompt=False, guidance=None, steps=4, samplers=False, clip_skip=False)
@@ -48,7 +63,7 @@ FAMILIES = (
         native_resolution=1024, min_resolution=512, size_multiple=16,
         versions=("flux2_klein", "flux.2-klein", "flux2-klein"), architectures=("flux-2-klein", "flux.2-klein", "flux2_klein"),
         fields=("ae", "qwen3", "timestep_sampling", "sigmoid_scale", "discrete_flow_shift", "model_prediction_type",
-                "flux_lora_layers", "qwen3_precision"),
+                "flux_lora_layers", *SETTINGS), settings=SETTINGS,
         parts=(Part("ae", "vae", "the FLUX.2 autoencoder (flux2-vae.safetensors)",
                     names=("*flux2*vae*", "*flux-2*vae*", "*flux.2*vae*", "*flux2*ae.*", "*klein*vae*")),
                Part("qwen3", "text_encoder", "the Qwen3 text encoder (qwen_3_4b.safetensors / qwen_3_8b.safetensors)",
