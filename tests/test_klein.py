@@ -295,3 +295,13 @@ def test_guided_start_fills_the_form_for_a_klein_base_on_8_gb(tiny_klein_base, t
     v = g.values
     assert (v["base_precision"], v["qwen3_precision"], v["timestep_sampling"]) == ("fp8", "fp8", "flux2_shift")
     assert any("Qwen3 in fp8" in r for r in g.reasons)
+
+
+def test_klein_attention_only_lora(tiny_klein_base, tiny_dataset, tmp_path):
+    train_in_process(klein_config(tiny_klein_base, tiny_dataset, tmp_path, max_train_steps=2,
+                                  flux_lora_layers="attention"))
+    with safe_open(str(tmp_path / "lora.safetensors"), "pt") as f:
+        modules = {k.rsplit(".lora_", 1)[0] for k in f.keys()}
+    # q/k/v/out and the text stream's add_q/k/v and to_add_out of the double block; the single block's fused
+    # attention + MLP input and output (BFL fuses them, so attention-only cannot leave the MLP out there)
+    assert len(modules) == 10 and all(".attn." in m for m in modules)

@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from core.config.toml_io import ConfigError, validate
 from tiny_flux import make_tiny_flux
+from tiny_klein import make_tiny_klein
 from train_helpers import tiny_config, train_in_process
 
 REPO = Path(__file__).resolve().parent.parent
@@ -24,6 +25,8 @@ def _cfg(family, model, data, out, **kw):
     base = dict(max_train_steps=4)
     if family == "flux":
         base.update(t5xxl_max_token_length=T5_LEN, bucket_reso_steps=32, network_train_unet_only=True)
+    if family == "flux2_klein":
+        base.update(bucket_reso_steps=32, network_train_unet_only=True, timestep_sampling="flux2_shift")
     base.update(kw)
     return tiny_config(model, data, out, **base)
 
@@ -45,7 +48,7 @@ def auto_runs(tiny_sd15, tiny_flux_dev, tiny_dataset, tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        for family, model in (("sd15", tiny_sd15), ("flux", tiny_flux_dev)):
+        for family, model in (("sd15", tiny_sd15), ("flux", tiny_flux_dev), ("flux2_klein", make_tiny_klein("base"))):
             t = train_in_process(_cfg(family, model, tiny_dataset, tmp_path_factory.mktemp(family),
                                       gradient_checkpointing=True))
             out[family] = (model, _lora(t))
@@ -54,7 +57,7 @@ def auto_runs(tiny_sd15, tiny_flux_dev, tiny_dataset, tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("family", ["sd15", "flux"])
+@pytest.mark.parametrize("family", ["sd15", "flux", "flux2_klein"])
 @pytest.mark.parametrize("precision", ["fp8", "nf4"])
 def test_base_precision_trains_a_lora_with_the_keys_of_auto(family, precision, auto_runs, tiny_dataset, tmp_path):
     model, auto = auto_runs[family]
@@ -85,7 +88,7 @@ def test_base_precision_trains_a_lora_with_the_keys_of_auto(family, precision, a
     assert cos > 0.5, cos
 
 
-@pytest.mark.parametrize("family", ["sd15", "flux"])
+@pytest.mark.parametrize("family", ["sd15", "flux", "flux2_klein"])
 def test_blocks_to_swap_gives_the_same_lora(family, auto_runs, tiny_dataset, tmp_path, one_thread):
     """The same LoRA within float rounding, both runs on one CPU thread. Not bit for bit (measured: on SD1.5 142 of
     420 tensors equal, the rest within 4e-5; two threads late in a long session: up to 5e-4), although one forward
@@ -93,7 +96,7 @@ def test_blocks_to_swap_gives_the_same_lora(family, auto_runs, tiny_dataset, tmp
     copies at other addresses, which CPU kernels may round differently, and 4 Adam steps enlarge that. A wrong swap
     changes the learned part by its own size; here it differs by about 1e-5 of it."""
     model, plain = auto_runs[family]
-    n = 3 if family == "sd15" else 2  # tiny Flux: 1 double + 1 single block, both swapped
+    n = 3 if family == "sd15" else 2  # tiny Flux / klein: 1 double + 1 single block, both swapped
     t = train_in_process(_cfg(family, model, tiny_dataset, tmp_path, blocks_to_swap=n))
     sw = t.memory.swapper
     assert sw is not None and len(sw.names) == n and sw.onloads > 0 and sw.offloads > 0
