@@ -48,6 +48,22 @@ def running_app(cmd: list[str], port: int, root: Path, env: dict[str, str],
         log.close()
 
 
+@contextmanager
+def app_with_real_trainer(root: Path, models: Path, out: Path) -> Iterator[str]:
+    """app.py with its settings in `root` (models folder `models`, LoRAs and outputs in `out`), the real trainer,
+    offline; yields the page's URL."""
+    import json
+
+    settings = root / "settings.json"
+    settings.write_text(json.dumps({"models_dir": str(models), "loras_dir": str(out), "outputs_dir": str(out)}))
+    env = {k: v for k, v in os.environ.items() if k != "LW_TRAINER_CMD"}
+    env.update(GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1")
+    port = free_port()
+    cmd = [sys.executable, str(REPO / "app.py"), "--port", str(port), "--settings", str(settings)]
+    with running_app(cmd, port, root, env) as (url, _):
+        yield url
+
+
 def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
     """Ask a process to end (SIGTERM), and kill it if it has not within `timeout` seconds."""
     proc.terminate()

@@ -4,15 +4,19 @@ trains to "completed" with sample images; the Generate tab draws with the new Lo
 Screenshots: test-artifacts/flux_form.png, flux_parts.png, flux_trained.png, flux_generate.png."""
 from __future__ import annotations
 
-import json
-import os
-import sys
 from pathlib import Path
 
 import pytest
 
-from gui_server import app_page, field, fill, free_port, playwright_api, running_app, shot
-from test_gui_training import CHROMIUM, REPO
+from gui_server import (
+    app_page,
+    app_with_real_trainer,
+    field,
+    fill,
+    playwright_api,
+    shot,
+)
+from test_gui_training import CHROMIUM
 from tiny_flux import make_flux_single_files, make_tiny_flux
 
 if playwright_api is not None:
@@ -35,14 +39,7 @@ def app(tmp_path_factory, tiny_dataset):
     (models / "text_encoders" / "t5xxl_fp8_e4m3fn.safetensors").symlink_to(files / "t5xxl_fp16.safetensors")
     (models / "text_encoders" / "t5xxl_fp16.safetensors").symlink_to(files / "t5xxl_fp16.safetensors")
     (models / "vae" / "ae.safetensors").symlink_to(files / "ae.safetensors")
-    settings = root / "settings.json"
-    settings.write_text(json.dumps({"models_dir": str(models), "loras_dir": str(root / "out"),
-                                    "outputs_dir": str(root / "out")}))
-    env = {k: v for k, v in os.environ.items() if k != "LW_TRAINER_CMD"}
-    env.update(GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1")
-    port = free_port()
-    cmd = [sys.executable, str(REPO / "app.py"), "--port", str(port), "--settings", str(settings)]
-    with running_app(cmd, port, root, env) as (url, _):
+    with app_with_real_trainer(root, models, root / "out") as url:
         yield {"url": url, "root": root, "models": models, "data": tiny_dataset}
 
 

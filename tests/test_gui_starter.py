@@ -3,15 +3,12 @@ dataset, Demo preset), and pressing Start trains a LoRA with the real trainer wh
 concept (stars). Debian chromium drives the real app; screenshots go to test-artifacts/."""
 from __future__ import annotations
 
-import json
-import os
-import sys
 from pathlib import Path
 
 import pytest
 
-from gui_server import app_page, running_app
-from test_gui_training import field, free_port, playwright_api, shot
+from gui_server import app_page, app_with_real_trainer
+from test_gui_training import field, playwright_api, shot
 
 REPO = Path(__file__).resolve().parent.parent
 TOY = REPO / "models" / "toy-sd15"
@@ -27,14 +24,7 @@ def fresh_app(tmp_path_factory):
         pytest.fail("the toy model is missing: build it with `python -m core.toy.build --out models/toy-sd15`")
     root = tmp_path_factory.mktemp("fresh")
     (root / "models").mkdir()
-    settings = root / "settings.json"
-    settings.write_text(json.dumps({"models_dir": str(root / "models"), "loras_dir": str(root / "out"),
-                                    "outputs_dir": str(root / "out")}))
-    env = {k: v for k, v in os.environ.items() if k != "LW_TRAINER_CMD"}
-    env.update(GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1")
-    port = free_port()
-    cmd = [sys.executable, str(REPO / "app.py"), "--port", str(port), "--settings", str(settings)]
-    with running_app(cmd, port, root, env) as (url, _):
+    with app_with_real_trainer(root, root / "models", root / "out") as url:
         yield {"url": url, "root": root}
 
 

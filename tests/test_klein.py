@@ -2,16 +2,13 @@
 single files from a ComfyUI models folder, resume, detection and the distilled-model warning."""
 from __future__ import annotations
 
-import os
-import signal
-
 import pytest
 import torch
 from safetensors import safe_open
 
 from core.config.toml_io import save_config
 from core.models.detect import detect_single_file_family
-from test_resume import _assert_same, _events, _start, _wait_for
+from test_resume import _assert_same, sigkill_then_resume
 from tiny_klein import klein_to_bfl, make_klein_single_files, make_tiny_klein
 from train_helpers import CaptureLogs, run_cli, tiny_config, train_in_process
 
@@ -209,25 +206,9 @@ def test_klein_and_flux2_dev_files_are_told_apart_by_width():
 
 
 def test_klein_sigkill_then_resume_is_bit_identical(tiny_klein_base, tiny_dataset, tmp_path, one_thread):
-    def config(out):
-        out.mkdir(parents=True, exist_ok=True)
-        cfg = klein_config(tiny_klein_base, tiny_dataset, out, max_train_steps=24, save_state_every_n_steps=4,
-                           learning_rate=1e-3)
-        save_config(cfg, out / "run.toml")
-        return out / "run.toml"
-
-    ref = config(tmp_path / "ref")
-    r = run_cli("train", "--config", str(ref))
-    assert r.returncode == 0, r.stdout + r.stderr
-    run = config(tmp_path / "run")
-    proc = _start(run)
-    _wait_for(tmp_path / "run", lambda e: e["type"] == "checkpoint" and e["kind"] == "state" and e["step"] >= 8, proc)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(30)
-    assert _events(tmp_path / "run")[-1]["type"] != "end"
-    r = run_cli("train", "--config", str(run), "--resume")
-    assert r.returncode == 0, r.stdout + r.stderr
-    _assert_same(tmp_path / "run" / "lora.safetensors", tmp_path / "ref" / "lora.safetensors")
+    out = sigkill_then_resume(tiny_klein_base, tiny_dataset, tmp_path, timestep_sampling="flux2_shift",
+                              network_train_unet_only=True)
+    _assert_same(out / "lora.safetensors", tmp_path / "reference" / "lora.safetensors")
 
 
 def test_generate_uses_klein_loras_with_cfg_and_a_negative_prompt_and_makes_a_grid(tiny_klein_base, tiny_dataset,

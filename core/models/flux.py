@@ -122,23 +122,11 @@ class Flux(ModelFamily):
         return comps
 
     def prepare(self, comps: Components, cfg) -> list[str]:
-        if cfg.use_dora:
-            raise ValueError("use_dora: DoRA is not available for Flux (ComfyUI and diffusers read a Flux DoRA file "
-                             "differently, so no single file applies the trained change in both). Turn use_dora off.")
-        if cfg.network_type in ("loha", "lokr"):
-            from ..config.family_settings import no_lycoris
-
-            raise ValueError(no_lycoris(self.name))
-        if cfg.bucket_reso_steps % 16 or any(s % 16 for s in cfg.resolution_wh):
-            raise ValueError(f"resolution {cfg.resolution} / bucket_reso_steps {cfg.bucket_reso_steps}: Flux needs "
-                             "sides that are multiples of 16 pixels (e.g. 512, 768, 1024 and bucket_reso_steps 64).")
+        notes = self.plain_lora_checks(cfg, "Flux", "ComfyUI and diffusers read a Flux DoRA file differently, so no "
+                                                    "single file applies the trained change in both")
         variant = comps.extra["variant"]
         comps.extra["t5_length"] = cfg.t5xxl_max_token_length or T5_DEFAULT_LENGTH[variant]
         comps.extra["guidance"] = cfg.guidance_scale if variant == "dev" else None
-        notes = []
-        if cfg.mixed_precision == "fp16":
-            notes.append("mixed_precision fp16: Flux was made in bf16 and overflows in fp16 on many GPUs (NaN loss, "
-                         "black samples). Use bf16 (RTX 30xx and newer).")
         if variant == "schnell" and cfg.guidance_scale != 1.0:
             notes.append("guidance_scale is ignored: Flux schnell has no guidance input.")
         return notes
@@ -217,6 +205,23 @@ class Flux(ModelFamily):
 
     def set_plain_attention(self, model: nn.Module) -> None:
         pass  # Flux's attention processor is SDPA only
+
+    def plain_lora_checks(self, cfg, words: str, why_no_dora: str) -> list[str]:
+        """What Flux.1 and FLUX.2 klein refuse (DoRA, LyCORIS: their files are in the diffusers form, which loads only
+        as plain LoRA; sides not multiple of 16 pixels: 8 px latents in 2x2 patches) and the fp16 warning."""
+        if cfg.use_dora:
+            raise ValueError(f"use_dora: DoRA is not available for {words} ({why_no_dora}). Turn use_dora off.")
+        if cfg.network_type in ("loha", "lokr"):
+            from ..config.family_settings import no_lycoris
+
+            raise ValueError(no_lycoris(self.name))
+        if cfg.bucket_reso_steps % 16 or any(s % 16 for s in cfg.resolution_wh):
+            raise ValueError(f"resolution {cfg.resolution} / bucket_reso_steps {cfg.bucket_reso_steps}: {words} needs "
+                             "sides that are multiples of 16 pixels (e.g. 512, 768, 1024 and bucket_reso_steps 64).")
+        if cfg.mixed_precision == "fp16":
+            return [f"mixed_precision fp16: {words} was made in bf16 and overflows in fp16 on many GPUs (NaN loss, "
+                    "black samples). Use bf16 (RTX 30xx and newer)."]
+        return []
 
     # --------------------------------------------------------------- LoRA
     def denoiser_targets(self, model: nn.Module, spec) -> tuple[list[str], list[str]]:

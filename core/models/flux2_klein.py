@@ -76,22 +76,10 @@ class Flux2Klein(ModelFamily):
         comps.extra["variant"] = variant_of(pipe)
         return comps
 
-    def prepare(self, comps: Components, cfg) -> list[str]:
-        if cfg.use_dora:
-            raise ValueError("use_dora: DoRA is not available for FLUX.2 klein (diffusers loads these LoRAs only as "
-                             "plain LoRA). Turn use_dora off.")
-        if cfg.network_type in ("loha", "lokr"):
-            from ..config.family_settings import no_lycoris
+    plain_lora_checks = Flux.plain_lora_checks
 
-            raise ValueError(no_lycoris(self.name))
-        if cfg.bucket_reso_steps % 16 or any(s % 16 for s in cfg.resolution_wh):
-            raise ValueError(f"resolution {cfg.resolution} / bucket_reso_steps {cfg.bucket_reso_steps}: FLUX.2 klein "
-                             "needs sides that are multiples of 16 pixels (e.g. 512, 768, 1024 and bucket_reso_steps "
-                             "64).")
-        notes = []
-        if cfg.mixed_precision == "fp16":
-            notes.append("mixed_precision fp16: FLUX.2 klein was made in bf16 and overflows in fp16 on many GPUs "
-                         "(NaN loss, black samples). Use bf16 (RTX 30xx and newer).")
+    def prepare(self, comps: Components, cfg) -> list[str]:
+        notes = self.plain_lora_checks(cfg, "FLUX.2 klein", "diffusers loads its LoRAs only as plain LoRA")
         if not comps.extra["variant"].startswith("base"):
             notes.append("This is the distilled FLUX.2 klein (4-step) model. LoRAs train better on klein base (the "
                          "undistilled model, what musubi-tuner and diffusion-pipe train on): distillation fixed the "
