@@ -230,10 +230,13 @@ class Flux(ModelFamily):
         for name, mod in model.named_modules():
             if not isinstance(mod, nn.Linear) or not name.startswith(BLOCKS):
                 continue
-            if spec.layers == "attention" and not any(name.endswith("." + s) for s in FLUX_ATTENTION):
+            if spec.layers == "attention" and not self.is_attention(name):
                 continue
             names.append(name)
         return names, []
+
+    def is_attention(self, name: str) -> bool:
+        return any(name.endswith("." + s) for s in FLUX_ATTENTION)
 
     def lora_tensors(self, models: dict[str, nn.Module], spec, conv_modules: dict[str, list[str]],
                      dtype: torch.dtype, fmt: str = "kohya") -> dict[str, torch.Tensor]:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .base import Components, ModelFamily, NoisyBatch, Objective, TextCond
-from .flux import BLOCKS, FlowMatchObjective, Flux
+from .flux import FlowMatchObjective, Flux
 
 TEXT_LAYERS = (9, 18, 27)
 TEXT_TOKENS = 512
@@ -163,24 +163,15 @@ class Flux2Klein(ModelFamily):
     set_plain_attention = Flux.set_plain_attention  # SDPA only
 
     # --------------------------------------------------------------- LoRA
-    def denoiser_targets(self, model: nn.Module, spec) -> tuple[list[str], list[str]]:
-        """Every Linear of the double and single blocks: attention and feed-forward, as musubi-tuner and ai-toolkit
-        train klein (the modulation layers are shared outside the blocks and stay as they are); 'attention': the
-        attention projections only (a single block's fused attention + MLP input and output included)."""
-        names = []
-        for name, mod in model.named_modules():
-            if not isinstance(mod, nn.Linear) or not name.startswith(BLOCKS):
-                continue
-            if spec.layers == "attention" and ".attn." not in name:
-                continue
-            names.append(name)
-        return names, []
+    denoiser_targets = Flux.denoiser_targets  # every Linear of the double and single blocks, or their attention
 
-    def lora_tensors(self, models: dict[str, nn.Module], spec, conv_modules: dict[str, list[str]],
-                     dtype: torch.dtype, fmt: str = "kohya") -> dict[str, torch.Tensor]:
-        from ..lora.flux_format import to_flux_file
+    def is_attention(self, name: str) -> bool:
+        """Attention and feed-forward of every block are trained, as musubi-tuner and ai-toolkit train klein (the
+        modulation layers are shared outside the blocks and stay as they are); 'attention': the attention
+        projections only, a single block's fused attention + MLP input and output included."""
+        return ".attn." in name
 
-        return to_flux_file(models, spec, dtype)
+    lora_tensors = Flux.lora_tensors  # transformer.<diffusers name>, alpha folded (core/lora/flux_format.py)
 
     def metadata(self, comps: Components, cfg) -> dict[str, str]:
         variant = comps.extra.get("variant", "base-4b")
