@@ -173,6 +173,16 @@ def test_klein_from_comfyui_single_files_loads_the_same_model(klein_files, tiny_
         for k, v in theirs.items():
             assert torch.equal(mine[k].float(), v.float()), f"{name}.{k}"
     assert isinstance(pipe.text_encoder.lm_head, torch.nn.Identity)
+    # an fp8 transformer file saved by ComfyUI (model.diffusion_model. prefix) is upcast on load
+    from safetensors.torch import load_file, save_file
+
+    fp8 = tmp_path / "flux-2-klein-base-4b-fp8.safetensors"
+    save_file({f"model.diffusion_model.{k}": v.to(torch.float8_e4m3fn)
+               for k, v in load_file(files / "flux-2-klein-base-4b.safetensors").items()}, str(fp8))
+    pipe8, _ = load_pipeline(str(fp8), base_config_dir=str(files / "config"), settings=settings)
+    for k, v in ref.transformer.state_dict().items():
+        got = pipe8.transformer.state_dict()[k]
+        assert got.dtype == torch.float32 and (got - v).abs().max() <= 0.07 * v.abs().max() + 1e-6, k
     # a CLI run from the files
     cfg = klein_config(files / "flux-2-klein-base-4b.safetensors", tiny_dataset, tmp_path, max_train_steps=2,
                        base_config_dir=str(files / "config"), **settings)
