@@ -104,6 +104,7 @@ SUBCOMMANDS = [
     ("estimate", ".estimate.cli", "Estimate the peak VRAM of a config and what to change to fit your GPU."),
     ("suggest", ".config.suggest_cli", "Suggest a starting config for your GPU's VRAM, image count and subject."),
     ("queue", ".runs.queue_cli", "The run queue: add trainings that start one after another; list, reorder, remove."),
+    ("models", ".models.models_cli", "Recommended base models: list the catalog, download one (resumable, verified)."),
 ]
 
 
