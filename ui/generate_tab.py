@@ -48,9 +48,10 @@ def _generator(settings: Any, ctx: Any = None):
             _GENERATOR = Generator(generated_dir(settings))
         _GENERATOR.outputs_dir = generated_dir(settings)  # the Settings tab may have changed the folders
         _GENERATOR.lora_dirs = lora_dirs(settings, ctx)
-        from core.models.choose import find_all_parts  # what a transformer-only Flux / klein file needs
+        from core.models.choose import find_parts  # what a transformer-only Flux / klein file needs
 
-        _GENERATOR.model_files = find_all_parts(setting(settings, "models_dir"))
+        models_dir = setting(settings, "models_dir")
+        _GENERATOR.find_parts = lambda model: find_parts(models_dir, model)
         return _GENERATOR
 
 

@@ -262,7 +262,8 @@ def build(ctx: AppContext) -> None:
         """Show the settings of the base model's family only, and ask for the files a Flux transformer needs."""
         cfg = form.best_effort(values)
         family, needs = describe_base(cfg.pretrained_model_name_or_path, cfg.base_config_dir)
-        found = find_parts(ctx.settings.models_dir, family) if needs else {}
+        found = find_parts(ctx.settings.models_dir, cfg.pretrained_model_name_or_path, cfg.base_config_dir) \
+            if needs else {}
         fill = {k: v for k, v in found.items() if k in needs and not getattr(cfg, k)}  # files found: filled in
         return form.family_updates(family, needs, values, fill)
 

@@ -28,10 +28,12 @@ class Part:
     setting: str
     role: str
     words: str
-    # how its file is usually named (fnmatch patterns, lower case), for finding it in a models folder: `avoid` rules
-    # out another family's file of the same role, `prefer` picks among several
-    names: tuple[str, ...] = ()
-    avoid: tuple[str, ...] = ()
+    # what file fills it, as core/models/library.py recognises files by content (clip-l, t5xxl, qwen3, vae-flux ...);
+    # `text_stack`: a text encoder whose hidden states the transformer takes `text_stack` of side by side (its
+    # width x text_stack = the transformer's text input: klein stacks 3 Qwen3 layers), so its size must fit;
+    # `prefer`: a name pattern that orders equal candidates (the fp16 T5)
+    kind: str = ""
+    text_stack: int = 0
     prefer: str = ""
 
 

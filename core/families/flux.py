@@ -54,11 +54,9 @@ FAMILIES = (
         fields=("clip_l", "t5xxl", "ae", "timestep_sampling", "sigmoid_scale", "discrete_flow_shift",
                 "model_prediction_type", "guidance_scale", "t5xxl_max_token_length", "flux_lora_layers",
                 "t5xxl_precision"), settings=SETTINGS,
-        parts=(Part("ae", "vae", "the autoencoder (ae.safetensors)", names=("ae.safetensors", "ae.sft", "*flux*vae*",
-                                                                              "ae*flux*", "*flux*ae.s*"),
-                    avoid=("*flux2*", "*flux-2*", "*flux.2*", "*klein*")),
-               Part("clip_l", "text_encoder", "CLIP-L (clip_l.safetensors)", names=("*clip_l*",)),
-               Part("t5xxl", "text_encoder_2", "T5-XXL (t5xxl_fp16.safetensors)", names=("*t5xxl*",),
+        parts=(Part("ae", "vae", "the autoencoder (ae.safetensors)", kind="vae-flux"),
+               Part("clip_l", "text_encoder", "CLIP-L (clip_l.safetensors)", kind="clip-l"),
+               Part("t5xxl", "text_encoder_2", "T5-XXL (t5xxl_fp16.safetensors)", kind="t5xxl", text_stack=1,
                     prefer="*fp16*")),
         # diffusers loads a Flux LoRA only as a plain LoRA, so a LyCORIS file would not load everywhere
         lora_format="diffusers", lycoris=False, lora_text_encoders=(0,),  # CLIP-L; T5-XXL is never trained

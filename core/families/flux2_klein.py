@@ -64,10 +64,9 @@ FAMILIES = (
         versions=("flux2_klein", "flux.2-klein", "flux2-klein"), architectures=("flux-2-klein", "flux.2-klein", "flux2_klein"),
         fields=("ae", "qwen3", "timestep_sampling", "sigmoid_scale", "discrete_flow_shift", "model_prediction_type",
                 "flux_lora_layers", *SETTINGS), settings=SETTINGS,
-        parts=(Part("ae", "vae", "the FLUX.2 autoencoder (flux2-vae.safetensors)",
-                    names=("*flux2*vae*", "*flux-2*vae*", "*flux.2*vae*", "*flux2*ae.*", "*klein*vae*")),
+        parts=(Part("ae", "vae", "the FLUX.2 autoencoder (flux2-vae.safetensors)", kind="vae-flux2"),
                Part("qwen3", "text_encoder", "the Qwen3 text encoder (qwen_3_4b.safetensors / qwen_3_8b.safetensors)",
-                    names=("*qwen*3*",), avoid=("*vl*",))),
+                    kind="qwen3", text_stack=3)),
         # diffusers loads these LoRAs only as plain LoRA (transformer.* keys); Qwen3 is never trained
         lora_format="diffusers", lycoris=False, lora_text_encoders=(), checkpoint_layout="bfl",
         lora_marks=("to_qkv_mlp_proj", "linear_in", "linear_out", "stream_modulation", "time_guidance_embed"),

@@ -118,7 +118,8 @@ class Generator:
         self.default_vae = vae
         self._device, self._dtype = device, dtype
         # settings for loading: the separate files a denoiser-only file needs (a Flux transformer: clip_l, t5xxl, ae)
-        self.model_files: dict[str, dict[str, str]] = {}  # per family: the part files a transformer-only file needs
+        # the part files a transformer-only base needs (clip_l, t5xxl, ae / qwen3, ae): model path -> {setting: file}
+        self.find_parts: Callable[[str], dict[str, str]] = lambda model: {}
         self.pipe = None
         self.family = None  # ModelFamily of the loaded base
         self.model_key: tuple[str, str] | None = None
@@ -156,8 +157,9 @@ class Generator:
         if not model:
             raise GenerateError("No base model chosen: pick one in the list or type a path / Hugging Face repo id.")
         p = Path(model).expanduser()
+        parts = self.find_parts(model) if p.is_file() else {}
         key = (str(p.resolve()) if p.exists() else model, str(Path(vae).expanduser().resolve()) if vae else "",
-               json.dumps(self.model_files, sort_keys=True))
+               json.dumps(parts, sort_keys=True))
         with self.lock:
             if self.pipe is not None and self.model_key == key:
                 return self.pipe
@@ -166,9 +168,6 @@ class Generator:
                 progress(0.0, f"Loading the base model {Path(model).name}")
             import torch
 
-            from ..models.choose import describe_base
-
-            parts = self.model_files.get(describe_base(model)[0] or "", {})
             pipe, fam = load_pipeline(model, vae=vae, dtype=self.dtype, settings=dict(parts),
                                       large_model_dtype=torch.bfloat16 if self.device.type == "cuda" else self.dtype,
                                       progress=(lambda msg: progress(0.0, msg)) if progress else None)

@@ -1,7 +1,7 @@
 """What the user chose as base model, from file headers and configs only (no torch: the GUI asks as one types).
 
 `describe_base` says which family a base model is and which separate files it still needs (a transformer-only
-Flux file needs clip_l, t5xxl and ae); `find_parts` finds those files in a models folder by their usual names.
+Flux file needs clip_l, t5xxl and ae); `find_parts` finds those files in a models folder by their content.
 """
 from __future__ import annotations
 
@@ -64,28 +64,14 @@ def is_schnell(model: str) -> bool:
     return False
 
 
-def find_parts(models_dir: str | os.PathLike, family: str) -> dict[str, str]:
-    """The separate files a transformer-only file of `family` needs (Flux.1: clip_l / t5xxl / ae; FLUX.2 klein:
-    qwen3 / ae) in a models folder (ComfyUI layout: text_encoders/, clip/, vae/ ... up to two levels down),
-    recognised by their usual names (each part's `names` in core/families)."""
-    from fnmatch import fnmatch
+def find_parts(models_dir: str | os.PathLike, model: str, base_config_dir: str = "") -> dict[str, str]:
+    """The separate files a transformer-only `model` needs (Flux.1: clip_l / t5xxl / ae; FLUX.2 klein: qwen3 / ae),
+    found in a models folder by their content (core/models/library.py); {} when it needs none or none is there."""
+    from . import detect
+    from .library import scan
 
-    spec = families.find(family)
-    root = Path(models_dir).expanduser()
-    if spec is None or not spec.parts or not root.is_dir():
+    try:
+        config_family = detect.detect_diffusers_folder(base_config_dir) if base_config_dir else None
+        return scan([models_dir]).best_parts(model, config_family)
+    except (ValueError, OSError):
         return {}
-    files = [p for p in sorted(root.glob("*")) + sorted(root.glob("*/*")) + sorted(root.glob("*/*/*"))
-             if p.is_file() and p.suffix.lower() in (".safetensors", ".sft")]
-    found: dict[str, str] = {}
-    for part in spec.parts:
-        fits = [p for p in files if any(fnmatch(p.name.lower(), n) for n in part.names)
-                and not any(fnmatch(p.name.lower(), n) for n in part.avoid)]
-        best = [p for p in fits if part.prefer and fnmatch(p.name.lower(), part.prefer)] or fits
-        if best:
-            found[part.setting] = str(best[0])
-    return found
-
-
-def find_all_parts(models_dir: str | os.PathLike) -> dict[str, dict[str, str]]:
-    """find_parts for every family that has parts: {family: {setting: file}}."""
-    return {spec.name: found for spec in families.all_families() if (found := find_parts(models_dir, spec.name))}
