@@ -20,12 +20,18 @@ class Settings:
     loras_dir: str = str(PROJECT_ROOT / "outputs")
     outputs_dir: str = str(PROJECT_ROOT / "outputs")
     datasets_dir: str = str(PROJECT_ROOT / "datasets")  # uploads and prepared training folders (Dataset tab)
+    model_folders: str = ""  # more folders of models (a ComfyUI or A1111/Forge models folder), one per line
     hf_token: str = ""
     path: str = str(DEFAULT_PATH)
 
     def __repr__(self) -> str:  # keep the token out of logs and tracebacks
         return (f"Settings(models_dir={self.models_dir!r}, loras_dir={self.loras_dir!r}, "
                 f"outputs_dir={self.outputs_dir!r}, hf_token={self.token_state!r})")
+
+    def model_dirs(self) -> list[str]:
+        """The models folder and the other model folders, in that order."""
+        more = [line.strip() for line in self.model_folders.splitlines() if line.strip()]
+        return [self.models_dir, *(m for m in more if m != self.models_dir)]
 
     @property
     def token_state(self) -> str:

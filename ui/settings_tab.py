@@ -30,6 +30,13 @@ def build(ctx: AppContext) -> None:
     models = gr.Textbox(s.models_dir, label="Models folder", elem_id="set-models",
                         info="Base models (.safetensors checkpoints, diffusers folders) here are offered in the "
                              "Training tab's Base model list.")
+    more = gr.Textbox(s.model_folders, label="More model folders (one per line)", lines=2, elem_id="set-more-models",
+                      info="Models folders you already have: a ComfyUI models folder, an AUTOMATIC1111 / Forge "
+                           "models folder. Files are recognised by content (checkpoints, transformers, text encoders, "
+                           "VAEs); nothing is copied or moved.")
+    with gr.Row():
+        find_btn = gr.Button("Look for ComfyUI / A1111 / Forge folders", size="sm", elem_id="find-model-folders")
+    found_md = gr.Markdown("", elem_id="found-model-folders")
     loras = gr.Textbox(s.loras_dir, label="LoRA folder", elem_id="set-loras",
                        info="Where finished LoRAs are looked for when generating images.")
     outputs = gr.Textbox(s.outputs_dir, label="Outputs folder", elem_id="set-outputs",
@@ -48,8 +55,21 @@ def build(ctx: AppContext) -> None:
         clear_btn = gr.Button("Remove the token", elem_id="clear-token")
     msg = gr.HTML("")
 
-    def on_save(m: str, l: str, o: str, d: str, t: str):
+    def on_find(current: str):
+        from core.models.library import usual_folders
+
+        have = [line.strip() for line in current.splitlines() if line.strip()]
+        new = [f for f in usual_folders() if f not in have and f != s.models_dir]
+        if not new:
+            return gr.skip(), "No ComfyUI, AUTOMATIC1111 or Forge models folder was found at the usual places."
+        return "\n".join(have + new), (f"Added {len(new)} folder(s) found at the usual places; press **Save "
+                                         "settings** to keep them.")
+
+    find_btn.click(on_find, more, [more, found_md])
+
+    def on_save(m: str, mm: str, l: str, o: str, d: str, t: str):
         s.models_dir, s.loras_dir, s.outputs_dir, s.datasets_dir = m.strip(), l.strip(), o.strip(), d.strip()
+        s.model_folders = "\n".join(line.strip() for line in mm.splitlines() if line.strip())
         if t and t.strip():
             s.hf_token = t.strip()
         try:
@@ -58,7 +78,12 @@ def build(ctx: AppContext) -> None:
             return gr.skip(), "", notice_html(f"Cannot write {s.path}: {e}", "err")
         ctx.allow(s.outputs_dir)
         ctx.allow(s.loras_dir)
-        return token_line(s.token_state), "", notice_html(f"Saved to {s.path}.")
+        from pathlib import Path
+
+        gone = [f for f in s.model_dirs() if not Path(f).expanduser().is_dir()]
+        note = (f" Not found now (an unplugged drive or a moved folder? skipped until it is back): "
+                f"{', '.join(gone)}." if gone else "")
+        return token_line(s.token_state), "", notice_html(f"Saved to {s.path}.{note}", "warn" if gone else "note")
 
     def on_clear():
         s.hf_token = ""
@@ -68,7 +93,7 @@ def build(ctx: AppContext) -> None:
             return gr.skip(), notice_html(f"Cannot write {s.path}: {e}", "err")
         return token_line(s.token_state), notice_html("The token was removed.")
 
-    save_btn.click(on_save, [models, loras, outputs, datasets, token], [token_md, token, msg])
+    save_btn.click(on_save, [models, more, loras, outputs, datasets, token], [token_md, token, msg])
     clear_btn.click(on_clear, None, [token_md, msg])
 
     gr.Markdown("### System")

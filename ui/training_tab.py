@@ -22,7 +22,7 @@ from core.runs.steps_plan import steps_plan
 from core.config.schema import TrainConfig
 from core.models.choose import all_parts, describe_base, find_parts
 
-from . import queue_panel, run_view
+from . import models_panel, queue_panel, run_view
 from .context import AppContext
 from .form import SchemaForm, label_for
 from .guided_start import PLACEHOLDER, GuidedStart
@@ -36,6 +36,30 @@ REQUEST_NOTES = {
     "sample": "Samples requested: they appear below after the current step.",
     "save": "Save requested: a LoRA file is written after the current step.",
 }
+
+
+def base_model_choices(folders: list[str]) -> list[tuple[str, str]]:
+    """The base models in the model folders, recognised by content (core/models/library.py) and grouped by family:
+    (label, path), the label saying the family, whether it is a diffusers folder, and what a transformer-only file
+    still needs."""
+    from core.models.library import scan
+
+    lib = scan(folders)
+    out = []
+    for family, files in lib.by_family().items():
+        for f in files:
+            needs = f" · needs {', '.join(f.needs)}" if f.needs else ""
+            kind = " (diffusers folder)" if Path(f.path).is_dir() else ""
+            out.append((f"{families.title(family)} · {Path(f.path).name}{kind}{needs}", f.path))
+    return out
+
+
+def part_choices(folders: list[str]) -> list[tuple[str, str]]:
+    """Text encoders and autoencoders in the model folders, for the part pickers: (label, path)."""
+    from core.models.library import scan
+
+    lib = scan(folders)
+    return [(f"{Path(f.path).name} · {f.words}", f.path) for f in lib.files if f.role in ("text_encoder", "vae")]
 
 
 def model_choices(models_dir: str) -> list[str]:
@@ -85,14 +109,13 @@ def build(ctx: AppContext) -> None:
     picker = PresetPicker()
 
     def model_picker(meta: dict[str, Any], value: Any) -> gr.components.Component:
-        return gr.Dropdown(choices=model_choices(ctx.settings.models_dir), value=value or None,
+        return gr.Dropdown(choices=base_model_choices(ctx.settings.model_dirs()), value=value or None,
                            allow_custom_value=True, label="Base model",
                            info=f"{meta['help']} Models in your models folder are listed; you can also type a path "
                                 f"or a repo id. `{meta['name']}`", elem_id=f"field-{meta['name']}")
 
     def part_picker(meta: dict[str, Any], value: Any) -> gr.components.Component:
-        files = [m for m in model_choices(ctx.settings.models_dir) if Path(m).is_file()]
-        return gr.Dropdown(choices=files, value=value or None, allow_custom_value=True, label=label_for(meta["name"]),
+        return gr.Dropdown(choices=part_choices(ctx.settings.model_dirs()), value=value or None, allow_custom_value=True, label=label_for(meta["name"]),
                            info=f"{meta['help']} Files in your models folder are listed. `{meta['name']}`",
                            elem_id=f"field-{meta['name']}")
 
@@ -103,7 +126,7 @@ def build(ctx: AppContext) -> None:
             plan_box.append(gr.HTML(run_view.plan_html(steps_plan(initial.train_data_dir, initial)), elem_id="plan-box"))
             plan_box.append(gr.HTML(PLACEHOLDER, elem_id="estimate-box"))
 
-    guided = GuidedStart(lambda: model_choices(ctx.settings.models_dir))
+    guided = GuidedStart(lambda: base_model_choices(ctx.settings.model_dirs()))
     starter = presets_mod.find_preset(starter_preset) if starter_preset else None
     # the user's own fields the last preset filled in (the Demo's sample prompts): the next fill resets them while
     # they are unchanged
@@ -116,6 +139,7 @@ def build(ctx: AppContext) -> None:
             preset_dd, preset_desc = picker.dropdown, picker.desc
             starter_note = gr.HTML(STARTER_NOTE, elem_id="starter-note", visible=bool(starter_preset))
             guided.build(initial, starter.subject if starter else None)
+            downloads = models_panel.build(ctx.settings)
             with gr.Accordion("Save as preset · load or save a config file", open=False, elem_id="files-accordion"):
                 with gr.Row(equal_height=True):
                     preset_name = gr.Textbox(label="Save these settings as a preset", placeholder="My character preset",
@@ -262,7 +286,7 @@ def build(ctx: AppContext) -> None:
         """Show the settings of the base model's family only, and ask for the files a Flux transformer needs."""
         cfg = form.best_effort(values)
         family, needs = describe_base(cfg.pretrained_model_name_or_path, cfg.base_config_dir)
-        found = find_parts(ctx.settings.models_dir, cfg.pretrained_model_name_or_path, cfg.base_config_dir) \
+        found = find_parts(ctx.settings.model_dirs(), cfg.pretrained_model_name_or_path, cfg.base_config_dir) \
             if needs else {}
         fill = {k: v for k, v in found.items() if k in needs and not getattr(cfg, k)}  # files found: filled in
         return form.family_updates(family, needs, values, fill)
@@ -427,6 +451,21 @@ def build(ctx: AppContext) -> None:
     gr.on(plan_triggers, on_plan, form.inputs, [plan], trigger_mode="always_last", **quiet)
     picker.wire(base_fields)
     guided.wire(form, picker, estimate_box, guard_box, plan, on_plan, filled)
+
+    def after_download():  # a finished download appears in the base model lists at once
+        if not models_panel.completed(ctx.settings):
+            return gr.skip(), gr.skip()
+        found = base_model_choices(ctx.settings.model_dirs())
+        return gr.update(choices=found), gr.update(choices=found)
+
+    model_lists = [form.components["pretrained_model_name_or_path"], guided.model]
+    downloads.then(after_download, None, model_lists)
+
+    def current_models():  # a page load lists the model folders as they are now (Settings may have added some)
+        found = base_model_choices(ctx.settings.model_dirs())
+        return gr.update(choices=found), gr.update(choices=found)
+
+    ctx.blocks.load(current_models, None, model_lists)
     guided.load(ctx.blocks)
     start_btn.click(on_start, [overwrite] + form.inputs, [form_errors, viewed_run, action_msg]).then(
         lambda: {}, None, [view_sig], **quiet).then(refresh, live_inputs, live_outputs, **quiet)

@@ -64,7 +64,7 @@ def is_schnell(model: str) -> bool:
     return False
 
 
-def find_parts(models_dir: str | os.PathLike, model: str, base_config_dir: str = "") -> dict[str, str]:
+def find_parts(models_dir: str | os.PathLike | list, model: str, base_config_dir: str = "") -> dict[str, str]:
     """The separate files a transformer-only `model` needs (Flux.1: clip_l / t5xxl / ae; FLUX.2 klein: qwen3 / ae),
     found in a models folder by their content (core/models/library.py); {} when it needs none or none is there."""
     from . import detect
@@ -72,6 +72,7 @@ def find_parts(models_dir: str | os.PathLike, model: str, base_config_dir: str =
 
     try:
         config_family = detect.detect_diffusers_folder(base_config_dir) if base_config_dir else None
-        return scan([models_dir]).best_parts(model, config_family)
+        folders = models_dir if isinstance(models_dir, list) else [models_dir]
+        return scan(folders).best_parts(model, config_family)
     except (ValueError, OSError):
         return {}

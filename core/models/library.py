@@ -158,6 +158,25 @@ def classify_folder(path: Path) -> ModelFile:
     return ModelFile(str(path), "checkpoint", family=family, words=f"{families.title(family)} diffusers folder")
 
 
+def usual_folders(home: str | Path | None = None) -> list[str]:
+    """The models folders of ComfyUI, AUTOMATIC1111 and Forge at the places their installers use, that exist on this
+    computer (a fixed list of places is looked at; no disk is searched)."""
+    home = Path(home or Path.home())
+    roots = [home, home / "Desktop", home / "Documents", home / "Downloads", home / "AI", Path("C:/"), Path("D:/")]
+    apps = ["ComfyUI", "ComfyUI_windows_portable/ComfyUI", "stable-diffusion-webui", "stable-diffusion-webui-forge",
+            "webui_forge_cu121_torch231/webui", "sd.webui/webui", "StabilityMatrix/Data"]
+    found = []
+    for root in roots:
+        for app in apps:
+            folder = root / app / "models"
+            try:
+                if folder.is_dir() and str(folder) not in found:
+                    found.append(str(folder))
+            except OSError:
+                continue
+    return found
+
+
 def _walk(folder: Path, notes: list[str]):
     seen: set[tuple[int, int]] = set()
     stack = [(folder, 0)]

@@ -19,6 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     get.add_argument("name", help="The model's name in the catalog (see `models list`).")
     get.add_argument("--to", default=str(PROJECT_ROOT / "models"),
                      help="The folder the files go to (default: the project's models folder).")
+    get.add_argument("--status", metavar="FILE", help="Also keep FILE (JSON) up to date: state, bytes done and in all, "
+                                                      "what is happening, the error (the GUI shows it from there).")
     for q in (ls, get):
         q.add_argument("--catalog", action="append", default=[], metavar="FILE",
                        help="A catalog file of your own ([[model]] tables, as core/models/catalog.toml); repeatable.")
@@ -49,17 +51,37 @@ def run(args: argparse.Namespace) -> int:
 
     entry = find_entry(entries, args.name)
     last = [0.0]
+    status = Path(args.status) if args.status else None
+
+    def write_status(state: str, done: int, total: int, words: str) -> None:
+        if status is not None:
+            from ..config.toml_io import atomic_write_text
+
+            atomic_write_text(status, json.dumps({"name": entry.name, "title": entry.title, "state": state,
+                                                  "done": done, "total": total, "words": words}))
 
     def progress(done: int, total: int, words: str) -> None:
         now = time.monotonic()
         if now - last[0] >= 1.0 or done >= total or not words.startswith("Downloading"):
             last[0] = now
             print(words, flush=True)
+            write_status("running", done, total, words)
 
     if entry.gated:
         print(f"{entry.name} comes from a gated repo: if the download is refused, accept the licence at "
               f"{entry.licence_page} and set HF_TOKEN.", file=sys.stderr)
-    paths = get_model(entry, Path(args.to), progress=progress)
+    from .download import DownloadError
+
+    write_status("running", 0, entry.size, "Starting")
+    try:
+        paths = get_model(entry, Path(args.to), progress=progress)
+    except (DownloadError, OSError) as e:
+        write_status("failed", 0, entry.size, str(e))
+        raise
+    except BaseException:
+        write_status("failed", 0, entry.size, "Stopped before the download was complete; start it again to resume.")
+        raise
+    write_status("completed", entry.size, entry.size, f"{len(paths)} file(s) complete and verified")
     print(f"{entry.title}: {len(paths)} file(s) complete and verified in {Path(args.to).expanduser()}:")
     for p in paths:
         print(f"  {p}")
