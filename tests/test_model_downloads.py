@@ -171,3 +171,13 @@ def test_the_shipped_catalog_lists_every_family_with_sources():
     r = subprocess.run([sys.executable, "-m", "core", "models", "list", "--json"], cwd=REPO, capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0 and {m["name"] for m in json.loads(r.stdout)} == {e.name for e in entries}
+
+
+def test_the_guided_start_offers_the_catalog_model_when_no_base_is_chosen(tiny_dataset):
+    from core.config.guided import guided_start
+
+    g = guided_start("character", "", "flux2_klein", str(tiny_dataset), 12)
+    assert g.ok, g.problems
+    assert "FLUX.2 [klein] 4B Base" in g.reasons[0] and "models get flux2-klein-base-4b" in g.reasons[0]
+    g = guided_start("character", "", "flux", str(tiny_dataset), 24)
+    assert "gated: accept its licence at https://huggingface.co/black-forest-labs/FLUX.1-dev" in g.reasons[0]

@@ -109,6 +109,19 @@ def guided_start(subject: str, model: str, family: str | None, data_dir: str, vr
     if not s.fits:
         return Guided(False, family=fam, vram_gb=gb, fits=False, reasons=reasons + s.reasons, problems=[s.message],
                       headline=f"{fam_label} {sub.label}: nothing fits {gb:g} GB.")
+    if not model:  # no base model yet: the catalog's one for this family and GPU
+        from ..failures import size_text
+        from ..models.catalog import CatalogError, suggest_entry
+
+        try:
+            e = suggest_entry(fam, None if cpu else gb)
+        except CatalogError:
+            e = None
+        if e is not None:
+            gate = f"; gated: accept its licence at {e.licence_page} and set your token" if e.gated else ""
+            reasons.insert(0, f"No base model chosen yet: the catalog's {fam_label} model is {e.title} "
+                              f"({size_text(e.size)}, licence {e.license}{gate}). Download it in 'Download a base "
+                              f"model' above (or `python -m core models get {e.name}`), then choose it.")
     count = f"{images} images" if images else f"{s.images} images (typical)"
     where = f"{gb:g} GB settings for a computer without an NVIDIA GPU" if cpu else where
     headline = (f"Filled in for {fam_label}, {sub.label}, {where}, {count}: "

@@ -124,6 +124,15 @@ def load_catalog(extra: list[str | Path] = (), folders: list[str | Path] = ()) -
     return list(found.values())
 
 
+def suggest_entry(family: str, vram_gb: float | None, entries: list[CatalogEntry] | None = None) -> CatalogEntry | None:
+    """The catalog's model for a family and GPU: the first entry of the family whose VRAM tier fits (any, without a
+    GPU size), the shipped catalog's order being the recommended one."""
+    for e in entries if entries is not None else load_catalog():
+        if e.family == family and (vram_gb is None or not e.vram_tier or e.vram_tier <= vram_gb):
+            return e
+    return None
+
+
 def find_entry(entries: list[CatalogEntry], name: str) -> CatalogEntry:
     for e in entries:
         if e.name == name:
