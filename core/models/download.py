@@ -1,5 +1,5 @@
-"""Downloading a catalog entry's files through huggingface_hub, with what it does not do itself
-(../shared facts: no sha256 check, no resume across runs, progress hidden when piped, gated errors without the page):
+"""Downloading a catalog entry's files through huggingface_hub, with what it does not do itself (huggingface_hub 2.4
+checks no sha256, resumes only within one call, hides its progress when piped, names no page for a gated repo):
 
 - the free disk is checked before anything is fetched;
 - each file grows as `<name>.part` in the target folder and is resumed with a Range request after an interruption,
