@@ -132,17 +132,28 @@ def field(page, name: str):
     return page.locator(f"#field-{name}").locator("textarea, input").first
 
 
+def shown(value: object):
+    """What a field shows for `value`: the value, or (a path that is one of a dropdown's choices) the choice's
+    label, which names the file or folder ("Flux.1 · tiny-flux-dev (diffusers folder)")."""
+    import re
+
+    text, name = str(value), Path(str(value)).name
+    return re.compile(rf"^({re.escape(text)}|.*\b{re.escape(name)}\b.*)$") if name and name != text else re.compile(
+        rf"^{re.escape(text)}$")
+
+
 def fill(page, name: str, value: object, enter: bool = False) -> None:
     """Type `value` into the Training form's setting `name` and leave the field (Enter or Tab)."""
     box = field(page, name)
     box.wait_for(state="visible")
+    want = shown(value)
     for _ in range(3):  # a field that was just rendered (opened accordion) may reset itself once
         box.fill(str(value))
         box.press("Enter" if enter else "Tab")
         page.wait_for_timeout(200)
-        if box.input_value() == str(value):
+        if want.match(box.input_value()):
             return
-    playwright_api.expect(box).to_have_value(str(value))
+    playwright_api.expect(box).to_have_value(want)
 
 
 def _type_and_leave(page, box, value) -> None:

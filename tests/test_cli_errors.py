@@ -88,6 +88,10 @@ CASES = [
     ("queue stop 1", "queue.json"),
     ("queue clear", "queue.json"),
     ("queue work", "queue.json"),
+    ("models list --catalog {toml}", "bad.toml"),
+    ("models get sd15 --catalog {missing}", "x.safetensors"),
+    ("models get no-such-model", "no-such-model"),
+    ("models get sd15 --to {empty}", "HF_HUB_OFFLINE"),  # offline (this sweep's setting) said plainly
 ]
 
 
@@ -124,7 +128,7 @@ def test_every_subcommand_is_in_the_sweep():
         for name, sp in subs[0].choices.items():
             yield from leaves(sp, prefix + [name])
 
-    swept = {" ".join(c[0].split()[:2]) if c[0].split()[0] in ("dataset", "lora", "queue") else c[0].split()[0]
+    swept = {" ".join(c[0].split()[:2]) if c[0].split()[0] in ("dataset", "lora", "queue", "models") else c[0].split()[0]
              for c in CASES}
     missing = set(leaves(build_parser(), [])) - swept - {"config-reference", "doctor"}  # these take no input
     assert not missing, f"add bad-input cases for: {sorted(missing)}"

@@ -8,14 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gui_server import (
-    app_page,
-    app_with_real_trainer,
-    field,
-    fill,
-    playwright_api,
-    shot,
-)
+from gui_server import app_page, app_with_real_trainer, field, fill, playwright_api, shot, shown
 from test_gui_training import CHROMIUM
 from tiny_flux import make_flux_single_files
 from tiny_klein import make_klein_single_files, make_tiny_klein
@@ -56,7 +49,7 @@ def test_klein_form_finds_its_parts_and_trains(page, app):
          enter=True)
     for name, file in (("qwen3", "text_encoders/qwen_3_4b.safetensors"), ("ae", "vae/flux2-vae.safetensors")):
         expect(page.locator(f"#field-{name}")).to_be_visible()
-        expect(field(page, name)).to_have_value(str(models / file))
+        expect(field(page, name)).to_have_value(shown(models / file))  # the file's label: its name, what it is
     for flux1 in ("clip_l", "t5xxl", "guidance_scale", "t5xxl_max_token_length"):
         expect(page.locator(f"#field-{flux1}")).to_be_hidden()
     shot(page, "klein_parts.png")

@@ -138,3 +138,18 @@ def test_a_9b_klein_file_gets_the_8b_qwen3(tmp_path):
     assert classify(m / "flux-2-klein-base-9b.safetensors").needs == ("ae", "qwen3")
     parts = scan([m]).parts_for(str(m / "flux-2-klein-base-9b.safetensors"))
     assert [Path(p).name for p in parts["qwen3"]] == ["qwen_3_8b.safetensors"] and parts["ae"] == []
+
+
+def test_the_guided_start_chooses_a_base_of_the_family_from_the_folders(tmp_path, tiny_dataset):
+    from core.config.guided import guided_start
+
+    comfy = comfy_tree(tmp_path, tmp_path / "outside")
+    g = guided_start("character", "", "flux", str(tiny_dataset), 24, model_folders=[str(comfy)])
+    assert g.ok and Path(g.values["pretrained_model_name_or_path"]).name == "flux1-dev.safetensors", g.problems
+    assert {k: Path(g.values[k]).name for k in ("clip_l", "t5xxl", "ae")} == {
+        "clip_l": "clip_l.safetensors", "t5xxl": "t5xxl_fp16.safetensors", "ae": "ae.safetensors"}
+    assert g.reasons[0].startswith("Base model: flux1-dev.safetensors from your model folders")
+    g = guided_start("character", "", "flux2_klein", str(tiny_dataset), 12, model_folders=[str(comfy)])
+    assert Path(g.values["qwen3"]).name == "qwen_3_4b.safetensors" and Path(g.values["ae"]).name == "flux2-vae.safetensors"
+    g = guided_start("character", "", "sdxl", str(tiny_dataset), 12, model_folders=[str(tmp_path / "empty")])
+    assert "pretrained_model_name_or_path" not in g.values and "catalog's SDXL model" in g.reasons[0]

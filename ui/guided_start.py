@@ -21,8 +21,9 @@ INTRO = ("Tell it what the LoRA is of, the base model (or its family) and the da
 
 
 class GuidedStart:
-    def __init__(self, model_choices: Callable[[], list[str]]) -> None:
+    def __init__(self, model_choices: Callable[[], list], model_folders: Callable[[], list[str]] = list) -> None:
         self.model_choices = model_choices
+        self.model_folders = model_folders
 
     def build(self, initial, subject: str | None) -> None:
         """The accordion at the top of the settings column."""
@@ -68,7 +69,8 @@ class GuidedStart:
         def on_fill(subject, model, family, data, vram, earlier, *values):
             from core.config.guided import guided_start
 
-            g = guided_start(subject or "character", model or "", family, data or "", vram)
+            g = guided_start(subject or "character", model or "", family, data or "", vram,
+                             model_folders=self.model_folders())
             if not g.ok:
                 return [gr.skip()] * len(form.names) + [gr.skip()] * 2 + [fit_view.guided_html(g)] + [gr.skip()] * 3
             fill = fill_values(g.values, form.data(values), earlier)  # and the rest of the form back to defaults

@@ -126,7 +126,7 @@ def build(ctx: AppContext) -> None:
             plan_box.append(gr.HTML(run_view.plan_html(steps_plan(initial.train_data_dir, initial)), elem_id="plan-box"))
             plan_box.append(gr.HTML(PLACEHOLDER, elem_id="estimate-box"))
 
-    guided = GuidedStart(lambda: base_model_choices(ctx.settings.model_dirs()))
+    guided = GuidedStart(lambda: base_model_choices(ctx.settings.model_dirs()), ctx.settings.model_dirs)
     starter = presets_mod.find_preset(starter_preset) if starter_preset else None
     # the user's own fields the last preset filled in (the Demo's sample prompts): the next fill resets them while
     # they are unchanged

@@ -64,8 +64,10 @@ def vram_choice(choice: str | float | None, gpu: Gpu) -> tuple[float | None, str
 
 
 def guided_start(subject: str, model: str, family: str | None, data_dir: str, vram: str | float | None,
-                 gpu: Gpu | None = None) -> Guided:
-    """The form values for this subject, base model (or family), dataset and VRAM, with the reasons."""
+                 gpu: Gpu | None = None, model_folders: list[str] = ()) -> Guided:
+    """The form values for this subject, base model (or family), dataset and VRAM, with the reasons. Without a
+    base model, one of the family's in `model_folders` is chosen (with the parts it needs), else the catalog's
+    is named."""
     from ..models.choose import describe_base
     from ..runs.steps_plan import scan_concepts
     from ..toy.starter import TOY_MODEL
@@ -109,7 +111,12 @@ def guided_start(subject: str, model: str, family: str | None, data_dir: str, vr
     if not s.fits:
         return Guided(False, family=fam, vram_gb=gb, fits=False, reasons=reasons + s.reasons, problems=[s.message],
                       headline=f"{fam_label} {sub.label}: nothing fits {gb:g} GB.")
-    if not model:  # no base model yet: the catalog's one for this family and GPU
+    own = _own_base(fam, model_folders, TOY_MODEL) if not model else None
+    if own is not None:  # the user's own model of this family, with the part files it needs
+        values.update(own[1])
+        reasons.insert(0, f"Base model: {Path(own[0]).name} from your model folders (the first {fam_label} model "
+                          "there that has every part it needs; choose another in the Base model list if you like)")
+    elif not model:  # no base model yet: the catalog's one for this family and GPU
         from ..failures import size_text
         from ..models.catalog import CatalogError, suggest_entry
 
@@ -127,6 +134,22 @@ def guided_start(subject: str, model: str, family: str | None, data_dir: str, vr
     headline = (f"Filled in for {fam_label}, {sub.label}, {where}, {count}: "
                 f"{values['max_train_steps']} steps, estimated peak {s.peak_vram_gb:.1f} GB.")
     return Guided(True, values, headline, reasons + s.reasons, family=fam, vram_gb=gb, fits=True)
+
+
+def _own_base(family: str, folders: list[str], toy: Path) -> tuple[str, dict[str, str]] | None:
+    """(path, {part setting: file}) of the first base model of `family` in `folders` whose parts are all there."""
+    if not folders:
+        return None
+    from ..models.library import scan
+
+    lib = scan(list(folders))
+    for f in lib.by_family().get(family, []):
+        if Path(f.path).resolve() == toy.resolve():
+            continue
+        parts = lib.best_parts(f)
+        if set(parts) == set(f.needs):
+            return f.path, {"pretrained_model_name_or_path": f.path, **parts}
+    return None
 
 
 def _demo(base: dict[str, Any], gpu: Gpu) -> Guided:
