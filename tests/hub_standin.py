@@ -18,6 +18,7 @@ class Hub:
         self.gated: set[str] = set()
         self.served_sha: dict[tuple[str, str], str] = {}  # a wrong sha to claim (damaged-download tests)
         self.requests: list[tuple[str, str, str | None]] = []
+        self.delay = 0.0  # seconds between 64 KiB chunks of a download (a slow connection)
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
@@ -82,7 +83,13 @@ class Hub:
                 self.send_header("Content-Length", str(end - start))
                 self.end_headers()
                 if body:
-                    self.wfile.write(content[start:end])
+                    import time
+
+                    for i in range(start, end, 1 << 16):
+                        self.wfile.write(content[i:min(end, i + (1 << 16))])
+                        if hub.delay:
+                            self.wfile.flush()
+                            time.sleep(hub.delay)
 
             def _status(self, code: int, headers: dict, text: str = "") -> None:
                 data = text.encode()

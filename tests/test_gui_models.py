@@ -34,7 +34,8 @@ def app(tmp_path_factory):
     content = write(root / "served.safetensors",  # an SD1.5 checkpoint's header (with tiny tensors elsewhere)
                     {"model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": (320, 768),
                      "first_stage_model.decoder.conv_in.weight": (8, 4, 3, 3),
-                     "cond_stage_model.transformer.text_model.final_layer_norm.weight": (768,)}).read_bytes()
+                     "cond_stage_model.transformer.text_model.final_layer_norm.weight": (768,),
+                     "model.diffusion_model.padding": (1024, 1024)}).read_bytes()  # 2 MiB: about 8 s slowed down
     with Hub() as hub:
         sha = hub.add("test/tiny-sd15", "tiny_sd15.safetensors", content)
         (models / "catalog.toml").write_text(entry("tiny-sd15", [("tiny_sd15.safetensors", content)],
@@ -82,7 +83,13 @@ def test_folders_grouped_list_and_a_download_from_the_catalog(page, app):
     page.locator("#models-pick li[role=option]", has_text="Tiny tiny-sd15").click()
     expect(page.locator("#models-info")).to_contain_text("tiny_sd15.safetensors")
     expect(page.locator("#models-info")).to_contain_text("licence mit")
+    app["hub"].delay = 0.25  # a slow connection: the page is reloaded while the file comes in
     page.locator("#models-get").click()
+    expect(page.locator("#models-status")).to_contain_text("Downloading", timeout=30_000)
+    page.reload()
+    expect(page.locator("#start-btn")).to_be_visible()
+    page.locator("#models-accordion").click()
+    expect(page.locator("#models-status")).to_contain_text("Downloading")  # it went on without the page
     expect(page.locator("#models-status")).to_contain_text("Downloaded: ", timeout=60_000)
     expect(page.locator("#models-status")).to_contain_text("complete and verified")
     shot(page, "models_panel.png")

@@ -123,9 +123,10 @@ def poll(settings: Settings) -> tuple[str, bool]:
     return status_html(st, alive), bool(st and st.get("state") == "running" and alive)
 
 
-def build(settings: Settings):
+def build(settings: Settings, blocks=None):
     """The accordion. Returns its poll event, for the Training tab to refresh its base model lists after it
-    (`completed(settings)` says whether there is something new)."""
+    (`completed(settings)` says whether there is something new). `blocks`: a page load shows the download as it is
+    now (one started before a reload goes on, and its progress comes back)."""
     with gr.Accordion("Download a base model", open=False, elem_id="models-accordion"):
         gr.Markdown("Recommended base models for each family, with the parts they need. Files are checked against "
                     "their sha256; an interrupted download resumes where it stopped.", elem_classes=["lw-small"])
@@ -141,6 +142,8 @@ def build(settings: Settings):
         text, running = poll(settings)
         return text, gr.Timer(active=running)
 
+    if blocks is not None:
+        blocks.load(tick, None, [state, timer])
     return timer.tick(tick, None, [state, timer])
 
 

@@ -139,7 +139,7 @@ def build(ctx: AppContext) -> None:
             preset_dd, preset_desc = picker.dropdown, picker.desc
             starter_note = gr.HTML(STARTER_NOTE, elem_id="starter-note", visible=bool(starter_preset))
             guided.build(initial, starter.subject if starter else None)
-            downloads = models_panel.build(ctx.settings)
+            downloads = models_panel.build(ctx.settings, ctx.blocks)
             with gr.Accordion("Save as preset · load or save a config file", open=False, elem_id="files-accordion"):
                 with gr.Row(equal_height=True):
                     preset_name = gr.Textbox(label="Save these settings as a preset", placeholder="My character preset",
