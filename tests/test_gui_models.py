@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from gui_server import app_page, free_port, playwright_api, running_app, shot, tab
+from gui_server import app_page, fill, free_port, playwright_api, running_app, shot, tab
 from hub_standin import Hub
 from test_gui_training import CHROMIUM, REPO
 from test_model_library import comfy_tree
@@ -21,7 +21,7 @@ if playwright_api is not None:
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory):
+def app(tmp_path_factory, tiny_sd15, tiny_dataset):
     if playwright_api is None or not os.path.exists(CHROMIUM):
         pytest.skip("needs the playwright package and Debian chromium (/usr/bin/chromium)")
     import json
@@ -36,10 +36,15 @@ def app(tmp_path_factory):
                      "first_stage_model.decoder.conv_in.weight": (8, 4, 3, 3),
                      "cond_stage_model.transformer.text_model.final_layer_norm.weight": (768,),
                      "model.diffusion_model.padding": (1024, 1024)}).read_bytes()  # 2 MiB: about 8 s slowed down
+    from test_cli_train import single_file
+
+    real = single_file(tiny_sd15, "sd15", root).read_bytes()  # a tiny SD1.5 that trains (with its configs)
     with Hub() as hub:
         sha = hub.add("test/tiny-sd15", "tiny_sd15.safetensors", content)
-        (models / "catalog.toml").write_text(entry("tiny-sd15", [("tiny_sd15.safetensors", content)],
-                                                   repo="test/tiny-sd15", shas=[sha]))
+        sha_real = hub.add("test/tiny-sd15", "tiny_sd15_real.safetensors", real)
+        (models / "catalog.toml").write_text(
+            entry("tiny-sd15", [("tiny_sd15.safetensors", content)], repo="test/tiny-sd15", shas=[sha]) + "\n"
+            + entry("trainable", [("tiny_sd15_real.safetensors", real)], repo="test/tiny-sd15", shas=[sha_real]))
         settings = root / "settings.json"
         settings.write_text(json.dumps({"models_dir": str(models), "loras_dir": str(root / "out"),
                                         "outputs_dir": str(root / "out")}))
@@ -49,7 +54,7 @@ def app(tmp_path_factory):
         port = free_port()
         cmd = [sys.executable, str(REPO / "app.py"), "--port", str(port), "--settings", str(settings)]
         with running_app(cmd, port, root, env) as (url, _):
-            yield {"url": url, "root": root, "models": models, "hub": hub}
+            yield {"url": url, "root": root, "models": models, "hub": hub, "sd15": tiny_sd15, "data": tiny_dataset}
 
 
 @pytest.fixture
@@ -98,3 +103,27 @@ def test_folders_grouped_list_and_a_download_from_the_catalog(page, app):
     page.locator("#field-pretrained_model_name_or_path input").click()
     expect(page.locator("#field-pretrained_model_name_or_path li[role=option]",
                         has_text="SD1.5 · tiny_sd15.safetensors")).to_have_count(1)
+
+
+def test_train_from_a_downloaded_model(page, app):
+    """A model downloaded in the panel trains: the tiny SD1.5 file, with its configs (its widths are not a released
+    model's, so the form names its config folder, as a user would for an unusual checkpoint)."""
+    app["hub"].delay = 0.0
+    page.locator("#models-accordion").click()
+    page.locator("#models-pick input").click()
+    page.locator("#models-pick li[role=option]", has_text="Tiny trainable").click()
+    page.locator("#models-get").click()
+    expect(page.locator("#models-status")).to_contain_text("Downloaded: Tiny trainable", timeout=60_000)
+    page.locator("#adv-model").click()
+    fill(page, "base_config_dir", app["sd15"])
+    fill(page, "pretrained_model_name_or_path", app["models"] / "tiny_sd15_real.safetensors", enter=True)
+    fill(page, "train_data_dir", app["data"])
+    fill(page, "output_name", "from_download")
+    fill(page, "resolution", 64)
+    fill(page, "train_batch_size", 4)
+    fill(page, "max_train_epochs", 1)
+    fill(page, "sample_prompts", "")
+    page.click("#start-btn")
+    expect(page.locator("#action-msg")).to_contain_text("Started 'from_download'")
+    expect(page.locator("#progress")).to_contain_text("Training complete", timeout=300_000)
+    assert (app["root"] / "out" / "from_download.safetensors").is_file()
