@@ -81,14 +81,15 @@ def start(settings: Settings, name: str | None) -> str:
         cat = Path(folder).expanduser() / "catalog.toml"
         if cat.is_file():
             cmd += ["--catalog", str(cat)]
+    # the first status before the process starts: the process's own (even a quick "completed") comes after it
+    status.write_text(json.dumps({"name": name, "title": name, "state": "running", "done": 0, "total": 0,
+                                  "words": "Starting the download"}))
     env = {**os.environ, **settings.trainer_env()}
     log = open(status.with_name("download.log"), "ab")
     proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     log.close()
     status.with_name("pid").write_text(str(proc.pid))
-    status.write_text(json.dumps({"name": name, "title": name, "state": "running", "done": 0, "total": 0,
-                                  "words": "Starting the download"}))
     return status_html(read_status(settings))
 
 
@@ -133,8 +134,9 @@ def build(settings: Settings, blocks=None):
         pick = gr.Dropdown(choices=choices(settings), value=None, label="Model", elem_id="models-pick")
         info = gr.HTML("", elem_id="models-info")
         get = gr.Button("Download", variant="secondary", elem_id="models-get")
-        state = gr.HTML(poll(settings)[0], elem_id="models-status")
-        timer = gr.Timer(1.0, active=poll(settings)[1])
+        text, running = poll(settings)
+        state = gr.HTML(text, elem_id="models-status")
+        timer = gr.Timer(1.0, active=running)
     pick.change(lambda n: entry_html(settings, n), pick, info)
     get.click(lambda n: (start(settings, n), gr.Timer(active=True)), pick, [state, timer])
 

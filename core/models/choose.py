@@ -68,11 +68,14 @@ def find_parts(models_dir: str | os.PathLike | list, model: str, base_config_dir
     """The separate files a transformer-only `model` needs (Flux.1: clip_l / t5xxl / ae; FLUX.2 klein: qwen3 / ae),
     found in a models folder by their content (core/models/library.py); {} when it needs none or none is there."""
     from . import detect
-    from .library import scan
+    from .library import classify, scan
 
     try:
         config_family = detect.detect_diffusers_folder(base_config_dir) if base_config_dir else None
+        wanted = classify(model, config_family)  # one header: most bases need no parts, and no folder is scanned
+        if not wanted.needs:
+            return {}
         folders = models_dir if isinstance(models_dir, list) else [models_dir]
-        return scan(folders).best_parts(model, config_family)
+        return scan(folders).best_parts(wanted)
     except (ValueError, OSError):
         return {}

@@ -3,7 +3,8 @@
 Each diffusers folder (model_index.json) is one model; each `.safetensors` / `.sft` file up to three folder levels
 down is one of: a full checkpoint or a denoiser alone
 (UNet / transformer: its family from core/models/detect.py), a text encoder (CLIP-L, CLIP-G, T5-XXL, Qwen3 4B / 8B),
-an autoencoder (SD's 4 channels, Flux.1's 16, FLUX.2's 32), a LoRA, or something else. Names do not decide; they
+an autoencoder (SD's 4 channels, Flux.1's 16, FLUX.2's with BatchNorm statistics), a LoRA, or something else.
+A file's header is read once while its size and time stay the same (the GUI lists the folders often). Names do not decide; they
 only order equal candidates (a part's `prefer` pattern). Nothing is copied, moved or written. A folder that is gone
 (an unplugged drive) or a file that cannot be read is reported in `notes`, never raised.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
+from functools import lru_cache
 from pathlib import Path
 
 from .. import families
@@ -40,9 +42,6 @@ class Library:
     files: list[ModelFile] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # folders not found, files not readable
 
-    def of_role(self, role: str) -> list[ModelFile]:
-        return [f for f in self.files if f.role == role]
-
     def parts_for(self, model: ModelFile | str, config_family: str | None = None) -> dict[str, list[str]]:
         """For a denoiser-only file: each part it needs -> the files that can fill it (best first). `config_family`:
         the family of the config folder given for an unusual architecture (base_config_dir)."""
@@ -56,12 +55,10 @@ class Library:
         for part in spec.parts:
             if part.setting not in model.needs:
                 continue
-            kinds = [part.kind]
             fits = [f for f in self.files if f.kind == part.kind]
             if part.text_stack and model.width:  # the encoder whose (stacked) output the transformer takes
                 fits = [f for f in fits if not f.width or f.width * part.text_stack == model.width]
-            fits.sort(key=lambda f: (kinds.index(f.kind), not (part.prefer and fnmatch(Path(f.path).name.lower(),
-                                                                                           part.prefer)), f.path))
+            fits.sort(key=lambda f: (not (part.prefer and fnmatch(Path(f.path).name.lower(), part.prefer)), f.path))
             out[part.setting] = [f.path for f in fits]
         return out
 
@@ -125,8 +122,14 @@ def _vae(shapes: dict) -> tuple[str, str] | None:
 
 def classify(path: str | Path, config_family: str | None = None) -> ModelFile:
     """What one file is, from its header (`config_family`: as detect.detect_single_file_family)."""
-    p = str(path)
-    shapes, meta = read_safetensors_header(path)
+    st = os.stat(path)
+    return _classify(str(path), st.st_size, st.st_mtime_ns, config_family)
+
+
+@lru_cache(maxsize=4096)
+def _classify(p: str, size: int, mtime_ns: int, config_family: str | None) -> ModelFile:
+    """classify, keyed by the file's size and time: a changed file is read again."""
+    shapes, meta = read_safetensors_header(p)
     te = _text_encoder(shapes)
     if te:
         return ModelFile(p, "text_encoder", kind=te[0], words=te[1], width=te[2])
