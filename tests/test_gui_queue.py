@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from gui_server import running_app
+from gui_server import EVENTS_IN_FLIGHT_JS, running_app, settle
 from test_gui_training import ARTIFACTS, REPO, fake_trainer_command, fill, free_port, make_dataset
 
 try:
@@ -49,7 +49,7 @@ def _wait(pred, timeout: float = 40.0, what: str = ""):
 def test_panel_rows_status_and_actions(tmp_path, monkeypatch):
     from core.config.schema import TrainConfig
     from core.runs import queue as q
-    from ui import queue_panel as qp
+    from ui import queue_actions as qp
 
     monkeypatch.setenv(q.QUEUE_DIR_ENV, str(tmp_path / "queue"))
     assert "The queue is empty" in qp.status_html([], None)
@@ -100,6 +100,7 @@ def site(tmp_path_factory):
 
 def _open(browser, url: str):
     page = browser.new_page(viewport={"width": 1400, "height": 1600})
+    page.add_init_script(EVENTS_IN_FLIGHT_JS)
     page.set_default_timeout(20_000)
     page.goto(url)
     page.wait_for_selector("#queue-table")
@@ -116,7 +117,8 @@ def _panel_shot(page, name: str) -> None:
     """The run column and the Queue panel (a full-page shot of the long form takes seconds)."""
     ARTIFACTS.mkdir(exist_ok=True)
     page.locator("#queue-accordion").scroll_into_view_if_needed()
-    page.screenshot(path=str(ARTIFACTS / name))
+    settle(page)
+    page.screenshot(path=str(ARTIFACTS / name), animations="disabled")
 
 
 def _row(page, n: int):

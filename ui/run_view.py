@@ -60,10 +60,24 @@ def progress_html(info: RunInfo | None) -> str:
     if info is None:
         return ('<div class="lw-panel lw-empty">No run selected. Choose a preset, fill in the base model and the '
                 'training images folder, then press <b>Start training</b>.</div>')
-    total = info.total_steps
     pct = 100.0 * info.fraction
-    steps = f"step {info.step} / {total}" if total else f"step {info.step}"
-    parts = [steps]
+    head = f'{badge(info.status)} <span class="lw-run-name">{esc(info.name)}</span>'
+    bar = (f'<div class="lw-bar" role="progressbar" aria-valuenow="{pct:.0f}" aria-valuemin="0" aria-valuemax="100">'
+           f'<div class="lw-fill lw-{esc(info.status)}" style="width:{pct:.1f}%"></div></div>')
+    line = f'<div class="lw-steps">{esc(" · ".join(_step_parts(info)))}{f" ({pct:.0f}%)" if info.total_steps else ""}</div>'
+    body = _outcome_html(info)
+    if info.status in ("running", "completed", "stopped", "interrupted"):
+        body.append(best_html(info))
+    if info.warnings and info.status in ("running", "completed", "stopped"):
+        body.append('<details class="lw-warnings"><summary>' + f"{len(info.warnings)} warning(s)</summary><ul>"
+                    + "".join(f"<li>{esc(w)}</li>" for w in info.warnings[-5:]) + "</ul></details>")
+    return (f'<div class="lw-panel" data-status="{esc(info.status)}">{head}{bar}{line}{"".join(body)}'
+            f'{_times_html(info)}</div>')
+
+
+def _step_parts(info: RunInfo) -> list[str]:
+    """step / total, epoch / epochs, and while running the speed and the time left."""
+    parts = [f"step {info.step} / {info.total_steps}" if info.total_steps else f"step {info.step}"]
     if info.epoch and info.epochs:
         parts.append(f"epoch {info.epoch} / {info.epochs}")
     if info.status == "running":
@@ -71,39 +85,45 @@ def progress_html(info: RunInfo | None) -> str:
             parts.append(f"{info.it_per_s:.2f} it/s" if info.it_per_s >= 1 else f"{1 / info.it_per_s:.1f} s/it")
         if info.eta_s is not None:
             parts.append(f"ETA {duration(info.eta_s)}")
-    head = f'{badge(info.status)} <span class="lw-run-name">{esc(info.name)}</span>'
-    bar = (f'<div class="lw-bar" role="progressbar" aria-valuenow="{pct:.0f}" aria-valuemin="0" aria-valuemax="100">'
-           f'<div class="lw-fill lw-{esc(info.status)}" style="width:{pct:.1f}%"></div></div>')
-    line = f'<div class="lw-steps">{esc(" · ".join(parts))}{f" ({pct:.0f}%)" if total else ""}</div>'
-    body = []
-    if info.status == "running" and info.stage:
-        body.append(f'<div class="lw-note">{esc(info.stage[0].upper() + info.stage[1:])}…</div>')
+    return parts
+
+
+def _outcome_html(info: RunInfo) -> list[str]:
+    """What the run is doing or how it ended: its stage, the LoRA written, why it stopped or failed."""
+    if info.status == "running":
+        return [f'<div class="lw-note">{esc(info.stage[0].upper() + info.stage[1:])}…</div>'] if info.stage else []
     if info.status == "completed":
-        body.append(f'<div class="lw-ok">Training complete. LoRA: <code>{esc(info.lora_path or "?")}</code></div>')
-    elif info.status == "stopped":
-        body.append(f'<div class="lw-note">Stopped at step {info.step} on request. '
-                    + ("Resume continues from the saved state." if info.resumable else "No saved state to resume from.")
-                    + "</div>")
+        return [f'<div class="lw-ok">Training complete. LoRA: <code>{esc(info.lora_path or "?")}</code></div>']
+    if info.status == "stopped":
+        body = [f'<div class="lw-note">Stopped at step {info.step} on request. '
+                + ("Resume continues from the saved state." if info.resumable else "No saved state to resume from.")
+                + "</div>"]
         if info.lora_path:
             body.append(f'<div class="lw-note">Last LoRA saved: <code>{esc(info.lora_path)}</code></div>')
-    elif info.status == "interrupted":
-        body.append(f'<div class="lw-warn">{esc(info.message)}</div>')
-    elif info.status == "failed":
-        code = f" (exit code {info.exit_code})" if info.exit_code is not None else ""
-        disk_full = info.message.startswith("Disk full")
-        title = "Disk full: training stopped" if disk_full else f"Training failed{code}"
-        body.append(f'<div class="lw-err"><b>{esc(title)}.</b> '
-                    + (esc(info.message) if info.message and info.message not in info.error_lines else "") + "</div>")
-        if disk_full and info.resumable:
-            body.append('<div class="lw-note">Its last complete state is kept: free some space, then Resume '
-                        "continues from it.</div>")
-        if info.error_lines:
-            body.append('<pre class="lw-errlines">' + esc("\n".join(info.error_lines[-15:])) + "</pre>")
-    if info.status in ("running", "completed", "stopped", "interrupted"):
-        body.append(best_html(info))
-    if info.warnings and info.status in ("running", "completed", "stopped"):
-        body.append('<details class="lw-warnings"><summary>' + f"{len(info.warnings)} warning(s)</summary><ul>"
-                    + "".join(f"<li>{esc(w)}</li>" for w in info.warnings[-5:]) + "</ul></details>")
+        return body
+    if info.status == "interrupted":
+        return [f'<div class="lw-warn">{esc(info.message)}</div>']
+    if info.status == "failed":
+        return _failure_html(info)
+    return []
+
+
+def _failure_html(info: RunInfo) -> list[str]:
+    code = f" (exit code {info.exit_code})" if info.exit_code is not None else ""
+    disk_full = info.message.startswith("Disk full")
+    title = "Disk full: training stopped" if disk_full else f"Training failed{code}"
+    body = [f'<div class="lw-err"><b>{esc(title)}.</b> '
+            + (esc(info.message) if info.message and info.message not in info.error_lines else "") + "</div>"]
+    if disk_full and info.resumable:
+        body.append('<div class="lw-note">Its last complete state is kept: free some space, then Resume '
+                    "continues from it.</div>")
+    if info.error_lines:
+        body.append('<pre class="lw-errlines">' + esc("\n".join(info.error_lines[-15:])) + "</pre>")
+    return body
+
+
+def _times_html(info: RunInfo) -> str:
+    """When it started, how long it trained, and its steps arithmetic."""
     times = []
     if info.started_at:
         times.append(f"started {when(info.started_at)}")
@@ -111,8 +131,7 @@ def progress_html(info: RunInfo | None) -> str:
         times.append(f"trained for {duration(info.active_s)}")
     if info.plan_text:
         times.append(info.plan_text)
-    foot = f'<div class="lw-small">{esc(" · ".join(times))}</div>' if times else ""
-    return f'<div class="lw-panel" data-status="{esc(info.status)}">{head}{bar}{line}{"".join(body)}{foot}</div>'
+    return f'<div class="lw-small">{esc(" · ".join(times))}</div>' if times else ""
 
 
 def loss_rows(info: RunInfo | None, max_points: int = 600) -> list[dict]:

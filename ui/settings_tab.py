@@ -1,31 +1,22 @@
 """The Settings tab: folders, the Hugging Face token (only ever shown as set / not set), and the
-system check from core.doctor when that module is installed."""
+system check from core.doctor when that module is installed.
+
+What the buttons do is in ui.settings_actions (plain functions); this module lays out the controls and wires them.
+"""
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import platform
-import sys
+from types import SimpleNamespace
 
 import gradio as gr
 
+from . import settings_actions as act
 from .context import AppContext
-from .run_view import esc, notice_html
+from .settings import Settings
+from .settings_actions import token_line
 
 
-def _has_doctor() -> bool:
-    try:
-        return importlib.util.find_spec("core.doctor") is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def token_line(state: str) -> str:
-    return f"Hugging Face token: **{state}**"
-
-
-def build(ctx: AppContext) -> None:
-    s = ctx.settings
+# ---------------------------------------------------------------------------- layout
+def _folders_and_token(s: Settings) -> SimpleNamespace:
     gr.Markdown("### Folders")
     models = gr.Textbox(s.models_dir, label="Models folder", elem_id="set-models",
                         info="Base models (.safetensors checkpoints, diffusers folders) here are offered in the "
@@ -54,62 +45,48 @@ def build(ctx: AppContext) -> None:
         save_btn = gr.Button("Save settings", variant="primary", elem_id="save-settings")
         clear_btn = gr.Button("Remove the token", elem_id="clear-token")
     msg = gr.HTML("")
+    return SimpleNamespace(models=models, more=more, find_btn=find_btn, found_md=found_md, loras=loras,
+                           outputs=outputs, datasets=datasets, token_md=token_md, token=token, save_btn=save_btn,
+                           clear_btn=clear_btn, msg=msg)
+
+
+def _system() -> None:
+    gr.Markdown("### System")
+    gr.Markdown(act.system_line(gr.__version__), elem_classes=["lw-small"])
+    if not act.has_doctor():
+        return
+    doctor_btn = gr.Button("Run the system check", elem_id="doctor-btn")
+    report = gr.Textbox(label="System check", lines=16, max_lines=40, interactive=False, visible=False,
+                        buttons=["copy"], elem_id="doctor-report")
+    doctor_btn.click(lambda: gr.update(value=act.doctor_text(), visible=True), None, [report])
+
+
+def build(ctx: AppContext) -> None:
+    f = _folders_and_token(ctx.settings)
+    _wire(ctx, f)
+    _system()
+
+
+# ---------------------------------------------------------------------------- wiring (thin adapters)
+def _wire(ctx: AppContext, f: SimpleNamespace) -> None:
+    s = ctx.settings
 
     def on_find(current: str):
-        from core.models.library import usual_folders
+        text, message = act.find_model_folders(current, s.models_dir)
+        return gr.skip() if text is None else text, message
 
-        have = [line.strip() for line in current.splitlines() if line.strip()]
-        new = [f for f in usual_folders() if f not in have and f != s.models_dir]
-        if not new:
-            return gr.skip(), "No ComfyUI, AUTOMATIC1111 or Forge models folder was found at the usual places."
-        return "\n".join(have + new), (f"Added {len(new)} folder(s) found at the usual places; press **Save "
-                                         "settings** to keep them.")
-
-    find_btn.click(on_find, more, [more, found_md])
-
-    def on_save(m: str, mm: str, l: str, o: str, d: str, t: str):
-        s.models_dir, s.loras_dir, s.outputs_dir, s.datasets_dir = m.strip(), l.strip(), o.strip(), d.strip()
-        s.model_folders = "\n".join(line.strip() for line in mm.splitlines() if line.strip())
-        if t and t.strip():
-            s.hf_token = t.strip()
-        try:
-            s.save()
-        except OSError as e:
-            return gr.skip(), "", notice_html(f"Cannot write {s.path}: {e}", "err")
+    def on_save(models: str, more: str, loras: str, outputs: str, datasets: str, token: str):
+        res = act.save_settings(s, models, more, loras, outputs, datasets, token)
+        if not res.ok:
+            return gr.skip(), "", res.message
         ctx.allow(s.outputs_dir)
         ctx.allow(s.loras_dir)
-        from pathlib import Path
-
-        gone = [f for f in s.model_dirs() if not Path(f).expanduser().is_dir()]
-        note = (f" Not found now (an unplugged drive or a moved folder? skipped until it is back): "
-                f"{', '.join(gone)}." if gone else "")
-        return token_line(s.token_state), "", notice_html(f"Saved to {s.path}.{note}", "warn" if gone else "note")
+        return res.token_line, "", res.message
 
     def on_clear():
-        s.hf_token = ""
-        try:
-            s.save()
-        except OSError as e:
-            return gr.skip(), notice_html(f"Cannot write {s.path}: {e}", "err")
-        return token_line(s.token_state), notice_html("The token was removed.")
+        line, message = act.clear_token(s)
+        return gr.skip() if line is None else line, message
 
-    save_btn.click(on_save, [models, more, loras, outputs, datasets, token], [token_md, token, msg])
-    clear_btn.click(on_clear, None, [token_md, msg])
-
-    gr.Markdown("### System")
-    gr.Markdown(f"Python {esc(platform.python_version())} · Gradio {esc(gr.__version__)} · {esc(sys.executable)}",
-                elem_classes=["lw-small"])
-    if _has_doctor():
-        doctor_btn = gr.Button("Run the system check", elem_id="doctor-btn")
-        report = gr.Textbox(label="System check", lines=16, max_lines=40, interactive=False, visible=False,
-                            buttons=["copy"], elem_id="doctor-report")
-
-        def on_doctor():
-            doctor = importlib.import_module("core.doctor")
-            try:
-                text = doctor.doctor_report_text()
-            except Exception as e:  # the check itself must never take the GUI down
-                text = f"The system check failed: {type(e).__name__}: {e}"
-            return gr.update(value=text, visible=True)
-
-        doctor_btn.click(on_doctor, None, [report])
+    f.find_btn.click(on_find, f.more, [f.more, f.found_md])
+    f.save_btn.click(on_save, [f.models, f.more, f.loras, f.outputs, f.datasets, f.token], [f.token_md, f.token, f.msg])
+    f.clear_btn.click(on_clear, None, [f.token_md, f.msg])

@@ -1,6 +1,6 @@
 """What the Tools tab shows: HTML tables of `lora inspect` / `lora check`, the summary lines of a tool, error lines,
 output paths; and the "About the chosen LoRAs" box of the Generate tab. The LoRA tools (core.lora.tools, which
-import torch) are imported in the callbacks only, so building a tab stays fast."""
+import torch) are imported in the functions only, so building a tab stays fast."""
 from __future__ import annotations
 
 import html
@@ -8,8 +8,6 @@ import json
 import traceback
 from pathlib import Path
 from typing import Any
-
-import gradio as gr
 
 # CLI words in core's messages -> the GUI's controls
 GUI_WORDS = (("or pass --overwrite", 'or tick "Overwrite"'), ("--overwrite", '"Overwrite"'), ("--out ", "Output "),
@@ -220,6 +218,8 @@ def _family_noted(path: str, model: str, res: dict) -> bool:
 def generate_lora_info(model_dd, lora_dds: list) -> None:
     """Under the Generate tab's LoRA pickers: the fit check (a warning line) and an "About the chosen LoRAs"
     accordion, both refreshed when a LoRA or the base model changes."""
+    import gradio as gr  # here only: the rest of this module is plain functions (tested without gradio)
+
     check_box = gr.HTML("", elem_id="gen-lora-check")
     with gr.Accordion("About the chosen LoRAs", open=False, elem_id="gen-lora-about-box"):
         about_box = gr.HTML('<div class="lw-small">Choose a LoRA above to see what it holds.</div>',
