@@ -74,18 +74,87 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
         proc.wait(timeout)
 
 
+# Counts the app's events in flight: a queued event from its join until its "process_completed" message in the
+# event stream (gradio's client reads it with fetch), a direct call until its answer. `settle` waits until none is: tests wait on that, never on a delay.
+EVENTS_IN_FLIGHT_JS = r"""
+(() => {
+  if (window.__lwFetch) return;
+  const lw = window.__lw = {joining: 0, calls: 0, waiting: new Set(), completed: new Set()};
+  // joining: join requests not answered yet; waiting: events the stream has named (queued, started) and not
+  // completed
+  const orig = window.__lwFetch = window.fetch.bind(window);
+  const finished = (id) => {  // two frames later: an event chained with .then() has started joining by then
+    requestAnimationFrame(() => requestAnimationFrame(() => { lw.completed.add(id); lw.waiting.delete(id); }));
+  };
+  const watched = (body) => {  // the stream as it is, read through: its "process_completed" lines are noted
+    const src = body.getReader(), dec = new TextDecoder();
+    let buf = "";
+    return new ReadableStream({
+      async pull(ctrl) {
+        const r = await src.read();
+        if (r.done) { ctrl.close(); return; }
+        buf += dec.decode(r.value, {stream: true});
+        let i;
+        while ((i = buf.indexOf("\n")) >= 0) {
+          const line = buf.slice(0, i); buf = buf.slice(i + 1);
+          if (!line.startsWith("data:")) continue;
+          let m;
+          try { m = JSON.parse(line.slice(5)); } catch (e) { continue; }
+          if (!m.event_id) continue;
+          if (m.msg === "process_completed") finished(m.event_id);
+          else if (!lw.completed.has(m.event_id)) lw.waiting.add(m.event_id);
+        }
+        ctrl.enqueue(r.value);
+      },
+      cancel(reason) { return src.cancel(reason); },  // the client closing the stream closes the connection
+    });
+  };
+  window.fetch = async (input, init) => {
+    const url = String((input && input.url) || input);
+    const join = url.includes("/queue/join"), call = url.includes("/gradio_api/run/");
+    if (join) lw.joining++;
+    if (call) lw.calls++;
+    try {
+      const r = await orig(input, init);
+      if (url.includes("/queue/data") && r.body) {
+        return new Response(watched(r.body), {status: r.status, statusText: r.statusText, headers: r.headers});
+      }
+      return r;
+    } finally {  // a join is answered before the stream names its event: counted two frames longer
+      if (join) requestAnimationFrame(() => requestAnimationFrame(() => { lw.joining--; }));
+      if (call) lw.calls--;
+    }
+  };
+})();
+"""
+
+
+def settle(page, timeout: float = 30_000) -> None:
+    """Wait until the page has sent what the last action triggers (two animation frames) and the app has answered
+    every event in flight (the 1 s timers' included)."""
+    page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+    busy = "() => window.__lw && (window.__lw.joining + window.__lw.calls + window.__lw.waiting.size)"
+    try:
+        page.wait_for_function(f"() => !({busy})()", timeout=timeout, polling="raf")
+    except playwright_api.TimeoutError as e:
+        raise AssertionError("events still unanswered: " + str(page.evaluate(
+            "() => [window.__lw.joining, window.__lw.calls, [...window.__lw.waiting]]"))) from e
+
+
 @contextmanager
 def app_page(browser, url: str, ready_selector: str, tab: str | None = None, height: int = 1000,
              timeout: float = 30_000) -> Iterator:
     """A new 1400 px wide page of the app at ``url`` (with the tab named ``tab`` open), once ``ready_selector``
-    shows; closed afterwards."""
+    shows and the page's load events are answered; closed afterwards."""
     pg = browser.new_page(viewport={"width": 1400, "height": height})
+    pg.add_init_script(EVENTS_IN_FLIGHT_JS)
     pg.set_default_timeout(timeout)
     try:
         pg.goto(url)
         if tab:
             pg.get_by_role("tab", name=tab, exact=True).click()
         pg.wait_for_selector(ready_selector)
+        settle(pg, timeout=max(timeout, 60_000))
         yield pg
     finally:
         pg.close()
@@ -119,8 +188,10 @@ def free_port() -> int:
 
 
 def shot(page, name: str) -> None:
+    """A full-page screenshot once the app has answered every event, CSS animations finished."""
     ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+    settle(page)
+    page.screenshot(path=str(ARTIFACTS / name), full_page=True, animations="disabled")
 
 
 def tab(page, name: str) -> None:
@@ -143,14 +214,15 @@ def shown(value: object):
 
 
 def fill(page, name: str, value: object, enter: bool = False) -> None:
-    """Type `value` into the Training form's setting `name` and leave the field (Enter or Tab)."""
+    """Type `value` into the Training form's setting `name`, leave the field (Enter or Tab) and wait until the app
+    has answered what that triggered."""
     box = field(page, name)
     box.wait_for(state="visible")
     want = shown(value)
     for _ in range(3):  # a field that was just rendered (opened accordion) may reset itself once
         box.fill(str(value))
         box.press("Enter" if enter else "Tab")
-        page.wait_for_timeout(200)
+        settle(page)
         if want.match(box.input_value()):
             return
     playwright_api.expect(box).to_have_value(want)
@@ -159,7 +231,7 @@ def fill(page, name: str, value: object, enter: bool = False) -> None:
 def _type_and_leave(page, box, value) -> None:
     box.fill(str(value))
     box.press("Tab")
-    page.wait_for_timeout(200)
+    settle(page)
     playwright_api.expect(box).to_have_value(str(value))
 
 
@@ -173,10 +245,11 @@ def set_number(page, elem_id: str, value) -> None:
 
 
 def choose(page, elem_id: str, text: str, exact: bool = False) -> None:
-    """Open the dropdown `elem_id` and click its option named `text` (exact) or the first containing it."""
+    """Open the dropdown `elem_id`, click its option named `text` (exact) or the first containing it, and wait
+    until the app has answered the change."""
     page.locator(f"#{elem_id} input").first.click()
     if exact:
         page.get_by_role("option", name=text, exact=True).click()
-        return
-    page.locator(f"#{elem_id} li[role=option]", has_text=text).first.click()
-    page.wait_for_timeout(300)
+    else:
+        page.locator(f"#{elem_id} li[role=option]", has_text=text).first.click()
+    settle(page)

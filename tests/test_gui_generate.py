@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from gui_server import (ARTIFACTS, CHROMIUM, app_page, choose, free_port, ml_modules_imported_by, playwright_api,
-                        running_app, set_number)
+from gui_server import (CHROMIUM, app_page, choose, free_port, ml_modules_imported_by, playwright_api,
+                        running_app, set_number, shot)
 from tiny_models import make_tiny_sd15
 from train_helpers import tiny_config, train_in_process
 
@@ -108,6 +108,7 @@ def test_generate_tab_end_to_end(page, app):
     expect(toast).to_contain_text("no LoRA file named 'nope.safetensors'")
     expect(toast).to_contain_text(str(root / "out"))
     toast.locator("[data-testid=toast-close]").click()
+    expect(page.locator(".toast-body")).to_have_count(0)  # gone (it fades out), so a new one can be told apart
     page.locator("#gen-prompt textarea").fill("zqx, a red circle")
 
     s0 = generate(page, 0, "")
@@ -129,8 +130,7 @@ def test_generate_tab_end_to_end(page, app):
     expect(page.locator("#gen-grid-status")).to_contain_text("2 × 2 grid saved", timeout=120_000)
     expect(page.locator("#gen-grid-image img").first).to_be_visible()
 
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "generate_tab.png"), full_page=True)
+    shot(page, "generate_tab.png")
 
 
 def test_building_the_tab_imports_no_ml_libraries(tmp_path):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from test_gui_training import REPO, app, field, fill, page, shot  # noqa: F401 (pytest fixtures)
-from gui_server import choose, playwright_api
+from gui_server import choose, playwright_api, settle
 
 if playwright_api is not None:
     expect = playwright_api.expect
@@ -104,11 +104,11 @@ def test_preset_list_is_narrowed_by_family_and_gpu_memory(page, app):
     assert "FLUX.2 klein base 4B · character · 8 GB" in everything
     page.locator("#preset-family").get_by_label("SDXL", exact=True).check()
     expect(page.locator("#preset-family").get_by_label("SDXL", exact=True)).to_be_checked()
-    page.wait_for_timeout(500)
+    settle(page)
     sdxl = listed(page)
     assert len(sdxl) == 18 and all(n.startswith("SDXL") for n in sdxl), sdxl  # 2 hand-made + 4 subjects x 4 sizes
     choose(page, "preset-vram", "12 GB", exact=True)
-    page.wait_for_timeout(500)
+    settle(page)
     expect(page.get_by_role("option")).to_have_count(0)
     assert listed(page) == ["SDXL character", "SDXL style", "SDXL · character · 12 GB", "SDXL · style · 12 GB",
                             "SDXL · concept · 12 GB", "SDXL · clothing · 12 GB"]
@@ -122,7 +122,7 @@ def test_preset_list_is_narrowed_by_family_and_gpu_memory(page, app):
     expect(page.locator("#preset-family").get_by_label("SD1.5", exact=True)).to_be_checked()
     expect(page.locator("#preset input")).to_have_value("SDXL · style · 12 GB")
     expect(page.locator("#guardrails-box")).to_contain_text("The preset is made for SDXL, but the base model is SD1.5")
-    page.wait_for_timeout(500)
+    settle(page)
     sd15 = listed(page)
     assert sd15[:3] == ["SD1.5 character", "SD1.5 style", "Demo (CPU)"]  # hand-made for 8 GB fit 12; the demo: any
     assert [n for n in sd15 if "·" in n] == [f"SD1.5 · {s} · 12 GB" for s in ("character", "style", "concept",

@@ -227,7 +227,6 @@ def test_run_progresses_makes_samples_and_completes(page, app):
     expect(page.locator("#progress")).to_contain_text("step 60 / 60")
     expect(page.locator("#stop-btn")).to_be_hidden()
     expect(page.locator("#history")).to_contain_text("run_ok")
-    page.wait_for_timeout(1500)
     shot(page, "run_completed.png")
     assert (app["root"] / "out" / "run_ok.safetensors").is_file()
 
@@ -243,7 +242,6 @@ def test_validation_split_shows_its_curve_and_names_the_best_file(page, app):
     expect(page.locator("#progress")).to_contain_text("run_val.safetensors")
     # the validation curve is drawn, in its own colour, over the training loss
     expect(page.locator("#loss-plot path[stroke='#ea580c']").first).to_be_attached()
-    page.wait_for_timeout(1000)
     shot(page, "run_validation.png")
 
 
