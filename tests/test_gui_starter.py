@@ -77,7 +77,7 @@ def test_pressing_start_on_a_fresh_install_teaches_the_concept(browser, page, fr
 
 
 def test_the_demo_is_offered_only_until_the_user_has_a_model(tmp_path):
-    from ui.training_tab import starting_form
+    from ui.training_actions import starting_form
 
     models, outputs = tmp_path / "models", tmp_path / "out"
     models.mkdir()

@@ -276,6 +276,7 @@ def test_live_view_of_a_training_run_redraws_its_plot_and_history_now_and_then(t
     live = running_run(out / "live")
     sig, parts, _, _ = actions.live_view(str(live), {}, [str(out)], now=1000.0)
     assert len([r for r in parts["plot"] if r["series"] == "loss"]) == 3 and parts["history"] != actions.SKIP
+    assert parts["timer"] == actions.LIVE_SECONDS  # asked often while it trains
 
     def add_step(step: int) -> None:
         with open(live / "events.jsonl", "a") as f:
@@ -300,6 +301,7 @@ def test_live_view_of_a_training_run_redraws_its_plot_and_history_now_and_then(t
                             "message": "Training complete"}) + "\n")
     _, parts, _, info = actions.live_view(str(live), sig, [str(out)], now=1011.0)
     assert info.status == "completed" and [r["step"] for r in parts["plot"] if r["series"] == "loss"][-1] == 6
+    assert parts["timer"] == actions.IDLE_SECONDS  # nothing trains: asked now and then (a run started elsewhere)
 
 
 def test_live_view_buttons_of_a_running_and_a_resumable_run(tmp_path):

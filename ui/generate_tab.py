@@ -19,7 +19,7 @@ import gradio as gr
 from core.generation.samplers import A1111_NAMES, SAMPLERS
 
 from . import generate_actions as act
-from .generate_actions import DEFAULT_STRENGTHS, LORA_SLOTS, parse_strengths, short_caption, unload_model  # noqa: F401
+from .generate_actions import DEFAULT_STRENGTHS, LORA_SLOTS, unload_model
 from .generate_choices import (generated_dir, lora_dirs, model_choices, model_label, native_size,
                                newest_run_base_model, setting)
 from .tools_view import generate_lora_info

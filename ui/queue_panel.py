@@ -38,7 +38,7 @@ class QueuePanel:
             self.msg = gr.HTML("", elem_id="queue-msg")
         self.ids = gr.State([])  # entry ids in table order
         self.sig = gr.State(None)
-        self.timer = gr.Timer(2.5)  # the queue changes rarely; the buttons refresh it at once
+        self.timer = gr.Timer(5.0)  # the queue changes rarely; the buttons refresh it at once
 
     def refresh(self, sig: Any, picked: str | None):
         """New values for the panel, or skips where nothing changed (a table redrawn every second loses the

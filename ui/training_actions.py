@@ -308,11 +308,15 @@ class Buttons:
 
 PLOT_SECONDS = 5.0  # while a run trains, its loss plot is redrawn at most this often (the browser redraws it whole)
 HISTORY_SECONDS = 10  # while a run trains, the history's durations are brought up to date this often
+# How often the page asks for the live view: each ask costs the browser a few tenths of a CPU second (gradio's
+# client goes over the whole page), so often only while a run trains.
+LIVE_SECONDS, IDLE_SECONDS = 2.0, 5.0
 
 
 def view_parts(info: RunInfo | None, run_dir: str, runs: list[RunInfo], now: float | None = None) -> dict:
-    """The live view's parts for `changes`: progress HTML, loss rows, log text, gallery items, buttons and the
-    history rows (while a run trains their signature changes every HISTORY_SECONDS too, for the durations)."""
+    """The live view's parts for `changes`: progress HTML, loss rows, log text, gallery items, buttons, the
+    history rows (while a run trains their signature changes every HISTORY_SECONDS too, for the durations) and the
+    seconds to the next refresh."""
     last_loss = info.losses[-1] if info and info.losses else None
     plot_sig = (run_dir, info.status if info else None, len(info.losses) if info else 0, last_loss,
                 len(info.val_losses) if info else 0)
@@ -330,6 +334,8 @@ def view_parts(info: RunInfo | None, run_dir: str, runs: list[RunInfo], now: flo
         "gallery": ((run_dir, tuple(p for p, _ in items)), lambda: items),
         "buttons": ((buttons.running, buttons.resume, buttons.use_config), lambda: buttons),
         "history": (hist_sig, lambda: run_view.history_rows(runs)),
+        "timer": ((LIVE_SECONDS if ticking or buttons.running else IDLE_SECONDS), lambda: (
+            LIVE_SECONDS if ticking or buttons.running else IDLE_SECONDS)),
     }
 
 

@@ -149,10 +149,10 @@ def build(ctx: AppContext) -> None:
     queue.build()
     run.history = _history()
     run.viewed, run.sig, run.history_dirs = gr.State(""), gr.State({}), gr.State([])
-    timer = gr.Timer(1.0)
+    run.timer = gr.Timer(actions.IDLE_SECONDS)  # LIVE_SECONDS while a run trains (the live view sets it)
 
     live = _live(ctx, form, run)
-    timer.tick(*live, **QUIET)
+    run.timer.tick(*live, **QUIET)
     _wire_page_load(ctx, form, picker, run, live)
     _wire_form(ctx, form, picker, side, run, starter_preset, filled)
     guided.wire(form, picker, side.estimate, run.guard_box, side.plan, _on_plan(form), filled)
@@ -185,11 +185,12 @@ def _live(ctx: AppContext, form: SchemaForm, run: SimpleNamespace) -> tuple:
         plot = gr.skip() if plot is actions.SKIP else _loss_frame(plot)  # None when there is no loss yet
         btns = parts["buttons"]
         btns = (gr.skip(),) * 5 if btns is actions.SKIP else tuple(gr.update(visible=v) for v in btns.visible)
+        timer = gr.skip() if parts["timer"] is actions.SKIP else gr.Timer(value=parts["timer"])
         return (sig, _skip_or(parts["progress"]), plot, _skip_or(parts["log"]), _skip_or(parts["gallery"]), *btns,
-                _skip_or(parts["history"]), dirs)
+                _skip_or(parts["history"]), dirs, timer)
 
     outputs = [run.sig, run.progress, run.loss_plot, run.log_box, run.gallery, run.stop, run.sample, run.save,
-               run.resume, run.use_cfg, run.history, run.history_dirs]
+               run.resume, run.use_cfg, run.history, run.history_dirs, run.timer]
     return refresh, [run.viewed, run.sig, form.components["output_dir"]], outputs
 
 

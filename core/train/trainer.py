@@ -1,5 +1,5 @@
-"""The training loop, the same for every model family (core/models: SD1.5, SDXL, Flux.1): headless, with events,
-samples, the validation loss, resume, and a plain message for every way it can end."""
+"""The training loop, the same for every model family (core/families: SD1.5, SDXL, Flux.1, FLUX.2 klein):
+headless, with events, samples, the validation loss, resume, and a plain message for every way it can end."""
 from __future__ import annotations
 
 import math
