@@ -22,9 +22,9 @@ from core.runs.reader import RunBusyError, RunExistsError, RunInfo, is_run_dir, 
 from core.runs.steps_plan import steps_plan
 
 from . import queue_actions, run_view
+from .generate_choices import model_choices
 from .labels import label_for
 
-MODEL_EXTS = (".safetensors", ".ckpt")
 LOG_LINES = 12
 REQUEST_NOTES = {
     "stop": "Stop requested: the trainer saves a LoRA and a resumable state after the current step, then stops.",
@@ -67,23 +67,6 @@ def part_choices(folders: list[str]) -> list[tuple[str, str]]:
 
     lib = scan(folders)
     return [(f"{Path(f.path).name} · {f.words}", f.path) for f in lib.files if f.role in ("text_encoder", "vae")]
-
-
-def model_choices(models_dir: str) -> list[str]:
-    """Single-file checkpoints and diffusers folders in the models folder (one level of sub-folders)."""
-    root = Path(models_dir).expanduser()
-    if not root.is_dir():
-        return []
-    found: list[str] = []
-    for p in sorted(root.iterdir()):
-        if p.is_file() and p.suffix.lower() in MODEL_EXTS:
-            found.append(str(p))
-        elif p.is_dir():
-            if (p / "model_index.json").is_file():
-                found.append(str(p))
-            else:
-                found += [str(q) for q in sorted(p.iterdir()) if q.is_file() and q.suffix.lower() in MODEL_EXTS]
-    return found
 
 
 def starting_form(models_dir: str, outputs_dir: str) -> tuple[TrainConfig, str | None]:
