@@ -310,6 +310,7 @@ def view_parts(info: RunInfo | None, run_dir: str, runs: list[RunInfo], now: flo
     now = time.time() if now is None else now
     ticking = any(r.status == "running" for r in runs)
     hist_sig = (tuple((str(r.dir), r.status) for r in runs), int(now // HISTORY_SECONDS) if ticking else 0)
+    every = LIVE_SECONDS if ticking or buttons.running else IDLE_SECONDS
     return {
         "progress": (html_, lambda: html_),
         "plot": (plot_sig, lambda: run_view.loss_rows(info)),
@@ -317,8 +318,7 @@ def view_parts(info: RunInfo | None, run_dir: str, runs: list[RunInfo], now: flo
         "gallery": ((run_dir, tuple(p for p, _ in items)), lambda: items),
         "buttons": ((buttons.running, buttons.resume, buttons.use_config), lambda: buttons),
         "history": (hist_sig, lambda: run_view.history_rows(runs)),
-        "timer": ((LIVE_SECONDS if ticking or buttons.running else IDLE_SECONDS), lambda: (
-            LIVE_SECONDS if ticking or buttons.running else IDLE_SECONDS)),
+        "timer": (every, lambda: every),
     }
 
 

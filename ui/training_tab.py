@@ -1,5 +1,5 @@
 """The Training tab: the settings form, presets and config files, start/stop, the live view of a run
-(progress, loss, samples, log, refreshed every second) and the run history.
+(progress, loss, samples, log; refreshed every 2 s while a run trains, every 5 s otherwise) and the run history.
 
 Everything about training goes through core: the form is generated from core.config.schema, runs are
 started and read with core.runs. What the tab does is in ui/training_actions.py (plain functions); this file
